@@ -1,0 +1,1 @@
+//! Command semantics: the only layer that knows both protocols and the store.

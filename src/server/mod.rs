@@ -1,0 +1,1 @@
+//! Sockets, worker threads and connections.

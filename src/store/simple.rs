@@ -1,0 +1,2 @@
+//! Placeholder engine (being written).
+pub struct Store;

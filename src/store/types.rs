@@ -1,0 +1,307 @@
+//! The vocabulary of the store contract: arguments, outcomes, settings and
+//! counters. Engines implement the operations on `Store` with exactly
+//! these types (see `store/mod.rs` for the list of operations).
+//!
+//! Contract every engine's `Store` provides (all `&self`, `Store: Send + Sync`):
+//!
+//! - `Store::new(cfg: StoreConfig, clock: Arc<Clock>) -> Store`
+//! - `get<R>(&self, key, bump: bool, f: impl FnOnce(Result<&mut ItemRef<'_>, Miss>) -> R) -> R`
+//!   runs `f` under the key's lock. A miss says why (`NotFound`, `Expired`,
+//!   `Flushed`); expired or flushed items are unlinked on the way. With
+//!   `bump`, after `f` returns the item counts as accessed: its last
+//!   access time becomes now, it is marked fetched (and active on a second
+//!   fetch) and its LRU position is refreshed. `f` therefore sees the state
+//!   from before this access (what meta's `h` and `l` flags report).
+//! - `store(&self, args: &StoreArgs) -> StoreOutcome`
+//! - `delete(&self, args: &DeleteArgs) -> DeleteOutcome`
+//! - `arith(&self, args: &ArithArgs) -> ArithOutcome`
+//! - `flush(&self, when: RelTime)`: every item stored before `when`
+//!   (0 = now) is invalid from `when` on, without walking memory.
+//! - `set_mem_limit(&self, bytes: usize) -> Result<(), MemLimitError>`
+//! - `stats(&self) -> StoreStats`, and `stats_items`, `stats_slabs`,
+//!   `stats_sizes`: `Vec<(String, String)>` of `STAT` name/value pairs in
+//!   memcached's order and naming (`items:1:number`, `1:chunk_size`, ...).
+//! - `reset_stats(&self)` for `stats reset`.
+//!
+//! `ItemRef` (borrowed inside `get`'s closure, under the key's lock):
+//! `key() -> &[u8]`, `flags() -> u32`, `cas() -> u64`, `value_len() -> usize`,
+//! `value() -> impl Iterator<Item = &[u8]>` (segments, in order),
+//! `class_id() -> u8`, `exptime() -> RelTime` (0 = never),
+//! `last_access() -> RelTime`, `fetched() -> bool`, `stale() -> bool`,
+//! `win_sent() -> bool`, and mutators `set_exptime(RelTime)`,
+//! `set_win_sent()`.
+
+use crate::clock::RelTime;
+
+/// How a storage command treats an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+}
+
+/// One storage request (`set`, `cas`, binary SET, meta `ms`, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreArgs<'a> {
+    pub mode: Mode,
+    pub key: &'a [u8],
+    /// Client flags; ignored by append/prepend (the old item's are kept).
+    pub flags: u32,
+    /// Absolute relative time (already through `Clock::realtime`); 0 = never.
+    /// Ignored by append/prepend.
+    pub exptime: RelTime,
+    pub value: &'a [u8],
+    /// CAS the client expects the item to have; 0 = no check. With a
+    /// check: missing item -> `NotFound`, other CAS -> `Exists` (see
+    /// `invalidate`), for every mode, as memcached's `do_store_item`.
+    pub cas: u64,
+    /// Meta `I`: when `cas` is older (smaller) than the item's, store
+    /// anyway but mark the new item stale.
+    pub invalidate: bool,
+    /// Meta `E`: the CAS value the new item gets; 0 = take the next one.
+    pub set_cas: u64,
+    /// Meta `N` with append/prepend: a missing item is created empty with
+    /// this exptime first (autovivify), then appended to.
+    pub vivify: Option<RelTime>,
+    /// Mark the new item as having had its win token sent (meta `mg N`
+    /// vivify on miss stores an empty item this way).
+    pub win_sent: bool,
+}
+
+impl<'a> StoreArgs<'a> {
+    /// A plain request: no CAS check, no meta extras.
+    pub fn new(mode: Mode, key: &'a [u8], flags: u32, exptime: RelTime, value: &'a [u8]) -> Self {
+        StoreArgs {
+            mode,
+            key,
+            flags,
+            exptime,
+            value,
+            cas: 0,
+            invalidate: false,
+            set_cas: 0,
+            vivify: None,
+            win_sent: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStatus {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    /// Larger than the item size limit. Any existing item under the key
+    /// has been removed (memcached does the same).
+    TooLarge,
+    /// No memory could be found (with eviction off, or nothing evictable).
+    NoMemory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOutcome {
+    pub status: StoreStatus,
+    /// CAS of the stored item (0 when not stored or CAS is disabled).
+    pub cas: u64,
+    /// Slab class of the stored (or compared) item, 0 when none.
+    pub class: u8,
+}
+
+/// Why a lookup found nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    NotFound,
+    /// The item was there but its exptime had passed (`get_expired`).
+    Expired,
+    /// The item was there but a `flush_all` invalidated it (`get_flushed`).
+    Flushed,
+}
+
+/// One delete request (`delete`, binary DELETE, meta `md`).
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteArgs<'a> {
+    pub key: &'a [u8],
+    /// Expected CAS, 0 = no check (mismatch -> `Exists`).
+    pub cas: u64,
+    /// Meta `I`: instead of removing, mark the item stale (and bump its
+    /// CAS); with `Some(t)` also set its exptime to `t` (meta `T`).
+    pub invalidate: Option<Option<RelTime>>,
+}
+
+impl<'a> DeleteArgs<'a> {
+    pub fn new(key: &'a [u8]) -> Self {
+        DeleteArgs {
+            key,
+            cas: 0,
+            invalidate: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteStatus {
+    Deleted,
+    NotFound,
+    Exists,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    pub status: DeleteStatus,
+    pub class: u8,
+}
+
+/// One arithmetic request (`incr`/`decr`, binary INCR/DECR, meta `ma`).
+#[derive(Debug, Clone, Copy)]
+pub struct ArithArgs<'a> {
+    pub key: &'a [u8],
+    pub incr: bool,
+    pub delta: u64,
+    /// Expected CAS, 0 = no check.
+    pub cas: u64,
+    /// Create a missing item with this initial value and exptime
+    /// (binary INCR with exptime != 0xffffffff, meta `N`/`J`).
+    pub create: Option<(u64, RelTime)>,
+    /// When `Some`, also set the item's exptime (meta `T`).
+    pub exptime: Option<RelTime>,
+    /// Meta `E`: CAS for the new value, 0 = next.
+    pub set_cas: u64,
+}
+
+impl<'a> ArithArgs<'a> {
+    pub fn new(key: &'a [u8], incr: bool, delta: u64) -> Self {
+        ArithArgs {
+            key,
+            incr,
+            delta,
+            cas: 0,
+            create: None,
+            exptime: None,
+            set_cas: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithStatus {
+    /// Updated an existing item.
+    Ok,
+    /// Created a missing item from `create`.
+    Created,
+    NotFound,
+    /// The stored value is not a decimal number of at most 20 digits.
+    NonNumeric,
+    Exists,
+    NoMemory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArithOutcome {
+    pub status: ArithStatus,
+    /// The value after the operation (`Ok`, `Created`).
+    pub value: u64,
+    pub cas: u64,
+    /// Exptime of the item after the operation.
+    pub exptime: RelTime,
+    pub class: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemLimitError {
+    /// Below the smallest limit the engine accepts.
+    TooSmall,
+}
+
+/// What the engine needs from the command line.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `-m`, in bytes.
+    pub mem_limit: usize,
+    /// `-I`: the largest item (key + value + header) accepted.
+    pub item_size_max: usize,
+    /// `-n`: minimum space for key + value + flags in the smallest class.
+    pub chunk_size_min: usize,
+    /// `-f`: chunk size growth factor.
+    pub growth_factor: f64,
+    /// `-o slab_chunk_max`: the largest chunk; larger items are chained.
+    pub slab_chunk_max: usize,
+    /// Page size (1 MiB, as memcached).
+    pub page_size: usize,
+    /// `!-M`: evict to make room instead of failing.
+    pub evict_to_free: bool,
+    /// `!-C`: assign CAS values.
+    pub use_cas: bool,
+    pub hot_lru_pct: u32,
+    pub warm_lru_pct: u32,
+    pub hot_max_factor: f64,
+    pub warm_max_factor: f64,
+    /// Items with a ttl below this go to the TEMP LRU.
+    pub temporary_ttl: u32,
+    /// `-o hashpower`: initial hash table size is 2^hashpower.
+    pub hashpower_init: u8,
+    /// `-o slab_automove` (0 off, 1 on, 2 aggressive).
+    pub slab_automove: u8,
+    /// `-o lru_segmented` (default on).
+    pub lru_segmented: bool,
+    /// `-L`: preallocate all memory up front.
+    pub prealloc: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            mem_limit: 64 * 1024 * 1024,
+            item_size_max: 1024 * 1024,
+            chunk_size_min: 48,
+            growth_factor: 1.25,
+            slab_chunk_max: 512 * 1024,
+            page_size: 1024 * 1024,
+            evict_to_free: true,
+            use_cas: true,
+            hot_lru_pct: 20,
+            warm_lru_pct: 40,
+            hot_max_factor: 0.2,
+            warm_max_factor: 2.0,
+            temporary_ttl: 61,
+            hashpower_init: 16,
+            slab_automove: 1,
+            lru_segmented: true,
+            prealloc: false,
+        }
+    }
+}
+
+/// Storage fields of the general `stats` group (memcached's names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// `bytes`: bytes used by stored items.
+    pub bytes: u64,
+    pub curr_items: u64,
+    pub total_items: u64,
+    pub evictions: u64,
+    pub reclaimed: u64,
+    pub expired_unfetched: u64,
+    pub evicted_unfetched: u64,
+    pub evicted_active: u64,
+    pub moves_to_cold: u64,
+    pub moves_to_warm: u64,
+    pub moves_within_lru: u64,
+    pub direct_reclaims: u64,
+    pub lru_bumps_dropped: u64,
+    pub slab_reassign_rescues: u64,
+    pub slab_reassign_evictions_nomem: u64,
+    pub slabs_moved: u64,
+    pub slab_global_page_pool: u64,
+    pub hash_power_level: u64,
+    pub hash_bytes: u64,
+    pub hash_is_expanding: bool,
+    /// `limit_maxbytes`: the current memory limit in bytes.
+    pub limit_maxbytes: u64,
+    /// Bytes of item memory taken from the system (`total_malloced`).
+    pub total_malloced: u64,
+    pub malloc_fails: u64,
+}
