@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(c.realtime(-1), 1);
         assert!(is_expired(c.realtime(-1), now));
         assert_eq!(c.realtime(10), now + 10);
-        assert_eq!(c.realtime(REALTIME_MAXDELTA), now + REALTIME_MAXDELTA as u32);
+        assert_eq!(
+            c.realtime(REALTIME_MAXDELTA),
+            now + REALTIME_MAXDELTA as u32
+        );
         // An absolute time in the past is expired.
         assert_eq!(c.realtime(REALTIME_MAXDELTA + 1), 1);
         // An absolute time in the future is relative to process start.

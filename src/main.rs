@@ -1,1 +1,116 @@
-fn main() {}
+//! The gannet daemon: parse memcached's command line, bind, serve, and
+//! exit with memcached's exit codes.
+//!
+//! Signals are blocked in every thread and taken synchronously by the main
+//! thread with `sigwait`, so no code runs in signal-handler context:
+//! SIGTERM and SIGINT stop at once (exit 0), SIGUSR1 stops gracefully,
+//! SIGHUP is ignored. A client's `shutdown` sends the process one of
+//! these signals, so every way of stopping takes the same path.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gannet::clock::Clock;
+use gannet::config;
+use gannet::exec::Shared;
+use gannet::server::{self, Server};
+
+/// memcached exits with EX_OSERR when it cannot bind.
+const EXIT_BIND: u8 = 71;
+
+fn main() -> ExitCode {
+    let settings = match config::parse(std::env::args_os()) {
+        Ok(s) => s,
+        Err(exit) => {
+            let _ = std::io::stdout().write_all(exit.stdout.as_bytes());
+            let _ = std::io::stderr().write_all(exit.stderr.as_bytes());
+            return ExitCode::from(exit.code as u8);
+        }
+    };
+    init_logging(settings.verbose);
+
+    let signals = block_signals();
+    let clock = Clock::new();
+    if let Err(e) = clock.spawn_ticker(Duration::from_millis(100)) {
+        eprintln!("failed to start the clock thread: {e}");
+        return ExitCode::from(EXIT_BIND);
+    }
+    let shared = Arc::new(Shared::new(settings, clock));
+    let bound = match server::bind(&shared) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_BIND);
+        }
+    };
+    let server = match Server::start(Arc::clone(&shared), bound) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("failed to start worker threads: {e}");
+            return ExitCode::from(EXIT_BIND);
+        }
+    };
+    log::info!("gannet {} ready", env!("CARGO_PKG_VERSION"));
+    loop {
+        match wait_signal(&signals) {
+            libc::SIGHUP => continue,
+            libc::SIGUSR1 => {
+                log::info!("SIGUSR1: graceful stop");
+                break;
+            }
+            sig => {
+                log::info!("signal {sig}: stopping");
+                break;
+            }
+        }
+    }
+    server.stop();
+    ExitCode::SUCCESS
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("GANNET_LOG")
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+/// The signals main waits for, blocked in this thread (and so in every
+/// thread started after this call).
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it,
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGUSR1, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        // A peer that resets mid-write must never kill the process.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        set
+    }
+}
+
+/// Wait for one of the blocked signals.
+fn wait_signal(set: &libc::sigset_t) -> libc::c_int {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` was initialised by block_signals; sigwait writes the
+    // signal number into `sig`.
+    loop {
+        let rc = unsafe { libc::sigwait(set, &mut sig) };
+        if rc == 0 {
+            return sig;
+        }
+    }
+}

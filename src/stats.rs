@@ -1,1 +1,404 @@
 //! Counters and their `STAT` rendering.
+//!
+//! Every worker thread owns a `ThreadStats` and is its only writer, so a
+//! counter bump is a relaxed load and store of a cache line no other
+//! thread writes: no lock and no locked instruction on the request path.
+//! `stats` sums all threads' counters when asked (readers may see a value
+//! a few increments old, which is what memcached's per-thread stats give
+//! too). Connection counts are shared by all threads and use atomics.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::store::StoreStats;
+
+/// Slab classes tracked per thread (memcached's MAX_NUMBER_OF_SLAB_CLASSES).
+pub const MAX_CLASSES: usize = 64;
+
+/// A counter with one writer thread.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn incr(&self) {
+        self.add(1);
+    }
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // Single writer: a plain load and store is enough and avoids a
+        // locked read-modify-write.
+        let v = self.0.load(Ordering::Relaxed);
+        self.0.store(v.wrapping_add(n), Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+macro_rules! counters {
+    ($name:ident { $($field:ident),* $(,)? }) => {
+        /// Plain per-thread counters (memcached's thread stats names).
+        #[derive(Default, Debug)]
+        pub struct $name { $(pub $field: Counter,)* }
+
+        impl $name {
+            /// Add every counter of `self` into `into`.
+            pub fn sum_into(&self, into: &mut [u64]) {
+                let vals = [$(self.$field.get(),)*];
+                for (d, v) in into.iter_mut().zip(vals) {
+                    *d += v;
+                }
+            }
+            pub fn reset(&self) {
+                $(self.$field.reset();)*
+            }
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($field),)*];
+        }
+    };
+}
+
+counters!(Ops {
+    get_cmds,
+    get_hits,
+    get_misses,
+    get_expired,
+    get_flushed,
+    touch_cmds,
+    touch_hits,
+    touch_misses,
+    set_cmds,
+    flush_cmds,
+    meta_cmds,
+    delete_hits,
+    delete_misses,
+    incr_hits,
+    incr_misses,
+    decr_hits,
+    decr_misses,
+    cas_hits,
+    cas_misses,
+    cas_badval,
+    store_too_large,
+    store_no_memory,
+    auth_cmds,
+    auth_errors,
+    bytes_read,
+    bytes_written,
+    conn_yields,
+});
+
+counters!(ClassOps {
+    get_hits,
+    set_cmds,
+    delete_hits,
+    incr_hits,
+    decr_hits,
+    cas_hits,
+    cas_badval,
+    touch_hits,
+});
+
+/// One worker thread's counters.
+#[derive(Debug)]
+pub struct ThreadStats {
+    pub ops: Ops,
+    /// Per slab class (index = class id).
+    pub classes: [ClassOps; MAX_CLASSES],
+}
+
+impl Default for ThreadStats {
+    fn default() -> Self {
+        ThreadStats {
+            ops: Ops::default(),
+            classes: std::array::from_fn(|_| ClassOps::default()),
+        }
+    }
+}
+
+impl ThreadStats {
+    #[inline]
+    pub fn class(&self, id: u8) -> &ClassOps {
+        &self.classes[(id as usize) % MAX_CLASSES]
+    }
+    pub fn reset(&self) {
+        self.ops.reset();
+        for c in &self.classes {
+            c.reset();
+        }
+    }
+}
+
+/// Connection-level counters shared by every thread.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub curr_conns: AtomicUsize,
+    pub total_conns: AtomicU64,
+    pub rejected_conns: AtomicU64,
+    pub conn_structures: AtomicU64,
+    pub listen_disabled_num: AtomicU64,
+    pub accepting: AtomicBool,
+}
+
+/// The sums of every thread's `Ops`, by field index.
+#[derive(Debug, Clone)]
+pub struct OpsTotals(pub Vec<u64>);
+
+impl OpsTotals {
+    pub fn sum(threads: &[&ThreadStats]) -> Self {
+        let mut v = vec![0; Ops::NAMES.len()];
+        for t in threads {
+            t.ops.sum_into(&mut v);
+        }
+        OpsTotals(v)
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        Ops::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| self.0[i])
+            .unwrap_or(0)
+    }
+}
+
+/// Per-class sums of every thread's `ClassOps`.
+pub fn class_totals(threads: &[&ThreadStats]) -> Vec<Vec<u64>> {
+    (0..MAX_CLASSES)
+        .map(|c| {
+            let mut v = vec![0; ClassOps::NAMES.len()];
+            for t in threads {
+                t.classes[c].sum_into(&mut v);
+            }
+            v
+        })
+        .collect()
+}
+
+/// Process CPU time as memcached prints it: `seconds.microseconds`.
+pub fn rusage() -> (String, String) {
+    // SAFETY: getrusage writes into the zeroed struct we own; RUSAGE_SELF
+    // is always valid.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let fmt = |tv: libc::timeval| format!("{}.{:06}", tv.tv_sec, tv.tv_usec);
+    (fmt(ru.ru_utime), fmt(ru.ru_stime))
+}
+
+/// Everything the general `stats` group needs, gathered by `exec`.
+pub struct GeneralStats<'a> {
+    pub pid: u32,
+    pub uptime: u64,
+    pub time: i64,
+    pub version: &'a str,
+    pub max_connections: usize,
+    pub threads: usize,
+    pub reserved_fds: u64,
+    pub ops: &'a OpsTotals,
+    pub conns: &'a ConnStats,
+    pub store: &'a StoreStats,
+    pub log_watchers: u64,
+}
+
+/// Append one `STAT <name> <value>\r\n` line.
+pub fn push_stat(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = write!(out, "STAT {} {}\r\n", name, value);
+}
+
+/// The general `stats` group, in memcached 1.6's order and names.
+pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
+    let o = |n: &str| s.ops.get(n);
+    let (ru_user, ru_sys) = rusage();
+    let c = s.conns;
+    let st = s.store;
+    push_stat(out, "pid", s.pid);
+    push_stat(out, "uptime", s.uptime);
+    push_stat(out, "time", s.time);
+    push_stat(out, "version", s.version);
+    push_stat(out, "libevent", "mio");
+    push_stat(out, "pointer_size", 8 * std::mem::size_of::<usize>());
+    push_stat(out, "rusage_user", ru_user);
+    push_stat(out, "rusage_system", ru_sys);
+    push_stat(out, "max_connections", s.max_connections);
+    push_stat(
+        out,
+        "curr_connections",
+        c.curr_conns.load(Ordering::Relaxed),
+    );
+    push_stat(
+        out,
+        "total_connections",
+        c.total_conns.load(Ordering::Relaxed),
+    );
+    push_stat(
+        out,
+        "rejected_connections",
+        c.rejected_conns.load(Ordering::Relaxed),
+    );
+    push_stat(
+        out,
+        "connection_structures",
+        c.conn_structures.load(Ordering::Relaxed),
+    );
+    push_stat(out, "response_obj_oom", 0);
+    push_stat(out, "response_obj_count", 0);
+    push_stat(out, "response_obj_bytes", 0);
+    push_stat(out, "read_buf_count", 0);
+    push_stat(out, "read_buf_bytes", 0);
+    push_stat(out, "read_buf_bytes_free", 0);
+    push_stat(out, "read_buf_oom", 0);
+    push_stat(out, "reserved_fds", s.reserved_fds);
+    push_stat(out, "cmd_get", o("get_cmds"));
+    push_stat(out, "cmd_set", o("set_cmds"));
+    push_stat(out, "cmd_flush", o("flush_cmds"));
+    push_stat(out, "cmd_touch", o("touch_cmds"));
+    push_stat(out, "cmd_meta", o("meta_cmds"));
+    push_stat(out, "get_hits", o("get_hits"));
+    push_stat(out, "get_misses", o("get_misses"));
+    push_stat(out, "get_expired", o("get_expired"));
+    push_stat(out, "get_flushed", o("get_flushed"));
+    push_stat(out, "delete_misses", o("delete_misses"));
+    push_stat(out, "delete_hits", o("delete_hits"));
+    push_stat(out, "incr_misses", o("incr_misses"));
+    push_stat(out, "incr_hits", o("incr_hits"));
+    push_stat(out, "decr_misses", o("decr_misses"));
+    push_stat(out, "decr_hits", o("decr_hits"));
+    push_stat(out, "cas_misses", o("cas_misses"));
+    push_stat(out, "cas_hits", o("cas_hits"));
+    push_stat(out, "cas_badval", o("cas_badval"));
+    push_stat(out, "touch_hits", o("touch_hits"));
+    push_stat(out, "touch_misses", o("touch_misses"));
+    push_stat(out, "store_too_large", o("store_too_large"));
+    push_stat(out, "store_no_memory", o("store_no_memory"));
+    push_stat(out, "auth_cmds", o("auth_cmds"));
+    push_stat(out, "auth_errors", o("auth_errors"));
+    push_stat(out, "bytes_read", o("bytes_read"));
+    push_stat(out, "bytes_written", o("bytes_written"));
+    push_stat(out, "limit_maxbytes", st.limit_maxbytes);
+    push_stat(
+        out,
+        "accepting_conns",
+        c.accepting.load(Ordering::Relaxed) as u8,
+    );
+    push_stat(
+        out,
+        "listen_disabled_num",
+        c.listen_disabled_num.load(Ordering::Relaxed),
+    );
+    push_stat(out, "time_in_listen_disabled_us", 0);
+    push_stat(out, "threads", s.threads);
+    push_stat(out, "conn_yields", o("conn_yields"));
+    push_stat(out, "hash_power_level", st.hash_power_level);
+    push_stat(out, "hash_bytes", st.hash_bytes);
+    push_stat(out, "hash_is_expanding", st.hash_is_expanding as u8);
+    push_stat(out, "slab_reassign_rescues", st.slab_reassign_rescues);
+    push_stat(out, "slab_reassign_chunk_rescues", 0);
+    push_stat(
+        out,
+        "slab_reassign_evictions_nomem",
+        st.slab_reassign_evictions_nomem,
+    );
+    push_stat(out, "slab_reassign_inline_reclaim", 0);
+    push_stat(out, "slab_reassign_busy_items", 0);
+    push_stat(out, "slab_reassign_busy_deletes", 0);
+    push_stat(out, "slab_reassign_running", 0);
+    push_stat(out, "slabs_moved", st.slabs_moved);
+    push_stat(out, "lru_crawler_running", 0);
+    push_stat(out, "lru_crawler_starts", 0);
+    push_stat(out, "lru_maintainer_juggles", 0);
+    push_stat(out, "malloc_fails", st.malloc_fails);
+    push_stat(out, "log_worker_dropped", 0);
+    push_stat(out, "log_worker_written", 0);
+    push_stat(out, "log_watcher_skipped", 0);
+    push_stat(out, "log_watcher_sent", 0);
+    push_stat(out, "log_watchers", s.log_watchers);
+    push_stat(out, "unexpected_napi_ids", 0);
+    push_stat(out, "round_robin_fallback", 0);
+    push_stat(out, "bytes", st.bytes);
+    push_stat(out, "curr_items", st.curr_items);
+    push_stat(out, "total_items", st.total_items);
+    push_stat(out, "slab_global_page_pool", st.slab_global_page_pool);
+    push_stat(out, "expired_unfetched", st.expired_unfetched);
+    push_stat(out, "evicted_unfetched", st.evicted_unfetched);
+    push_stat(out, "evicted_active", st.evicted_active);
+    push_stat(out, "evictions", st.evictions);
+    push_stat(out, "reclaimed", st.reclaimed);
+    push_stat(out, "crawler_reclaimed", 0);
+    push_stat(out, "crawler_items_checked", 0);
+    push_stat(out, "lrutail_reflocked", 0);
+    push_stat(out, "moves_to_cold", st.moves_to_cold);
+    push_stat(out, "moves_to_warm", st.moves_to_warm);
+    push_stat(out, "moves_within_lru", st.moves_within_lru);
+    push_stat(out, "direct_reclaims", st.direct_reclaims);
+    push_stat(out, "lru_bumps_dropped", st.lru_bumps_dropped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_sum_across_threads() {
+        let a = ThreadStats::default();
+        let b = ThreadStats::default();
+        a.ops.get_hits.incr();
+        b.ops.get_hits.add(2);
+        b.ops.bytes_read.add(10);
+        let t = OpsTotals::sum(&[&a, &b]);
+        assert_eq!(t.get("get_hits"), 3);
+        assert_eq!(t.get("bytes_read"), 10);
+        assert_eq!(t.get("get_misses"), 0);
+        a.reset();
+        assert_eq!(OpsTotals::sum(&[&a]).get("get_hits"), 0);
+    }
+
+    #[test]
+    fn class_counters_are_separate() {
+        let a = ThreadStats::default();
+        a.class(3).get_hits.incr();
+        let t = class_totals(&[&a]);
+        assert_eq!(t[3][0], 1);
+        assert_eq!(t[2][0], 0);
+    }
+
+    #[test]
+    fn general_group_has_memcached_shape() {
+        let ops = OpsTotals::sum(&[]);
+        let conns = ConnStats::default();
+        let store = StoreStats::default();
+        let mut out = Vec::new();
+        write_general(
+            &mut out,
+            &GeneralStats {
+                pid: 1,
+                uptime: 2,
+                time: 3,
+                version: "1.6.18",
+                max_connections: 1024,
+                threads: 4,
+                reserved_fds: 20,
+                ops: &ops,
+                conns: &conns,
+                store: &store,
+                log_watchers: 0,
+            },
+        );
+        let text = String::from_utf8(out).unwrap();
+        let names: Vec<&str> = text.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
+        assert_eq!(names[0], "pid");
+        assert!(names.contains(&"rusage_user"));
+        assert_eq!(*names.last().unwrap(), "lru_bumps_dropped");
+        let ru = text.lines().find(|l| l.contains("rusage_user")).unwrap();
+        let v = ru.split(' ').nth(2).unwrap();
+        let (sec, usec) = v.split_once('.').unwrap();
+        assert!(sec.parse::<u64>().is_ok());
+        assert_eq!(usec.len(), 6);
+    }
+}

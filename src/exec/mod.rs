@@ -1,1 +1,112 @@
 //! Command semantics: the only layer that knows both protocols and the store.
+//!
+//! A protocol parser turns bytes into a typed request; the functions here
+//! give each request its memcached meaning (which store operation, which
+//! counters move, which reply bytes) and append the reply to the
+//! connection's output buffer. They never touch sockets, so the same code
+//! serves every transport, and the server layer never knows what a
+//! command means.
+
+pub mod text;
+
+mod stats_cmd;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::stats::{ConnStats, ThreadStats};
+use crate::store::Store;
+
+/// The version memcached clients see on the wire. Clients parse it to
+/// decide which features the server has, so it leads with the memcached
+/// release whose behaviour gannet reproduces.
+pub const WIRE_VERSION: &str = concat!("1.6.18-gannet-", env!("CARGO_PKG_VERSION"));
+
+/// Highest `verbosity` level memcached keeps.
+pub const MAX_VERBOSITY: u32 = 2;
+
+/// Why the process should stop, as asked by a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRequest {
+    /// `shutdown`: like SIGINT.
+    Now,
+    /// `shutdown graceful`: like SIGUSR1.
+    Graceful,
+}
+
+/// State every worker shares: settings, the store, counters.
+pub struct Shared {
+    pub settings: Settings,
+    pub store: Store,
+    pub clock: Arc<Clock>,
+    pub conns: ConnStats,
+    /// Per-worker counters; worker `i` writes only `threads[i]`.
+    pub threads: Vec<Arc<ThreadStats>>,
+    /// `verbosity` / `-v` level.
+    pub verbosity: AtomicU32,
+    /// Set when a client asked for shutdown; the server acts on it.
+    stop: AtomicU32,
+    /// Current `cache_memlimit` in megabytes.
+    pub memlimit_mb: AtomicU32,
+    pub started_accepting: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(settings: Settings, clock: Arc<Clock>) -> Shared {
+        let store = Store::new(settings.store_config(), Arc::clone(&clock));
+        let threads = (0..settings.threads.max(1))
+            .map(|_| Arc::new(ThreadStats::default()))
+            .collect();
+        let verbosity = AtomicU32::new(settings.verbose as u32);
+        let memlimit_mb = AtomicU32::new(settings.memory_limit_mb as u32);
+        let conns = ConnStats::default();
+        conns.accepting.store(true, Ordering::Relaxed);
+        Shared {
+            settings,
+            store,
+            clock,
+            conns,
+            threads,
+            verbosity,
+            stop: AtomicU32::new(0),
+            memlimit_mb,
+            started_accepting: AtomicBool::new(true),
+        }
+    }
+
+    pub fn request_stop(&self, why: StopRequest) {
+        let v = match why {
+            StopRequest::Now => 1,
+            StopRequest::Graceful => 2,
+        };
+        self.stop.store(v, Ordering::SeqCst);
+    }
+
+    pub fn stop_requested(&self) -> Option<StopRequest> {
+        match self.stop.load(Ordering::SeqCst) {
+            1 => Some(StopRequest::Now),
+            2 => Some(StopRequest::Graceful),
+            _ => None,
+        }
+    }
+}
+
+/// What a worker passes to `exec` for one request.
+pub struct Ctx<'a> {
+    pub shared: &'a Shared,
+    pub stats: &'a ThreadStats,
+}
+
+/// What the connection must do after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    /// Close after flushing what is already in the output buffer.
+    Close,
+    /// Discard this many input bytes (a refused data block).
+    Swallow(usize),
+    /// Ask the process to stop (the server raises the signal), then close.
+    Stop(StopRequest),
+}

@@ -4,3 +4,6 @@
 //! allocates per request: parsers borrow from the input buffer and report
 //! how many bytes they consumed, encoders append to a caller's `Vec<u8>`.
 //! That keeps every parser fuzzable on arbitrary bytes.
+
+pub mod meta;
+pub mod text;

@@ -1,1 +1,77 @@
 //! Sockets, worker threads and connections.
+//!
+//! `Server::start` binds everything first (so a bind failure exits before
+//! any thread runs), then starts one worker thread per `-t`, each with
+//! its own poll loop and its own SO_REUSEPORT listener per address.
+
+pub mod conn;
+pub mod listener;
+pub mod worker;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::exec::Shared;
+
+pub use listener::BindError;
+use worker::{Listener, Worker, WorkerHandle};
+
+/// The bound listeners, before any worker runs.
+pub struct Bound {
+    per_worker: Vec<Vec<Listener>>,
+}
+
+/// Bind every listener the settings ask for: `threads` copies of each TCP
+/// address, and the unix socket (owned by worker 0).
+pub fn bind(shared: &Shared) -> Result<Bound, BindError> {
+    let s = &shared.settings;
+    let threads = s.threads.max(1);
+    let mut per_worker: Vec<Vec<Listener>> = (0..threads).map(|_| Vec::new()).collect();
+    if let Some(path) = &s.socket_path {
+        let l = listener::bind_unix(path, s.socket_mask, s.backlog)?;
+        per_worker[0].push(Listener::Unix(mio::net::UnixListener::from_std(l)));
+    } else {
+        for addr in listener::tcp_addrs(s)? {
+            for w in per_worker.iter_mut() {
+                let l = listener::bind_tcp(addr, s.backlog)?;
+                w.push(Listener::Tcp(mio::net::TcpListener::from_std(l)));
+            }
+        }
+    }
+    Ok(Bound { per_worker })
+}
+
+/// Running workers.
+pub struct Server {
+    handles: Vec<WorkerHandle>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Start one worker thread per listener set.
+    pub fn start(shared: Arc<Shared>, bound: Bound) -> std::io::Result<Server> {
+        let mut handles = Vec::new();
+        let mut threads = Vec::new();
+        for (id, listeners) in bound.per_worker.into_iter().enumerate() {
+            let (worker, handle) = Worker::new(id, listeners, Arc::clone(&shared))?;
+            handles.push(handle);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("gannet-worker-{id}"))
+                    .spawn(move || worker.run())?,
+            );
+        }
+        Ok(Server { handles, threads })
+    }
+
+    /// Stop every worker and wait for them: listeners close, connections
+    /// close.
+    pub fn stop(self) {
+        for h in &self.handles {
+            h.stop();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

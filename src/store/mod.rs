@@ -22,4 +22,4 @@ pub use types::*;
 
 mod simple;
 
-pub use simple::Store;
+pub use simple::{ItemRef, Store};

@@ -1,0 +1,557 @@
+//! The text protocol's meaning: each command as memcached 1.6 runs it.
+//!
+//! `Session::process` takes whatever input a connection has buffered and
+//! runs every complete request in it (up to a budget), appending all
+//! replies to one output buffer so the server can send a whole batch with
+//! one write. A request whose line or data block has not fully arrived is
+//! left in the input, untouched, for the next call.
+
+use crate::clock::RelTime;
+use crate::protocol::text::{self as proto, Command, Frame, StoreCmd};
+use crate::store::{
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Miss, Mode, StoreArgs, StoreStatus,
+};
+
+use super::{Action, Ctx, StopRequest, WIRE_VERSION};
+
+/// Per-connection text protocol state that outlives one read.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Bytes of a refused data block still to discard.
+    swallow: usize,
+}
+
+/// Result of one `process` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Input bytes fully handled; the caller drops them.
+    pub consumed: usize,
+    /// Requests handled.
+    pub requests: usize,
+    /// What the connection must do next.
+    pub action: Action,
+    /// Bytes the next request needs in total (line + data block) when it
+    /// is known and larger than what is buffered, so the caller can
+    /// reserve room once instead of growing step by step.
+    pub need: usize,
+}
+
+/// memcached's size of an item for the `-I` check: its 48-byte header,
+/// the key and its terminator, the flags suffix, the value with `\r\n`,
+/// and the CAS. A value is "too large" exactly when memcached says so,
+/// whatever gannet's own (smaller) header is.
+pub fn memcached_item_size(nkey: usize, flags: u32, vlen: usize, use_cas: bool) -> usize {
+    48 + nkey + 1 + if flags == 0 { 0 } else { 4 } + vlen + 2 + if use_cas { 8 } else { 0 }
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Session::default()
+    }
+
+    /// True while discarding a refused data block.
+    pub fn swallowing(&self) -> bool {
+        self.swallow > 0
+    }
+
+    /// Run the complete requests at the start of `input`, at most
+    /// `budget` of them, appending replies to `out`. Stops early when the
+    /// output grows past `out_limit` (the caller flushes and calls again).
+    pub fn process(
+        &mut self,
+        ctx: &Ctx,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        budget: usize,
+        out_limit: usize,
+    ) -> Progress {
+        let mut pos = 0;
+        let mut requests = 0;
+        let max_get_line = ctx.shared.settings.item_size_max.max(64 * 1024);
+        let progress = |pos, requests, action, need| Progress {
+            consumed: pos,
+            requests,
+            action,
+            need,
+        };
+        loop {
+            if self.swallow > 0 {
+                let n = self.swallow.min(input.len() - pos);
+                self.swallow -= n;
+                pos += n;
+                if self.swallow > 0 {
+                    return progress(pos, requests, Action::Continue, 0);
+                }
+            }
+            if requests >= budget || out.len() >= out_limit {
+                return progress(pos, requests, Action::Continue, 0);
+            }
+            let buf = &input[pos..];
+            if buf.is_empty() {
+                return progress(pos, requests, Action::Continue, 0);
+            }
+            let (line, line_len) = match proto::frame(buf, max_get_line) {
+                Frame::Incomplete => return progress(pos, requests, Action::Continue, 0),
+                Frame::TooLong => return progress(pos, requests, Action::Close, 0),
+                Frame::Line { line, consumed } => (line, consumed),
+            };
+            let cmd = match proto::parse_line(line) {
+                Ok(cmd) => cmd,
+                Err(rej) => {
+                    if !rej.noreply {
+                        reply(out, rej.msg);
+                    }
+                    pos += line_len;
+                    requests += 1;
+                    continue;
+                }
+            };
+            if let Command::Store {
+                cmd: sc,
+                key,
+                flags,
+                exptime,
+                bytes,
+                cas,
+                noreply,
+            } = cmd
+            {
+                let settings = &ctx.shared.settings;
+                if memcached_item_size(key.len(), flags, bytes, !settings.no_cas)
+                    > settings.item_size_max
+                {
+                    ctx.stats.ops.store_too_large.incr();
+                    if !noreply {
+                        reply(out, "SERVER_ERROR object too large for cache");
+                    }
+                    if sc == StoreCmd::Set {
+                        // A failed set must not leave the old value behind.
+                        ctx.shared.store.delete(&DeleteArgs::new(key));
+                    }
+                    pos += line_len;
+                    requests += 1;
+                    self.swallow = bytes + 2;
+                    continue;
+                }
+                let total = line_len + bytes + 2;
+                if buf.len() < total {
+                    return progress(pos, requests, Action::Continue, total);
+                }
+                let block = &buf[line_len..total];
+                run_store(ctx, sc, key, flags, exptime, block, cas, noreply, out);
+                pos += total;
+                requests += 1;
+                continue;
+            }
+            pos += line_len;
+            requests += 1;
+            let action = run(ctx, cmd, out);
+            if action != Action::Continue {
+                if let Action::Swallow(n) = action {
+                    self.swallow = n;
+                    continue;
+                }
+                return progress(pos, requests, action, 0);
+            }
+        }
+    }
+}
+
+/// Append `msg\r\n`.
+#[inline]
+fn reply(out: &mut Vec<u8>, msg: &str) {
+    out.extend_from_slice(msg.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_store(
+    ctx: &Ctx,
+    sc: StoreCmd,
+    key: &[u8],
+    flags: u32,
+    exptime: i64,
+    block: &[u8],
+    cas: u64,
+    noreply: bool,
+    out: &mut Vec<u8>,
+) {
+    let stats = ctx.stats;
+    let value = &block[..block.len() - 2];
+    if &block[block.len() - 2..] != b"\r\n" {
+        stats.ops.set_cmds.incr();
+        if !noreply {
+            reply(out, "CLIENT_ERROR bad data chunk");
+        }
+        return;
+    }
+    let mode = match sc {
+        StoreCmd::Set | StoreCmd::Cas => Mode::Set,
+        StoreCmd::Add => Mode::Add,
+        StoreCmd::Replace => Mode::Replace,
+        StoreCmd::Append => Mode::Append,
+        StoreCmd::Prepend => Mode::Prepend,
+    };
+    let exptime = ctx.shared.clock.realtime(exptime);
+    let mut args = StoreArgs::new(mode, key, flags, exptime, value);
+    if sc == StoreCmd::Cas {
+        // memcached compares even a zero CAS: "cas k 0 0 1 0" never matches.
+        args.cas = cas;
+        if cas == 0 {
+            if !ctx.shared.settings.no_cas {
+                return finish_cas_zero(ctx, key, noreply, out);
+            }
+            // With CAS disabled every item's CAS is 0, so 0 matches any
+            // existing item: a replace.
+            args.mode = Mode::Replace;
+        }
+    }
+    let res = ctx.shared.store.store(&args);
+    stats.ops.set_cmds.incr();
+    stats.class(res.class).set_cmds.incr();
+    let msg = match res.status {
+        StoreStatus::Stored => {
+            if sc == StoreCmd::Cas {
+                stats.ops.cas_hits.incr();
+                stats.class(res.class).cas_hits.incr();
+            }
+            "STORED"
+        }
+        StoreStatus::NotStored if sc == StoreCmd::Cas => {
+            stats.ops.cas_misses.incr();
+            "NOT_FOUND"
+        }
+        StoreStatus::NotStored => "NOT_STORED",
+        StoreStatus::Exists => {
+            stats.ops.cas_badval.incr();
+            stats.class(res.class).cas_badval.incr();
+            "EXISTS"
+        }
+        StoreStatus::NotFound => {
+            stats.ops.cas_misses.incr();
+            "NOT_FOUND"
+        }
+        StoreStatus::TooLarge => match mode {
+            Mode::Append | Mode::Prepend => "NOT_STORED",
+            _ => {
+                stats.ops.store_too_large.incr();
+                "SERVER_ERROR object too large for cache"
+            }
+        },
+        StoreStatus::NoMemory => match mode {
+            Mode::Append | Mode::Prepend => "NOT_STORED",
+            _ => {
+                stats.ops.store_no_memory.incr();
+                "SERVER_ERROR out of memory storing object"
+            }
+        },
+    };
+    if !noreply {
+        reply(out, msg);
+    }
+}
+
+/// `cas` with a CAS of 0: memcached treats it as "no item can match":
+/// a missing key is NOT_FOUND, an existing one EXISTS.
+fn finish_cas_zero(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut Vec<u8>) {
+    let stats = ctx.stats;
+    stats.ops.set_cmds.incr();
+    let found = ctx
+        .shared
+        .store
+        .get(key, false, |r| r.map(|i| i.class_id()).ok());
+    let msg = match found {
+        Some(class) => {
+            stats.class(class).set_cmds.incr();
+            stats.ops.cas_badval.incr();
+            stats.class(class).cas_badval.incr();
+            "EXISTS"
+        }
+        None => {
+            stats.ops.cas_misses.incr();
+            "NOT_FOUND"
+        }
+    };
+    if !noreply {
+        reply(out, msg);
+    }
+}
+
+/// Run one non-storage command.
+fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
+    let shared = ctx.shared;
+    let stats = ctx.stats;
+    match cmd {
+        Command::Get { keys, cas, touch } => {
+            get(ctx, keys, cas, touch, out);
+            Action::Continue
+        }
+        Command::Store { .. } => unreachable!("storage commands are run with their data"),
+        Command::Delete { key, noreply } => {
+            let res = shared.store.delete(&DeleteArgs::new(key));
+            let msg = match res.status {
+                DeleteStatus::Deleted => {
+                    stats.ops.delete_hits.incr();
+                    stats.class(res.class).delete_hits.incr();
+                    "DELETED"
+                }
+                _ => {
+                    stats.ops.delete_misses.incr();
+                    "NOT_FOUND"
+                }
+            };
+            if !noreply {
+                reply(out, msg);
+            }
+            Action::Continue
+        }
+        Command::Arith {
+            incr,
+            key,
+            delta,
+            noreply,
+        } => {
+            let res = shared.store.arith(&ArithArgs::new(key, incr, delta));
+            let (hits, misses) = if incr {
+                (&stats.ops.incr_hits, &stats.ops.incr_misses)
+            } else {
+                (&stats.ops.decr_hits, &stats.ops.decr_misses)
+            };
+            let mut num = [0u8; 20];
+            let msg: &[u8] = match res.status {
+                ArithStatus::Ok | ArithStatus::Created => {
+                    hits.incr();
+                    let c = stats.class(res.class);
+                    if incr {
+                        c.incr_hits.incr();
+                    } else {
+                        c.decr_hits.incr();
+                    }
+                    fmt_u64(res.value, &mut num)
+                }
+                ArithStatus::NotFound => {
+                    misses.incr();
+                    b"NOT_FOUND"
+                }
+                ArithStatus::NonNumeric => {
+                    b"CLIENT_ERROR cannot increment or decrement non-numeric value"
+                }
+                ArithStatus::NoMemory => b"SERVER_ERROR out of memory",
+                ArithStatus::Exists => b"EXISTS",
+            };
+            if !noreply {
+                out.extend_from_slice(msg);
+                out.extend_from_slice(b"\r\n");
+            }
+            Action::Continue
+        }
+        Command::Touch {
+            key,
+            exptime,
+            noreply,
+        } => {
+            let exp = shared.clock.realtime(exptime);
+            stats.ops.touch_cmds.incr();
+            let hit = shared.store.get(key, true, |r| match r {
+                Ok(item) => {
+                    item.set_exptime(exp);
+                    Some(item.class_id())
+                }
+                Err(miss) => {
+                    count_miss_reason(ctx, miss);
+                    None
+                }
+            });
+            let msg = match hit {
+                Some(class) => {
+                    stats.ops.touch_hits.incr();
+                    stats.class(class).touch_hits.incr();
+                    "TOUCHED"
+                }
+                None => {
+                    stats.ops.touch_misses.incr();
+                    "NOT_FOUND"
+                }
+            };
+            if !noreply {
+                reply(out, msg);
+            }
+            Action::Continue
+        }
+        Command::FlushAll { delay, noreply } => {
+            stats.ops.flush_cmds.incr();
+            let msg = if shared.settings.no_flush {
+                "CLIENT_ERROR flush_all not allowed"
+            } else {
+                let when: RelTime = if delay > 0 {
+                    shared.clock.realtime(delay)
+                } else {
+                    0
+                };
+                shared.store.flush(when);
+                "OK"
+            };
+            if !noreply {
+                reply(out, msg);
+            }
+            Action::Continue
+        }
+        Command::Version => {
+            out.extend_from_slice(b"VERSION ");
+            reply(out, WIRE_VERSION);
+            Action::Continue
+        }
+        Command::Verbosity { level, noreply } => {
+            shared.verbosity.store(
+                level.min(crate::exec::MAX_VERBOSITY),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            if !noreply {
+                reply(out, "OK");
+            }
+            Action::Continue
+        }
+        Command::Quit => Action::Close,
+        Command::Shutdown { mode } => {
+            if !shared.settings.shutdown_enabled {
+                reply(out, proto::SHUTDOWN_DISABLED);
+                return Action::Continue;
+            }
+            match mode {
+                Some(false) => Action::Stop(StopRequest::Now),
+                Some(true) => Action::Stop(StopRequest::Graceful),
+                None => {
+                    reply(out, proto::BAD_SHUTDOWN);
+                    Action::Continue
+                }
+            }
+        }
+        Command::CacheMemlimit { megabytes, noreply } => {
+            let msg = if megabytes < 8 {
+                "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m"
+            } else if megabytes > 1_000_000_000 {
+                "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes"
+            } else {
+                match shared.store.set_mem_limit(megabytes as usize * 1024 * 1024) {
+                    Ok(()) => {
+                        shared
+                            .memlimit_mb
+                            .store(megabytes, std::sync::atomic::Ordering::Relaxed);
+                        "OK"
+                    }
+                    Err(_) => "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust",
+                }
+            };
+            if !noreply {
+                reply(out, msg);
+            }
+            Action::Continue
+        }
+        Command::Stats { args } => {
+            super::stats_cmd::stats(ctx, args, out);
+            Action::Continue
+        }
+        Command::Meta { .. } => {
+            // Meta commands arrive with the meta protocol issue.
+            reply(out, "ERROR");
+            Action::Continue
+        }
+        Command::Admin { name, args } => admin(ctx, name, args, out),
+    }
+}
+
+fn count_miss_reason(ctx: &Ctx, miss: Miss) {
+    match miss {
+        Miss::Expired => ctx.stats.ops.get_expired.incr(),
+        Miss::Flushed => ctx.stats.ops.get_flushed.incr(),
+        Miss::NotFound => {}
+    }
+}
+
+/// `get`/`gets`/`gat`/`gats`: one `VALUE` block per hit, then `END`.
+fn get(ctx: &Ctx, keys: &[u8], cas: bool, touch: Option<i64>, out: &mut Vec<u8>) {
+    let shared = ctx.shared;
+    let stats = ctx.stats;
+    let exp = touch.map(|t| shared.clock.realtime(t));
+    let mut any = false;
+    for key in proto::Tokens::new(keys) {
+        any = true;
+        if key.len() > proto::KEY_MAX_LENGTH {
+            reply(out, proto::BAD_FORMAT);
+            return;
+        }
+        stats.ops.get_cmds.incr();
+        if exp.is_some() {
+            stats.ops.touch_cmds.incr();
+        }
+        let hit = shared.store.get(key, true, |r| match r {
+            Ok(item) => {
+                if let Some(e) = exp {
+                    item.set_exptime(e);
+                }
+                let c = if cas { Some(item.cas()) } else { None };
+                proto::push_value_header(out, item.key(), item.flags(), item.value_len(), c);
+                for seg in item.value() {
+                    out.extend_from_slice(seg);
+                }
+                out.extend_from_slice(b"\r\n");
+                Some(item.class_id())
+            }
+            Err(miss) => {
+                count_miss_reason(ctx, miss);
+                None
+            }
+        });
+        match (hit, exp.is_some()) {
+            (Some(class), false) => {
+                stats.ops.get_hits.incr();
+                stats.class(class).get_hits.incr();
+            }
+            (Some(class), true) => {
+                stats.ops.touch_hits.incr();
+                stats.class(class).touch_hits.incr();
+            }
+            (None, false) => stats.ops.get_misses.incr(),
+            (None, true) => stats.ops.touch_misses.incr(),
+        }
+    }
+    let _ = any;
+    reply(out, "END");
+}
+
+/// Administrative commands gannet accepts for compatibility.
+fn admin(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
+    match name {
+        #[cfg(debug_assertions)]
+        b"debugtime" => {
+            // Test-only: move the clock forward. Compiled out of release
+            // builds, so no network client of a production server can
+            // reach it.
+            match proto::parse_u32(args) {
+                Some(secs) => {
+                    ctx.shared.clock.advance(secs);
+                    reply(out, "OK");
+                }
+                None => reply(out, proto::BAD_FORMAT),
+            }
+        }
+        _ => {
+            let _ = (ctx, args);
+            reply(out, "ERROR");
+        }
+    }
+    Action::Continue
+}
+
+fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}

@@ -1,0 +1,757 @@
+//! memcached's classic text protocol: framing, tokens and command lines.
+//!
+//! The parser works on whatever bytes have arrived and borrows from them:
+//! `frame` finds one command line (or says more bytes are needed, or that
+//! the client sent too much without a newline), `parse_line` turns the line
+//! into a typed `Command` or the exact error memcached answers with.
+//!
+//! Error precedence copies memcached's `process_command_ascii`: the token
+//! count is checked per command before anything else, `noreply` is
+//! noticed before the key length, and a storage command whose line is bad
+//! does not swallow its data block (the block is then parsed as commands).
+//! Deciding that a value is too large needs the item size limit, so that
+//! check belongs to `exec`.
+
+/// Longest key memcached accepts.
+pub const KEY_MAX_LENGTH: usize = 250;
+/// A line longer than this without a newline closes the connection,
+/// unless it is a `get`/`gets` (multi-gets may be long).
+pub const LINE_MAX: usize = 2048;
+/// memcached tokenizes at most this many tokens (the last holds the rest).
+const MAX_TOKENS: usize = 24;
+
+/// Result of looking for one command line in the input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// No newline yet; keep the bytes and wait for more.
+    Incomplete,
+    /// More than `LINE_MAX` bytes without a newline and not a multi-get:
+    /// memcached closes the connection without a reply.
+    TooLong,
+    /// One line (without its `\n`, and without a `\r` before it), and the
+    /// number of input bytes it used including the line end.
+    Line { line: &'a [u8], consumed: usize },
+}
+
+/// Find the next command line in `buf`. `max_get_line` bounds how long a
+/// multi-get line may grow before it too is refused.
+pub fn frame(buf: &[u8], max_get_line: usize) -> Frame<'_> {
+    match memchr(b'\n', buf) {
+        Some(nl) => {
+            let mut end = nl;
+            if nl > 1 && buf[nl - 1] == b'\r' {
+                end = nl - 1;
+            }
+            Frame::Line {
+                line: &buf[..end],
+                consumed: nl + 1,
+            }
+        }
+        None => {
+            if buf.len() <= LINE_MAX {
+                return Frame::Incomplete;
+            }
+            let spaces = buf.iter().take_while(|&&b| b == b' ').count();
+            let rest = &buf[spaces..];
+            let is_get = rest.starts_with(b"get ") || rest.starts_with(b"gets ");
+            if spaces > 100 || !is_get || buf.len() > max_get_line {
+                Frame::TooLong
+            } else {
+                Frame::Incomplete
+            }
+        }
+    }
+}
+
+#[inline]
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// Space-separated tokens of a line, as memcached's `tokenize_command`
+/// (only `' '` separates; runs of spaces make no empty tokens).
+#[derive(Clone)]
+pub struct Tokens<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Tokens<'a> {
+    pub fn new(line: &'a [u8]) -> Self {
+        Tokens { rest: line }
+    }
+
+    /// The unsplit remainder (leading spaces removed).
+    pub fn remainder(&self) -> &'a [u8] {
+        let skip = self.rest.iter().take_while(|&&b| b == b' ').count();
+        &self.rest[skip..]
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let skip = self.rest.iter().take_while(|&&b| b == b' ').count();
+        let rest = &self.rest[skip..];
+        if rest.is_empty() {
+            self.rest = rest;
+            return None;
+        }
+        let len = memchr(b' ', rest).unwrap_or(rest.len());
+        self.rest = &rest[len..];
+        Some(&rest[..len])
+    }
+}
+
+/// The storage commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreCmd {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas,
+}
+
+/// A parsed command line. Keys and lists borrow from the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `get`/`gets`/`gat`/`gats`. `keys` is the rest of the line; walk it
+    /// with `Tokens` (a key over 250 bytes is found while walking).
+    Get {
+        keys: &'a [u8],
+        cas: bool,
+        /// For `gat`/`gats`: the exptime argument as sent.
+        touch: Option<i64>,
+    },
+    Store {
+        cmd: StoreCmd,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        /// Length of the data block (without its `\r\n`).
+        bytes: usize,
+        cas: u64,
+        noreply: bool,
+    },
+    Delete {
+        key: &'a [u8],
+        noreply: bool,
+    },
+    Arith {
+        incr: bool,
+        key: &'a [u8],
+        delta: u64,
+        noreply: bool,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
+    Version,
+    Verbosity {
+        level: u32,
+        noreply: bool,
+    },
+    Quit,
+    /// `shutdown [graceful]`: `Some(graceful)`, or `None` for another
+    /// argument (an error, but only once shutdown is enabled).
+    Shutdown {
+        mode: Option<bool>,
+    },
+    CacheMemlimit {
+        megabytes: u32,
+        noreply: bool,
+    },
+    /// `stats [args...]`: the argument tokens, unsplit.
+    Stats {
+        args: &'a [u8],
+    },
+    /// A meta command (`mg ms md ma mn me`): the whole line, for the meta
+    /// parser.
+    Meta {
+        line: &'a [u8],
+    },
+    /// Administrative commands whose arguments `exec` interprets
+    /// (`slabs`, `lru`, `lru_crawler`, `watch`, `misbehave`,
+    /// `refresh_certs`, `debugtime`): name and unsplit arguments.
+    Admin {
+        name: &'a [u8],
+        args: &'a [u8],
+    },
+}
+
+/// An error reply decided by the parser: memcached's exact text, and
+/// whether `noreply` had already been seen (which suppresses it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    pub msg: &'static str,
+    pub noreply: bool,
+}
+
+pub const ERROR: &str = "ERROR";
+pub const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
+pub const BAD_DELETE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
+pub const BAD_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
+pub const BAD_DELTA: &str = "CLIENT_ERROR invalid numeric delta argument";
+pub const BAD_SHUTDOWN: &str = "CLIENT_ERROR invalid shutdown mode";
+pub const SHUTDOWN_DISABLED: &str = "ERROR: shutdown not enabled";
+
+fn reject(msg: &'static str) -> Reject {
+    Reject {
+        msg,
+        noreply: false,
+    }
+}
+
+/// Parse one command line (as returned by `frame`).
+pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
+    // Collect up to MAX_TOKENS - 1 tokens; memcached counts a final empty
+    // token, so `ntokens` below matches its numbers.
+    let mut toks: [&[u8]; MAX_TOKENS] = [&[]; MAX_TOKENS];
+    let mut n = 0;
+    let mut it = Tokens::new(line);
+    while n < MAX_TOKENS - 1 {
+        match it.next() {
+            Some(t) => {
+                toks[n] = t;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    if n == MAX_TOKENS - 1 && !it.remainder().is_empty() {
+        // memcached keeps the rest of the line as one more token.
+        toks[n] = it.remainder();
+        n += 1;
+    }
+    let ntokens = n + 1;
+    if n == 0 || toks[0].len() < 2 {
+        return Err(reject(ERROR));
+    }
+    let cmd = toks[0];
+    let want = |ok: bool| if ok { Ok(()) } else { Err(reject(ERROR)) };
+    match cmd {
+        b"get" | b"gets" | b"gat" | b"gats" => {
+            want(ntokens >= 3)?;
+            let cas = cmd == b"gets" || cmd == b"gats";
+            let mut rest = Tokens::new(line);
+            rest.next();
+            if cmd.len() >= 3 && cmd[1] == b'a' {
+                let exp = rest.next().unwrap_or(b"");
+                let exptime = parse_i32(exp).ok_or(reject(BAD_EXPTIME))? as i64;
+                return Ok(Command::Get {
+                    keys: rest.remainder(),
+                    cas,
+                    touch: Some(exptime),
+                });
+            }
+            Ok(Command::Get {
+                keys: rest.remainder(),
+                cas,
+                touch: None,
+            })
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" => {
+            want(ntokens == 6 || ntokens == 7)?;
+            let sc = match cmd {
+                b"set" => StoreCmd::Set,
+                b"add" => StoreCmd::Add,
+                b"replace" => StoreCmd::Replace,
+                b"append" => StoreCmd::Append,
+                _ => StoreCmd::Prepend,
+            };
+            parse_store(sc, &toks[..n])
+        }
+        b"cas" => {
+            want(ntokens == 7 || ntokens == 8)?;
+            parse_store(StoreCmd::Cas, &toks[..n])
+        }
+        b"delete" => {
+            want((3..=5).contains(&ntokens))?;
+            let mut noreply = false;
+            if ntokens > 3 {
+                let hold_is_zero = toks[2] == b"0";
+                noreply = toks[n - 1] == b"noreply";
+                let valid = (ntokens == 4 && (hold_is_zero || noreply))
+                    || (ntokens == 5 && hold_is_zero && noreply);
+                if !valid {
+                    return Err(Reject {
+                        msg: BAD_DELETE,
+                        noreply,
+                    });
+                }
+            }
+            let key = toks[1];
+            if key.len() > KEY_MAX_LENGTH {
+                return Err(Reject {
+                    msg: BAD_FORMAT,
+                    noreply,
+                });
+            }
+            Ok(Command::Delete { key, noreply })
+        }
+        b"incr" | b"decr" => {
+            want(ntokens == 4 || ntokens == 5)?;
+            let noreply = toks[n - 1] == b"noreply";
+            let err = |msg| Reject { msg, noreply };
+            let key = toks[1];
+            if key.len() > KEY_MAX_LENGTH {
+                return Err(err(BAD_FORMAT));
+            }
+            let delta = parse_u64(toks[2]).ok_or(err(BAD_DELTA))?;
+            Ok(Command::Arith {
+                incr: cmd == b"incr",
+                key,
+                delta,
+                noreply,
+            })
+        }
+        b"touch" => {
+            want(ntokens == 4 || ntokens == 5)?;
+            let noreply = toks[n - 1] == b"noreply";
+            let err = |msg| Reject { msg, noreply };
+            let key = toks[1];
+            if key.len() > KEY_MAX_LENGTH {
+                return Err(err(BAD_FORMAT));
+            }
+            let exptime = parse_i32(toks[2]).ok_or(err(BAD_EXPTIME))? as i64;
+            Ok(Command::Touch {
+                key,
+                exptime,
+                noreply,
+            })
+        }
+        b"flush_all" => {
+            want((2..=4).contains(&ntokens))?;
+            let noreply = toks[n - 1] == b"noreply";
+            let mut delay = 0;
+            if ntokens != if noreply { 3 } else { 2 } {
+                delay = parse_i32(toks[1]).ok_or(Reject {
+                    msg: BAD_EXPTIME,
+                    noreply,
+                })? as i64;
+            }
+            Ok(Command::FlushAll { delay, noreply })
+        }
+        b"version" => Ok(Command::Version),
+        b"quit" => Ok(Command::Quit),
+        b"verbosity" => {
+            want(ntokens == 3 || ntokens == 4)?;
+            let noreply = toks[n - 1] == b"noreply";
+            // memcached reads the level with a bare strtoul: garbage is 0.
+            let level = leading_u32(toks[1]);
+            Ok(Command::Verbosity { level, noreply })
+        }
+        b"shutdown" => Ok(Command::Shutdown {
+            mode: match ntokens {
+                2 => Some(false),
+                3 if toks[1] == b"graceful" => Some(true),
+                _ => None,
+            },
+        }),
+        b"cache_memlimit" => {
+            want(ntokens == 3 || ntokens == 4)?;
+            let noreply = toks[n - 1] == b"noreply";
+            let megabytes = parse_u32(toks[1]).ok_or(Reject {
+                msg: ERROR,
+                noreply,
+            })?;
+            Ok(Command::CacheMemlimit { megabytes, noreply })
+        }
+        b"stats" => {
+            let mut rest = Tokens::new(line);
+            rest.next();
+            Ok(Command::Stats {
+                args: rest.remainder(),
+            })
+        }
+        b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => Ok(Command::Meta { line }),
+        b"slabs" | b"lru" | b"lru_crawler" | b"watch" | b"misbehave" | b"refresh_certs"
+        | b"debugtime" => {
+            let mut rest = Tokens::new(line);
+            rest.next();
+            Ok(Command::Admin {
+                name: cmd,
+                args: rest.remainder(),
+            })
+        }
+        _ => Err(reject(ERROR)),
+    }
+}
+
+fn parse_store<'a>(cmd: StoreCmd, toks: &[&'a [u8]]) -> Result<Command<'a>, Reject> {
+    let noreply = toks[toks.len() - 1] == b"noreply";
+    let bad = Reject {
+        msg: BAD_FORMAT,
+        noreply,
+    };
+    let key = toks[1];
+    if key.len() > KEY_MAX_LENGTH {
+        return Err(bad);
+    }
+    let flags = parse_u32(toks[2]).ok_or(bad)?;
+    let exptime = parse_i32(toks[3]).ok_or(bad)? as i64;
+    let len = parse_i32(toks[4]).ok_or(bad)?;
+    let mut cas = 0;
+    if cmd == StoreCmd::Cas {
+        cas = parse_u64(toks[5]).ok_or(bad)?;
+    }
+    if !(0..=i32::MAX - 2).contains(&len) {
+        return Err(bad);
+    }
+    Ok(Command::Store {
+        cmd,
+        key,
+        flags,
+        exptime,
+        bytes: len as usize,
+        cas,
+        noreply,
+    })
+}
+
+/// C's `isspace`.
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// The number in a token as C's `strtol`/`strtoull` read it: leading
+/// white space, an optional sign, digits; then the token must end (or
+/// continue with white space), as memcached's `safe_strto*` require.
+/// Returns (negative, magnitude) or None (no digits, trailing garbage,
+/// or overflow of u64).
+fn c_number(tok: &[u8]) -> Option<(bool, u64)> {
+    let mut i = tok.iter().take_while(|&&b| is_c_space(b)).count();
+    let mut neg = false;
+    if i < tok.len() && (tok[i] == b'+' || tok[i] == b'-') {
+        neg = tok[i] == b'-';
+        i += 1;
+    }
+    let start = i;
+    let mut v: u64 = 0;
+    while i < tok.len() && tok[i].is_ascii_digit() {
+        v = v.checked_mul(10)?.checked_add((tok[i] - b'0') as u64)?;
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    if i < tok.len() && !is_c_space(tok[i]) {
+        return None;
+    }
+    Some((neg, v))
+}
+
+/// memcached's `safe_strtoull`: a u64; a negative sign is refused.
+pub fn parse_u64(tok: &[u8]) -> Option<u64> {
+    match c_number(tok)? {
+        (true, 0) => Some(0),
+        (true, _) => None,
+        (false, v) => Some(v),
+    }
+}
+
+/// memcached's `safe_strtoul` into 32 bits.
+pub fn parse_u32(tok: &[u8]) -> Option<u32> {
+    match c_number(tok)? {
+        (true, 0) => Some(0),
+        (true, _) => None,
+        (false, v) => u32::try_from(v).ok(),
+    }
+}
+
+/// memcached's `safe_strtol` into an `int32_t`.
+pub fn parse_i32(tok: &[u8]) -> Option<i32> {
+    let (neg, v) = c_number(tok)?;
+    if neg {
+        // strtol saturates at LONG_MIN (ERANGE); memcached then truncates
+        // to 32 bits without a lower bound check.
+        if v > i64::MAX as u64 + 1 {
+            return None;
+        }
+        let l = (v as i64).wrapping_neg();
+        Some(l as i32)
+    } else if v > i32::MAX as u64 {
+        None
+    } else {
+        Some(v as i32)
+    }
+}
+
+/// A bare `strtoul`: leading digits, anything else ignored, garbage is 0.
+fn leading_u32(tok: &[u8]) -> u32 {
+    let mut v: u64 = 0;
+    for &b in tok.iter().take_while(|b| b.is_ascii_digit()) {
+        v = (v * 10 + (b - b'0') as u64).min(u32::MAX as u64 + 1);
+    }
+    v.min(u32::MAX as u64) as u32
+}
+
+/// Append the decimal form of `n`, without allocating.
+#[inline]
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Append `VALUE <key> <flags> <bytes>[ <cas>]\r\n`.
+#[inline]
+pub fn push_value_header(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    flags: u32,
+    bytes: usize,
+    cas: Option<u64>,
+) {
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(key);
+    out.push(b' ');
+    push_u64(out, flags as u64);
+    out.push(b' ');
+    push_u64(out, bytes as u64);
+    if let Some(c) = cas {
+        out.push(b' ');
+        push_u64(out, c);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(s: &str) -> Result<Command<'_>, Reject> {
+        parse_line(s.as_bytes())
+    }
+
+    #[test]
+    fn frames_lines() {
+        assert_eq!(frame(b"get a", 1 << 20), Frame::Incomplete);
+        assert_eq!(
+            frame(b"get a\r\nrest", 1 << 20),
+            Frame::Line {
+                line: b"get a",
+                consumed: 7
+            }
+        );
+        assert_eq!(
+            frame(b"get a\nx", 1 << 20),
+            Frame::Line {
+                line: b"get a",
+                consumed: 6
+            }
+        );
+        // "\r\n" alone keeps its '\r' (memcached strips only after byte 1).
+        assert_eq!(
+            frame(b"\r\n", 1 << 20),
+            Frame::Line {
+                line: b"\r",
+                consumed: 2
+            }
+        );
+        assert_eq!(
+            frame(b"\n", 1 << 20),
+            Frame::Line {
+                line: b"",
+                consumed: 1
+            }
+        );
+    }
+
+    #[test]
+    fn long_lines_close_unless_get() {
+        let junk = vec![b'x'; LINE_MAX + 1];
+        assert_eq!(frame(&junk, 1 << 20), Frame::TooLong);
+        let mut get = b"get ".to_vec();
+        get.resize(LINE_MAX + 10, b'k');
+        assert_eq!(frame(&get, 1 << 20), Frame::Incomplete);
+        assert_eq!(frame(&get, LINE_MAX), Frame::TooLong);
+        let mut spaced = vec![b' '; 101];
+        spaced.extend_from_slice(b"get ");
+        spaced.resize(LINE_MAX + 10, b'k');
+        assert_eq!(frame(&spaced, 1 << 20), Frame::TooLong);
+        // Exactly LINE_MAX bytes still waits.
+        assert_eq!(frame(&junk[..LINE_MAX], 1 << 20), Frame::Incomplete);
+    }
+
+    #[test]
+    fn tokens_skip_runs_of_spaces() {
+        let t: Vec<&[u8]> = Tokens::new(b"  get  a   b ").collect();
+        assert_eq!(t, vec![&b"get"[..], b"a", b"b"]);
+        assert_eq!(Tokens::new(b"").next(), None);
+    }
+
+    #[test]
+    fn parses_storage_commands() {
+        assert_eq!(
+            line("set foo 5 10 3"),
+            Ok(Command::Store {
+                cmd: StoreCmd::Set,
+                key: b"foo",
+                flags: 5,
+                exptime: 10,
+                bytes: 3,
+                cas: 0,
+                noreply: false
+            })
+        );
+        assert_eq!(
+            line("cas foo 0 -1 3 99 noreply"),
+            Ok(Command::Store {
+                cmd: StoreCmd::Cas,
+                key: b"foo",
+                flags: 0,
+                exptime: -1,
+                bytes: 3,
+                cas: 99,
+                noreply: true
+            })
+        );
+        assert_eq!(line("set foo 0 0").unwrap_err().msg, ERROR);
+        assert_eq!(line("cas foo 0 0 1").unwrap_err().msg, ERROR);
+        assert_eq!(line("set foo 0 0 -1").unwrap_err().msg, BAD_FORMAT);
+        assert_eq!(line("set foo x 0 1").unwrap_err().msg, BAD_FORMAT);
+        assert_eq!(line("set foo 0 0 4294967295").unwrap_err().msg, BAD_FORMAT);
+        assert_eq!(line("set foo 0 0 2147483647").unwrap_err().msg, BAD_FORMAT);
+        assert!(line("set foo 0 0 2147483645").is_ok());
+        assert_eq!(line("set foo 4294967296 0 1").unwrap_err().msg, BAD_FORMAT);
+        assert!(line("set foo 4294967295 0 1").is_ok());
+        let long = format!("set {} 0 0 1 noreply", "k".repeat(251));
+        assert_eq!(
+            line(&long),
+            Err(Reject {
+                msg: BAD_FORMAT,
+                noreply: true
+            })
+        );
+        let ok = format!("set {} 0 0 1", "k".repeat(250));
+        assert!(line(&ok).is_ok());
+    }
+
+    #[test]
+    fn commands_are_case_sensitive() {
+        assert_eq!(line("GET foo").unwrap_err().msg, ERROR);
+        assert_eq!(line("Set foo 0 0 1").unwrap_err().msg, ERROR);
+        assert_eq!(line("").unwrap_err().msg, ERROR);
+        assert_eq!(line("g").unwrap_err().msg, ERROR);
+    }
+
+    #[test]
+    fn parses_delete_forms() {
+        assert_eq!(
+            line("delete k"),
+            Ok(Command::Delete {
+                key: b"k",
+                noreply: false
+            })
+        );
+        assert!(line("delete k 0").is_ok());
+        assert!(line("delete k noreply").is_ok());
+        assert!(line("delete k 0 noreply").is_ok());
+        assert_eq!(line("delete k 5").unwrap_err().msg, BAD_DELETE);
+        assert_eq!(line("delete").unwrap_err().msg, ERROR);
+        assert_eq!(line("delete a b c d").unwrap_err().msg, ERROR);
+    }
+
+    #[test]
+    fn parses_get_variants() {
+        assert_eq!(
+            line("gets a b"),
+            Ok(Command::Get {
+                keys: b"a b",
+                cas: true,
+                touch: None
+            })
+        );
+        assert_eq!(
+            line("gat 10 a"),
+            Ok(Command::Get {
+                keys: b"a",
+                cas: false,
+                touch: Some(10)
+            })
+        );
+        assert_eq!(line("gat x a").unwrap_err().msg, BAD_EXPTIME);
+        assert_eq!(line("get").unwrap_err().msg, ERROR);
+    }
+
+    #[test]
+    fn parses_arith_and_flush() {
+        assert_eq!(line("incr k -1").unwrap_err().msg, BAD_DELTA);
+        assert_eq!(
+            line("decr k 18446744073709551615"),
+            Ok(Command::Arith {
+                incr: false,
+                key: b"k",
+                delta: u64::MAX,
+                noreply: false
+            })
+        );
+        assert_eq!(
+            line("incr k 18446744073709551616").unwrap_err().msg,
+            BAD_DELTA
+        );
+        assert_eq!(
+            line("flush_all"),
+            Ok(Command::FlushAll {
+                delay: 0,
+                noreply: false
+            })
+        );
+        assert_eq!(
+            line("flush_all noreply"),
+            Ok(Command::FlushAll {
+                delay: 0,
+                noreply: true
+            })
+        );
+        assert_eq!(
+            line("flush_all 10 noreply"),
+            Ok(Command::FlushAll {
+                delay: 10,
+                noreply: true
+            })
+        );
+        assert_eq!(line("flush_all x").unwrap_err().msg, BAD_EXPTIME);
+    }
+
+    #[test]
+    fn numbers_follow_c_rules() {
+        assert_eq!(parse_u32(b"+5"), Some(5));
+        assert_eq!(parse_u32(b"-0"), Some(0));
+        assert_eq!(parse_u32(b"-1"), None);
+        assert_eq!(parse_u32(b"1x"), None);
+        assert_eq!(parse_u32(b"\t7"), Some(7));
+        assert_eq!(parse_i32(b"-2147483648"), Some(i32::MIN));
+        assert_eq!(parse_i32(b"2147483648"), None);
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(leading_u32(b"12abc"), 12);
+        assert_eq!(leading_u32(b"abc"), 0);
+    }
+
+    #[test]
+    fn encodes_value_header() {
+        let mut out = Vec::new();
+        push_value_header(&mut out, b"k", 7, 3, Some(42));
+        assert_eq!(out, b"VALUE k 7 3 42\r\n");
+        out.clear();
+        push_u64(&mut out, 0);
+        push_u64(&mut out, u64::MAX);
+        assert_eq!(out, b"018446744073709551615");
+    }
+}

@@ -1,0 +1,368 @@
+//! A worker thread: one mio `Poll`, its own listeners, its connections.
+//!
+//! Nothing here is shared with other workers except the `Shared` state
+//! (store, settings, connection counters), so a worker never waits on
+//! another to accept, read, run or write. Readiness is edge-triggered:
+//! a connection that still has work when its turn ends (the `-R` budget
+//! ran out) is put on the `ready` list and revisited after the next poll
+//! instead of waiting for an event that will not come.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::exec::{Action, Ctx, Shared, StopRequest};
+use crate::stats::ThreadStats;
+
+use super::conn::{Conn, Stream};
+
+const WAKER: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX - 1024;
+/// Size of the shared read buffer; also the read size for split requests.
+const READ_CHUNK: usize = 64 * 1024;
+/// Stop running requests for a connection once this much output waits,
+/// and send it first.
+const OUT_LIMIT: usize = 1024 * 1024;
+const REJECT_MSG: &[u8] = b"ERROR Too many open connections\r\n";
+
+/// A listener a worker accepts from.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+pub struct Worker {
+    id: usize,
+    poll: Poll,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn>,
+    shared: Arc<Shared>,
+    stats: Arc<ThreadStats>,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    ready: Vec<usize>,
+    running: Arc<AtomicBool>,
+    /// accept() failed for lack of descriptors: retry soon.
+    accept_backoff: bool,
+}
+
+/// Handle to stop a worker from another thread.
+pub struct WorkerHandle {
+    pub waker: Arc<Waker>,
+    pub running: Arc<AtomicBool>,
+}
+
+impl WorkerHandle {
+    pub fn stop(&self) {
+        self.running.store(false, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        listeners: Vec<Listener>,
+        shared: Arc<Shared>,
+    ) -> io::Result<(Worker, WorkerHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let running = Arc::new(AtomicBool::new(true));
+        let stats = Arc::clone(&shared.threads[id % shared.threads.len()]);
+        let mut w = Worker {
+            id,
+            poll,
+            listeners,
+            conns: Slab::new(),
+            shared,
+            stats,
+            rbuf: vec![0; READ_CHUNK],
+            wbuf: Vec::with_capacity(READ_CHUNK),
+            ready: Vec::new(),
+            running: Arc::clone(&running),
+            accept_backoff: false,
+        };
+        for (i, l) in w.listeners.iter_mut().enumerate() {
+            let t = Token(LISTENER_BASE + i);
+            match l {
+                Listener::Tcp(l) => w.poll.registry().register(l, t, Interest::READABLE)?,
+                Listener::Unix(l) => w.poll.registry().register(l, t, Interest::READABLE)?,
+            }
+        }
+        Ok((w, WorkerHandle { waker, running }))
+    }
+
+    /// Run until stopped.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_idle_check = self.shared.clock.now();
+        while self.running.load(Ordering::Relaxed) {
+            let timeout = if !self.ready.is_empty() {
+                Duration::ZERO
+            } else if self.accept_backoff {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(1000)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("worker {}: poll failed: {}", self.id, e);
+                break;
+            }
+            for ev in events.iter() {
+                let t = ev.token().0;
+                if ev.token() == WAKER {
+                    continue;
+                }
+                if t >= LISTENER_BASE {
+                    self.accept(t - LISTENER_BASE);
+                } else {
+                    self.drive(t);
+                }
+            }
+            if self.accept_backoff {
+                self.accept_backoff = false;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
+            if !self.ready.is_empty() {
+                let ready = std::mem::take(&mut self.ready);
+                for key in ready {
+                    self.drive(key);
+                }
+            }
+            let now = self.shared.clock.now();
+            if now != last_idle_check {
+                last_idle_check = now;
+                self.close_idle(now);
+            }
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.close(k);
+        }
+    }
+
+    fn accept(&mut self, idx: usize) {
+        loop {
+            let accepted = match &self.listeners[idx] {
+                Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                    let _ = s.set_nodelay(true);
+                    Stream::Tcp(s)
+                }),
+                Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            };
+            let mut stream = match accepted {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE and friends: keep serving, retry soon.
+                    log::warn!("worker {}: accept failed: {}", self.id, e);
+                    self.shared
+                        .conns
+                        .listen_disabled_num
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.accept_backoff = true;
+                    return;
+                }
+            };
+            let conns = &self.shared.conns;
+            conns.total_conns.fetch_add(1, Ordering::Relaxed);
+            let curr = conns.curr_conns.fetch_add(1, Ordering::AcqRel);
+            if curr >= self.shared.settings.max_conns {
+                conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
+                conns.rejected_conns.fetch_add(1, Ordering::Relaxed);
+                use std::io::Write;
+                let _ = stream.write(REJECT_MSG);
+                continue;
+            }
+            let grows = self.conns.len() == self.conns.capacity();
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if key >= LISTENER_BASE {
+                conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::warn!("worker {}: register failed: {}", self.id, e);
+                conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            if grows {
+                conns.conn_structures.fetch_add(1, Ordering::Relaxed);
+            }
+            entry.insert(Conn::new(stream, self.shared.clock.now()));
+            log::debug!("worker {}: new connection {}", self.id, key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if let Some(mut c) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.shared.conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
+            log::debug!("worker {}: closed connection {}", self.id, key);
+        }
+    }
+
+    fn close_idle(&mut self, now: u32) {
+        let timeout = self.shared.settings.idle_timeout;
+        if timeout == 0 {
+            return;
+        }
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.last_active) > timeout)
+            .map(|(k, _)| k)
+            .collect();
+        for k in idle {
+            self.close(k);
+        }
+    }
+
+    /// Do everything a connection can do now: write what is pending, read,
+    /// run requests, write replies.
+    fn drive(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.pending.is_empty() {
+            match conn.flush_pending() {
+                Ok(n) => self.stats.ops.bytes_written.add(n as u64),
+                Err(_) => return self.close(key),
+            }
+            if !conn.pending.is_empty() {
+                return;
+            }
+        }
+        if conn.closing {
+            return self.close(key);
+        }
+        let ctx = Ctx {
+            shared: &self.shared,
+            stats: &self.stats,
+        };
+        let mut budget = self.shared.settings.reqs_per_event.max(1);
+        let mut need = 0usize;
+        let mut stop = None;
+        let mut close = false;
+        loop {
+            // Read what the socket has.
+            let from_scratch = conn.input.is_empty();
+            let res = if from_scratch {
+                conn.stream.read(&mut self.rbuf[..])
+            } else {
+                let len = conn.input.len();
+                let want = need.saturating_sub(len).max(READ_CHUNK);
+                conn.input.reserve(want);
+                let cap = conn.input.capacity();
+                conn.input.resize(cap, 0);
+                let r = conn.stream.read(&mut conn.input[len..]);
+                let got = *r.as_ref().unwrap_or(&0);
+                conn.input.truncate(len + got);
+                r
+            };
+            let (got, eof, blocked) = match res {
+                Ok(0) => (0, true, false),
+                Ok(n) => (n, false, false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, false, true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => (0, true, false),
+            };
+            if got > 0 {
+                self.stats.ops.bytes_read.add(got as u64);
+                conn.last_active = self.shared.clock.now();
+            }
+            // Run the complete requests.
+            let input: &[u8] = if from_scratch {
+                &self.rbuf[..got]
+            } else {
+                &conn.input[..]
+            };
+            let p = conn
+                .session
+                .process(&ctx, input, &mut self.wbuf, budget, OUT_LIMIT);
+            budget = budget.saturating_sub(p.requests);
+            need = p.need;
+            if from_scratch {
+                if p.consumed < got {
+                    conn.input.extend_from_slice(&self.rbuf[p.consumed..got]);
+                }
+            } else {
+                conn.consume_input(p.consumed);
+            }
+            if !self.wbuf.is_empty() {
+                let r = conn.send(&self.wbuf);
+                self.wbuf.clear();
+                match r {
+                    Ok(n) => self.stats.ops.bytes_written.add(n as u64),
+                    Err(_) => {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            match p.action {
+                Action::Continue | Action::Swallow(_) => {}
+                Action::Close => {
+                    conn.closing = true;
+                    break;
+                }
+                Action::Stop(why) => {
+                    stop = Some(why);
+                    conn.closing = true;
+                    break;
+                }
+            }
+            if eof {
+                close = true;
+                break;
+            }
+            if !conn.pending.is_empty() {
+                // The socket is full: wait for it to drain before reading
+                // more (backpressure), resumed by the writable event.
+                break;
+            }
+            if budget == 0 {
+                self.stats.ops.conn_yields.incr();
+                self.ready.push(key);
+                break;
+            }
+            if blocked && p.consumed == 0 {
+                break;
+            }
+        }
+        if let Some(why) = stop {
+            self.shared.request_stop(why);
+            let sig = match why {
+                StopRequest::Now => libc::SIGINT,
+                StopRequest::Graceful => libc::SIGUSR1,
+            };
+            // SAFETY: kill() with our own pid and a valid signal number has
+            // no memory effects; main's sigwait receives it.
+            unsafe {
+                libc::kill(libc::getpid(), sig);
+            }
+        }
+        let conn_closing = self
+            .conns
+            .get(key)
+            .map(|c| c.closing && c.pending.is_empty());
+        if close || conn_closing == Some(true) {
+            self.close(key);
+        }
+    }
+}
