@@ -7,6 +7,7 @@
 //! serves every transport, and the server layer never knows what a
 //! command means.
 
+pub mod meta;
 pub mod text;
 
 mod stats_cmd;

@@ -33,6 +33,10 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
         Some(b"slabs") => slabs(ctx, out),
         Some(b"sizes") => pairs(out, ctx.shared.store.stats_sizes()),
         Some(b"conns") => {}
+        Some(b"detail") => {
+            out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n");
+            return;
+        }
         Some(_) => {
             out.extend_from_slice(b"ERROR\r\n");
             return;

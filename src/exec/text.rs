@@ -7,6 +7,7 @@
 //! left in the input, untouched, for the next call.
 
 use crate::clock::RelTime;
+use crate::protocol::meta::{self as meta_proto, MetaCommand};
 use crate::protocol::text::{self as proto, Command, Frame, StoreCmd};
 use crate::store::{
     ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Miss, Mode, StoreArgs, StoreStatus,
@@ -19,6 +20,9 @@ use super::{Action, Ctx, StopRequest, WIRE_VERSION};
 pub struct Session {
     /// Bytes of a refused data block still to discard.
     swallow: usize,
+    /// The reply to send once the swallow is done: memcached answers a
+    /// refused data block only after it has read the whole block.
+    after_swallow: Option<&'static str>,
 }
 
 /// Result of one `process` call.
@@ -82,6 +86,9 @@ impl Session {
                 if self.swallow > 0 {
                     return progress(pos, requests, Action::Continue, 0);
                 }
+                if let Some(msg) = self.after_swallow.take() {
+                    reply(out, msg);
+                }
             }
             if requests >= budget || out.len() >= out_limit {
                 return progress(pos, requests, Action::Continue, 0);
@@ -122,7 +129,7 @@ impl Session {
                 {
                     ctx.stats.ops.store_too_large.incr();
                     if !noreply {
-                        reply(out, "SERVER_ERROR object too large for cache");
+                        self.after_swallow = Some("SERVER_ERROR object too large for cache");
                     }
                     if sc == StoreCmd::Set {
                         // A failed set must not leave the old value behind.
@@ -140,6 +147,39 @@ impl Session {
                 let block = &buf[line_len..total];
                 run_store(ctx, sc, key, flags, exptime, block, cas, noreply, out);
                 pos += total;
+                requests += 1;
+                continue;
+            }
+            if let Command::Meta { line } = cmd {
+                match meta_proto::parse_meta(line) {
+                    Err(e) => {
+                        reply(out, e.as_str());
+                        if let Some(n) = meta_proto::rejected_data_len(line) {
+                            self.swallow = n as usize + 2;
+                        }
+                        pos += line_len;
+                    }
+                    Ok(req) if req.command == MetaCommand::Set => {
+                        if let Err(n) = super::meta::ms_precheck(ctx, &req, out) {
+                            self.swallow = n;
+                            pos += line_len;
+                        } else {
+                            let total = line_len + req.data_len as usize + 2;
+                            if buf.len() < total {
+                                return progress(pos, requests, Action::Continue, total);
+                            }
+                            super::meta::run(ctx, &req, Some(&buf[line_len..total]), out);
+                            pos += total;
+                        }
+                    }
+                    Ok(req) => {
+                        pos += line_len;
+                        let action = super::meta::run(ctx, &req, None, out);
+                        if action != Action::Continue {
+                            return progress(pos, requests + 1, action, 0);
+                        }
+                    }
+                }
                 requests += 1;
                 continue;
             }
@@ -198,12 +238,7 @@ fn run_store(
         // memcached compares even a zero CAS: "cas k 0 0 1 0" never matches.
         args.cas = cas;
         if cas == 0 {
-            if !ctx.shared.settings.no_cas {
-                return finish_cas_zero(ctx, key, noreply, out);
-            }
-            // With CAS disabled every item's CAS is 0, so 0 matches any
-            // existing item: a replace.
-            args.mode = Mode::Replace;
+            return finish_cas_zero(ctx, key, noreply, out);
         }
     }
     let res = ctx.shared.store.store(&args);
@@ -251,8 +286,9 @@ fn run_store(
     }
 }
 
-/// `cas` with a CAS of 0: memcached treats it as "no item can match":
-/// a missing key is NOT_FOUND, an existing one EXISTS.
+/// `cas` with a CAS of 0: memcached treats it as "no item can match",
+/// even with `-C` (where every item's CAS is 0): a missing key is
+/// NOT_FOUND, an existing one EXISTS.
 fn finish_cas_zero(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut Vec<u8>) {
     let stats = ctx.stats;
     stats.ops.set_cmds.incr();
@@ -382,7 +418,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             stats.ops.flush_cmds.incr();
             let msg = if shared.settings.no_flush {
                 "CLIENT_ERROR flush_all not allowed"
-            } else {
+            } else if let Some(delay) = delay {
                 let when: RelTime = if delay > 0 {
                     shared.clock.realtime(delay)
                 } else {
@@ -390,6 +426,8 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                 };
                 shared.store.flush(when);
                 "OK"
+            } else {
+                proto::BAD_EXPTIME
             };
             if !noreply {
                 reply(out, msg);
@@ -451,11 +489,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             super::stats_cmd::stats(ctx, args, out);
             Action::Continue
         }
-        Command::Meta { .. } => {
-            // Meta commands arrive with the meta protocol issue.
-            reply(out, "ERROR");
-            Action::Continue
-        }
+        Command::Meta { .. } => unreachable!("meta commands are run by process"),
         Command::Admin { name, args } => admin(ctx, name, args, out),
     }
 }
@@ -473,10 +507,11 @@ fn get(ctx: &Ctx, keys: &[u8], cas: bool, touch: Option<i64>, out: &mut Vec<u8>)
     let shared = ctx.shared;
     let stats = ctx.stats;
     let exp = touch.map(|t| shared.clock.realtime(t));
-    let mut any = false;
+    let start = out.len();
     for key in proto::Tokens::new(keys) {
-        any = true;
         if key.len() > proto::KEY_MAX_LENGTH {
+            // memcached drops the values it had already queued.
+            out.truncate(start);
             reply(out, proto::BAD_FORMAT);
             return;
         }
@@ -515,7 +550,6 @@ fn get(ctx: &Ctx, keys: &[u8], cas: bool, touch: Option<i64>, out: &mut Vec<u8>)
             (None, true) => stats.ops.touch_misses.incr(),
         }
     }
-    let _ = any;
     reply(out, "END");
 }
 

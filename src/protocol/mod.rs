@@ -5,5 +5,6 @@
 //! how many bytes they consumed, encoders append to a caller's `Vec<u8>`.
 //! That keeps every parser fuzzable on arbitrary bytes.
 
+pub mod binary;
 pub mod meta;
 pub mod text;

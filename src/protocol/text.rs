@@ -149,8 +149,10 @@ pub enum Command<'a> {
         exptime: i64,
         noreply: bool,
     },
+    /// `flush_all [delay]`; `delay` is `None` when the argument is not a
+    /// number (an error, but only once flush_all is known to be allowed).
     FlushAll {
-        delay: i64,
+        delay: Option<i64>,
         noreply: bool,
     },
     Version,
@@ -330,12 +332,9 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
         b"flush_all" => {
             want((2..=4).contains(&ntokens))?;
             let noreply = toks[n - 1] == b"noreply";
-            let mut delay = 0;
+            let mut delay = Some(0);
             if ntokens != if noreply { 3 } else { 2 } {
-                delay = parse_i32(toks[1]).ok_or(Reject {
-                    msg: BAD_EXPTIME,
-                    noreply,
-                })? as i64;
+                delay = parse_i32(toks[1]).map(i64::from);
             }
             Ok(Command::FlushAll { delay, noreply })
         }
@@ -344,8 +343,10 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
         b"verbosity" => {
             want(ntokens == 3 || ntokens == 4)?;
             let noreply = toks[n - 1] == b"noreply";
-            // memcached reads the level with a bare strtoul: garbage is 0.
-            let level = leading_u32(toks[1]);
+            let level = parse_u32(toks[1]).ok_or(Reject {
+                msg: BAD_FORMAT,
+                noreply,
+            })?;
             Ok(Command::Verbosity { level, noreply })
         }
         b"shutdown" => Ok(Command::Shutdown {
@@ -457,40 +458,31 @@ pub fn parse_u64(tok: &[u8]) -> Option<u64> {
     }
 }
 
-/// memcached's `safe_strtoul` into 32 bits.
+/// memcached's `safe_strtoul` into 32 bits. On a 64-bit host it reads
+/// an `unsigned long` and stores it into a `uint32_t` without a range
+/// check, so 4294967296 becomes 0; only a negative number is refused.
 pub fn parse_u32(tok: &[u8]) -> Option<u32> {
     match c_number(tok)? {
         (true, 0) => Some(0),
         (true, _) => None,
-        (false, v) => u32::try_from(v).ok(),
+        (false, v) => Some(v as u32),
     }
 }
 
-/// memcached's `safe_strtol` into an `int32_t`.
+/// memcached's `safe_strtol` into an `int32_t`: C's `strtol` (which
+/// fails outside the `long` range), then a plain narrowing to 32 bits, as
+/// memcached 1.6.18 does (2147483648 becomes -2147483648).
 pub fn parse_i32(tok: &[u8]) -> Option<i32> {
     let (neg, v) = c_number(tok)?;
-    if neg {
-        // strtol saturates at LONG_MIN (ERANGE); memcached then truncates
-        // to 32 bits without a lower bound check.
+    let l: i64 = if neg {
         if v > i64::MAX as u64 + 1 {
             return None;
         }
-        let l = (v as i64).wrapping_neg();
-        Some(l as i32)
-    } else if v > i32::MAX as u64 {
-        None
+        (v as i64).wrapping_neg()
     } else {
-        Some(v as i32)
-    }
-}
-
-/// A bare `strtoul`: leading digits, anything else ignored, garbage is 0.
-fn leading_u32(tok: &[u8]) -> u32 {
-    let mut v: u64 = 0;
-    for &b in tok.iter().take_while(|b| b.is_ascii_digit()) {
-        v = (v * 10 + (b - b'0') as u64).min(u32::MAX as u64 + 1);
-    }
-    v.min(u32::MAX as u64) as u32
+        i64::try_from(v).ok()?
+    };
+    Some(l as i32)
 }
 
 /// Append the decimal form of `n`, without allocating.
@@ -627,9 +619,15 @@ mod tests {
         assert_eq!(line("set foo 0 0 -1").unwrap_err().msg, BAD_FORMAT);
         assert_eq!(line("set foo x 0 1").unwrap_err().msg, BAD_FORMAT);
         assert_eq!(line("set foo 0 0 4294967295").unwrap_err().msg, BAD_FORMAT);
+        assert_eq!(line("verbosity x").unwrap_err().msg, BAD_FORMAT);
         assert_eq!(line("set foo 0 0 2147483647").unwrap_err().msg, BAD_FORMAT);
         assert!(line("set foo 0 0 2147483645").is_ok());
-        assert_eq!(line("set foo 4294967296 0 1").unwrap_err().msg, BAD_FORMAT);
+        // Flags wrap like memcached's 64-bit strtoul into uint32_t.
+        assert!(matches!(
+            line("set foo 4294967296 0 1"),
+            Ok(Command::Store { flags: 0, .. })
+        ));
+        assert_eq!(line("set foo -1 0 1").unwrap_err().msg, BAD_FORMAT);
         assert!(line("set foo 4294967295 0 1").is_ok());
         let long = format!("set {} 0 0 1 noreply", "k".repeat(251));
         assert_eq!(
@@ -709,25 +707,31 @@ mod tests {
         assert_eq!(
             line("flush_all"),
             Ok(Command::FlushAll {
-                delay: 0,
+                delay: Some(0),
                 noreply: false
             })
         );
         assert_eq!(
             line("flush_all noreply"),
             Ok(Command::FlushAll {
-                delay: 0,
+                delay: Some(0),
                 noreply: true
             })
         );
         assert_eq!(
             line("flush_all 10 noreply"),
             Ok(Command::FlushAll {
-                delay: 10,
+                delay: Some(10),
                 noreply: true
             })
         );
-        assert_eq!(line("flush_all x").unwrap_err().msg, BAD_EXPTIME);
+        assert_eq!(
+            line("flush_all x"),
+            Ok(Command::FlushAll {
+                delay: None,
+                noreply: false
+            })
+        );
     }
 
     #[test]
@@ -738,10 +742,11 @@ mod tests {
         assert_eq!(parse_u32(b"1x"), None);
         assert_eq!(parse_u32(b"\t7"), Some(7));
         assert_eq!(parse_i32(b"-2147483648"), Some(i32::MIN));
-        assert_eq!(parse_i32(b"2147483648"), None);
+        assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
+        assert_eq!(parse_i32(b"4294967297"), Some(1));
+        assert_eq!(parse_i32(b"9223372036854775808"), None);
+        assert_eq!(parse_u32(b"4294967296"), Some(0));
         assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
-        assert_eq!(leading_u32(b"12abc"), 12);
-        assert_eq!(leading_u32(b"abc"), 0);
     }
 
     #[test]

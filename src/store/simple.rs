@@ -506,14 +506,26 @@ impl Store {
     }
 }
 
-/// memcached's `safe_strtoull` on an item's data: decimal digits, at most
-/// 20 of them, optionally followed by spaces (the padding `decr` leaves).
+/// memcached's `safe_strtoull` on an item's data: C white space, an
+/// optional `+`, decimal digits (no u64 overflow), then white space or
+/// the end (memcached's data ends in `\r\n`, so what follows the first
+/// white space is not looked at).
 fn parse_number(v: &[u8]) -> Option<u64> {
-    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || v[digits..].iter().any(|&b| b != b' ') {
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let mut i = v.iter().take_while(|&&b| space(b)).count();
+    if i < v.len() && v[i] == b'+' {
+        i += 1;
+    }
+    let start = i;
+    let mut n: u64 = 0;
+    while i < v.len() && v[i].is_ascii_digit() {
+        n = n.checked_mul(10)?.checked_add((v[i] - b'0') as u64)?;
+        i += 1;
+    }
+    if i == start || (i < v.len() && !space(v[i])) {
         return None;
     }
-    std::str::from_utf8(&v[..digits]).ok()?.parse().ok()
+    Some(n)
 }
 
 fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what the
+# tests need (memcached and libmemcached-tools as reference peers,
+# packaging tools), then runs format and lint checks, every cargo test,
+# and the packaging checks. CI runs exactly this (see .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v memcached >/dev/null 2>&1 || need_apt+=(memcached)
+command -v memccapable >/dev/null 2>&1 || need_apt+=(libmemcached-tools)
+command -v nc >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    log "installing ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The Debian package starts a memcached on 11211; the tests start their
+# own on free ports, so stop the packaged one if it runs.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop memcached >/dev/null 2>&1 || true; fi
+pkill -x memcached >/dev/null 2>&1 || true
+
+command -v cargo-fmt >/dev/null 2>&1 || rustup component add rustfmt
+command -v cargo-clippy >/dev/null 2>&1 || rustup component add clippy
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+log "cargo test"
+cargo test --all-targets
+
+if [ -x packaging/test.sh ]; then
+    log "packaging checks"
+    packaging/test.sh
+fi
+
+log "all checks passed"

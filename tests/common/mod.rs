@@ -1,0 +1,339 @@
+//! Shared black-box harness for the integration tests.
+//!
+//! It starts a server process (gannet or the reference `/usr/bin/memcached`)
+//! on a free 127.0.0.1 port, waits until the port accepts, and kills the
+//! process on `Drop`. [`Client`] sends raw bytes and reads replies with
+//! timeouts, reporting "the server closed the connection" as a distinct
+//! outcome, so a test can assert exact bytes and connection state.
+//!
+//! API (kept small on purpose):
+//! - [`Kind`]: which server; [`Server::start`]`(kind, &args)`; [`Server::port`];
+//!   [`Server::connect`]; [`Server::assert_alive`].
+//! - [`Client::send`], [`Client::read_reply`], [`Client::exchange`].
+//! - [`Reply`] (`bytes`, `closed`); [`show`] escapes bytes for messages.
+//! - [`require_file`] panics loudly when a reference tool is missing.
+//!
+//! Both servers get `-p PORT -l 127.0.0.1 -U 0`, plus `-u nobody` when the
+//! tests run as root (memcached refuses to run as root without `-u`, exit
+//! code 64; it accepts both `-u root` and `-u nobody`, and `nobody` is what
+//! an operator would pass), plus the case's own arguments.
+
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The reference server binary.
+pub const MEMCACHED: &str = "/usr/bin/memcached";
+/// libmemcached's conformance tool.
+pub const MEMCCAPABLE: &str = "/usr/bin/memccapable";
+
+/// How long a read waits for more data once nothing arrives.
+pub const IDLE: Duration = Duration::from_millis(300);
+/// How long a server may take to accept its first connection.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which server a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The daemon under test (`CARGO_BIN_EXE_gannet`).
+    Gannet,
+    /// The reference, `/usr/bin/memcached`.
+    Memcached,
+}
+
+impl Kind {
+    /// Short name used in failure messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Gannet => "gannet",
+            Kind::Memcached => "memcached",
+        }
+    }
+}
+
+/// Panic with a clear message if `path` does not exist. A missing peer is
+/// a failure, never a skip.
+pub fn require_file(path: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install it (apt-get install memcached libmemcached-tools); \
+         the conformance tests need the reference to compare against"
+    );
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// A running server process; killed (and reaped) on drop.
+pub struct Server {
+    child: Child,
+    port: u16,
+    kind: Kind,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// Start `kind` on a free 127.0.0.1 port with `extra` arguments and wait
+    /// (at most 5 s) until it accepts connections. Panics with the server's
+    /// stderr if it exits or never listens.
+    pub fn start(kind: Kind, extra: &[&str]) -> Server {
+        let program = match kind {
+            Kind::Gannet => env!("CARGO_BIN_EXE_gannet"),
+            Kind::Memcached => {
+                require_file(MEMCACHED);
+                MEMCACHED
+            }
+        };
+        let mut last_err = String::new();
+        // A port picked as free can be taken by a parallel test before the
+        // server binds it: retry with another port when the server exits.
+        for _attempt in 0..3 {
+            let port = free_port();
+            let mut args: Vec<String> = vec![
+                "-p".into(),
+                port.to_string(),
+                "-l".into(),
+                "127.0.0.1".into(),
+                "-U".into(),
+                "0".into(),
+            ];
+            if running_as_root() {
+                args.push("-u".into());
+                args.push("nobody".into());
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let child = Command::new(program)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+            let mut server = Server {
+                child,
+                port,
+                kind,
+                args,
+            };
+            match server.wait_listening() {
+                Ok(()) => return server,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!(
+            "{} {:?} did not start listening: {last_err}",
+            kind.name(),
+            extra
+        );
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!("exited with {status}; stderr: {err}"));
+            }
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.shutdown(Shutdown::Both);
+                // Make sure the process that accepted is ours.
+                thread::sleep(Duration::from_millis(20));
+                if self.child.try_wait().expect("try_wait").is_none() {
+                    return Ok(());
+                }
+                continue;
+            }
+            if Instant::now() > deadline {
+                return Err("port never accepted within 5 s".into());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Which server this is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Open a new client connection (panics on failure).
+    pub fn connect(&self) -> Client {
+        Client::connect(self.port)
+            .unwrap_or_else(|e| panic!("{}: connect failed: {e}", self.describe()))
+    }
+
+    /// "gannet [args]" for messages.
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.kind.name(), self.args.join(" "))
+    }
+
+    /// Assert the process is still running and that a fresh client can
+    /// store and read back a value.
+    pub fn assert_alive(&mut self, context: &str) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("{}: server died after {context}: {status}", self.describe());
+        }
+        let mut c = Client::connect(self.port)
+            .unwrap_or_else(|e| panic!("{}: cannot connect after {context}: {e}", self.describe()));
+        let expect = b"STORED\r\nVALUE alive_check 7 2\r\nok\r\nEND\r\n";
+        let r = c.exchange(
+            b"set alive_check 7 0 2\r\nok\r\nget alive_check\r\n",
+            expect.len(),
+        );
+        assert_eq!(
+            show(&r.bytes),
+            show(expect),
+            "{}: round trip failed after {context}",
+            self.describe()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a read produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Every byte received.
+    pub bytes: Vec<u8>,
+    /// The server closed (EOF or reset) the connection.
+    pub closed: bool,
+}
+
+/// A raw text-protocol connection.
+pub struct Client {
+    stream: TcpStream,
+    closed: bool,
+}
+
+impl Client {
+    /// Connect to 127.0.0.1:`port` with TCP_NODELAY.
+    pub fn connect(port: u16) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        Ok(Client {
+            stream,
+            closed: false,
+        })
+    }
+
+    /// Write all of `bytes`. A write error (the server already closed)
+    /// is recorded and reported as `closed` by the next read.
+    pub fn send(&mut self, bytes: &[u8]) {
+        if self.stream.write_all(bytes).is_err() {
+            self.closed = true;
+        }
+    }
+
+    /// Read until `want` bytes have arrived (then wait briefly for any
+    /// surplus), until the connection closes, or until nothing arrives for
+    /// `idle`. Never blocks longer than about `idle` past the last data.
+    pub fn read_reply(&mut self, want: usize, idle: Duration) -> Reply {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 65536];
+        let mut closed = self.closed;
+        while !closed {
+            // Once the expected amount is there, only linger for surplus.
+            let wait = if bytes.len() >= want {
+                Duration::from_millis(30)
+            } else {
+                idle
+            };
+            self.stream
+                .set_read_timeout(Some(wait))
+                .expect("set_read_timeout");
+            match self.stream.read(&mut buf) {
+                Ok(0) => closed = true,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => closed = true, // reset counts as closed
+            }
+        }
+        self.closed = closed;
+        Reply { bytes, closed }
+    }
+
+    /// `send` then `read_reply(want, IDLE)`.
+    pub fn exchange(&mut self, input: &[u8], want: usize) -> Reply {
+        self.send(input);
+        self.read_reply(want, IDLE)
+    }
+
+    /// Wait (at most `limit`) for the server to close the connection,
+    /// returning the bytes received meanwhile and whether it closed.
+    pub fn wait_close(&mut self, limit: Duration) -> Reply {
+        let deadline = Instant::now() + limit;
+        let mut all = Vec::new();
+        loop {
+            let r = self.read_reply(usize::MAX, Duration::from_millis(100));
+            all.extend_from_slice(&r.bytes);
+            if r.closed || Instant::now() > deadline {
+                return Reply {
+                    bytes: all,
+                    closed: r.closed,
+                };
+            }
+        }
+    }
+
+    /// The underlying stream (for tests that need socket options).
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+/// Printable form of protocol bytes: printable ASCII kept, `\r` `\n` and
+/// everything else escaped, long runs of one byte compressed.
+pub fn show(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let mut run = 1;
+        while i + run < bytes.len() && bytes[i + run] == b {
+            run += 1;
+        }
+        let one = match b {
+            b'\r' => "\\r".to_string(),
+            b'\n' => "\\n".to_string(),
+            b'\\' => "\\\\".to_string(),
+            0x20..=0x7e => (b as char).to_string(),
+            _ => format!("\\x{b:02x}"),
+        };
+        if run > 8 {
+            out.push_str(&format!("{one}{{x{run}}}"));
+        } else {
+            for _ in 0..run {
+                out.push_str(&one);
+            }
+        }
+        i += run;
+    }
+    out
+}

@@ -1,0 +1,341 @@
+//! Robustness: hostile or malformed input must never crash or wedge the
+//! server.
+//!
+//! Each scenario runs against gannet and, to prove the expectations, against
+//! memcached 1.6 (`*_memcached` / `*_gannet` test pairs). Where memcached
+//! defines an answer (error strings, closing the connection) the exact
+//! bytes are asserted; after every scenario the test asserts that the
+//! process is still running and that a fresh client can `set` and `get`.
+//! Every scenario is bounded to a few seconds.
+
+mod common;
+
+use common::{show, Client, Kind, Server};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generate `<scenario>_memcached` and `<scenario>_gannet` tests.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod on_memcached {
+            $(#[test] fn $name() { super::$name(super::Kind::Memcached); })*
+        }
+        mod on_gannet {
+            $(#[test] fn $name() { super::$name(super::Kind::Gannet); })*
+        }
+    };
+}
+
+both!(
+    garbage_text_lines,
+    binary_junk,
+    binary_magic_junk,
+    control_bytes_in_keys,
+    huge_lengths,
+    length_accepted_but_never_sent,
+    ten_megabytes_without_newline,
+    long_line_without_newline,
+    get_with_thousands_of_spaces,
+    get_line_split_across_writes,
+    bare_newlines,
+    keys_of_251_bytes,
+    many_connections_at_once,
+);
+
+/// Send `input`, expect exactly `expected` and whether the server closed.
+fn expect(server: &Server, input: &[u8], expected: &[u8], close: bool) {
+    let mut c = server.connect();
+    c.send(input);
+    let r = if close {
+        c.wait_close(Duration::from_secs(3))
+    } else {
+        c.read_reply(expected.len(), Duration::from_millis(500))
+    };
+    assert_eq!(
+        show(&r.bytes),
+        show(expected),
+        "{}: reply to {}",
+        server.describe(),
+        show(&input[..input.len().min(80)])
+    );
+    assert_eq!(
+        r.closed,
+        close,
+        "{}: connection closed state after {}",
+        server.describe(),
+        show(&input[..input.len().min(80)])
+    );
+}
+
+/// Deterministic pseudo-random bytes (xorshift), never starting with 0x80.
+fn junk(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    if out[0] == 0x80 {
+        out[0] = b'x';
+    }
+    out
+}
+
+fn garbage_text_lines(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    let lines: &[&[u8]] = &[
+        b"\xde\xad\xbe\xef\r\n",
+        b"!@#$%^&*()\r\n",
+        b"get\x00key\r\n",
+        b"set \xff\xfe 0 0 1\r\nx\r\n",
+        b"incr\r\n",
+        b"  \t \r\n",
+    ];
+    let expected: &[&[u8]] = &[
+        b"ERROR\r\n",
+        b"ERROR\r\n",
+        b"ERROR\r\n",
+        b"STORED\r\n",
+        b"ERROR\r\n",
+        b"ERROR\r\n",
+    ];
+    for (l, e) in lines.iter().zip(expected) {
+        expect(&s, l, e, false);
+    }
+    s.assert_alive("garbage text lines");
+}
+
+fn binary_junk(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    for seed in 1..=8u64 {
+        let mut c = s.connect();
+        c.send(&junk(64 * 1024, seed));
+        let _ = c.read_reply(usize::MAX, Duration::from_millis(200));
+    }
+    s.assert_alive("64 KiB blocks of random bytes");
+}
+
+fn binary_magic_junk(kind: Kind) {
+    // A first byte of 0x80 selects the binary protocol (-B auto).
+    let mut s = Server::start(kind, &[]);
+    for seed in 1..=8u64 {
+        let mut c = s.connect();
+        let mut j = junk(4096, seed);
+        j[0] = 0x80;
+        c.send(&j);
+        let _ = c.read_reply(usize::MAX, Duration::from_millis(200));
+    }
+    s.assert_alive("0x80 followed by random bytes");
+}
+
+fn control_bytes_in_keys(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    // memcached's text protocol only splits on spaces: control bytes other
+    // than \r and \n are part of the key.
+    for b in (1u8..0x20).chain([0x7f, 0xff]) {
+        if b == b'\n' || b == b'\r' {
+            continue;
+        }
+        let key = [b'c', b, b'k'];
+        let input = [
+            b"set ".as_slice(),
+            &key,
+            b" 0 0 1\r\nv\r\nget ",
+            &key,
+            b"\r\n",
+        ]
+        .concat();
+        let reply = [
+            b"STORED\r\nVALUE ".as_slice(),
+            &key,
+            b" 0 1\r\nv\r\nEND\r\n",
+        ]
+        .concat();
+        expect(&s, &input, &reply, false);
+    }
+    expect(&s, b"get a\x00b\r\n", b"END\r\n", false);
+    s.assert_alive("control bytes in keys");
+}
+
+fn huge_lengths(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    for len in [
+        "4294967295",
+        "-1",
+        "2147483647",
+        "2147483646",
+        "99999999999999999999",
+    ] {
+        let input = format!("set hl 0 0 {len}\r\n");
+        expect(
+            &s,
+            input.as_bytes(),
+            b"CLIENT_ERROR bad command line format\r\n",
+            false,
+        );
+    }
+    s.assert_alive("huge value lengths");
+}
+
+fn length_accepted_but_never_sent(kind: Kind) {
+    // 2147483645 is the largest length memcached accepts; it then waits for
+    // the payload. The server must not allocate it up front or block.
+    let mut s = Server::start(kind, &[]);
+    let mut c = s.connect();
+    c.send(b"set hl2 0 0 2147483645\r\n");
+    c.send(&vec![b'z'; 1 << 20]);
+    let r = c.read_reply(usize::MAX, Duration::from_millis(300));
+    assert!(
+        r.bytes.is_empty() && !r.closed,
+        "{}: expected silence while the payload is pending, got {} closed={}",
+        s.describe(),
+        show(&r.bytes),
+        r.closed
+    );
+    drop(c);
+    s.assert_alive("a 2 GB length with 1 MB sent");
+}
+
+fn ten_megabytes_without_newline(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    let port = s.port();
+    let start = Instant::now();
+    let writer = thread::spawn(move || {
+        let mut c = Client::connect(port).expect("connect");
+        let chunk = vec![b'a'; 64 * 1024];
+        for _ in 0..160 {
+            c.send(&chunk);
+        }
+        c.wait_close(Duration::from_secs(5))
+    });
+    let r = writer.join().expect("writer thread");
+    assert!(
+        r.closed && r.bytes.is_empty(),
+        "{}: 10 MB without a newline: expected a silent close, got {} closed={}",
+        s.describe(),
+        show(&r.bytes[..r.bytes.len().min(200)]),
+        r.closed
+    );
+    assert!(start.elapsed() < Duration::from_secs(8));
+    s.assert_alive("10 MB without a newline");
+}
+
+fn long_line_without_newline(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    // Not a get: closed once 2048 bytes have no newline.
+    expect(&s, &[b'x'; 2100], b"", true);
+    expect(
+        &s,
+        &[b"set k 0 0 1".as_slice(), &[b' '; 3000]].concat(),
+        b"",
+        true,
+    );
+    // Leading spaces before `get` do not earn the get exemption.
+    expect(
+        &s,
+        &[&[b' '; 200][..], b"get k", &[b' '; 3000]].concat(),
+        b"",
+        true,
+    );
+    s.assert_alive("long lines without a newline");
+}
+
+fn get_with_thousands_of_spaces(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    expect(&s, b"set sp 0 0 1\r\nx\r\n", b"STORED\r\n", false);
+    let hit = b"VALUE sp 0 1\r\nx\r\nEND\r\n";
+    expect(
+        &s,
+        &[b"get".as_slice(), &[b' '; 100_000], b"sp\r\n"].concat(),
+        hit,
+        false,
+    );
+    expect(
+        &s,
+        &[b"get sp".as_slice(), &[b' '; 100_000], b"\r\n"].concat(),
+        hit,
+        false,
+    );
+    expect(
+        &s,
+        &[b"get".as_slice(), &[b' '; 5000], b"\r\n"].concat(),
+        b"ERROR\r\n",
+        false,
+    );
+    s.assert_alive("get with thousands of spaces");
+}
+
+fn get_line_split_across_writes(kind: Kind) {
+    // A long get line arriving in pieces is kept (the 2048-byte rule
+    // exempts get/gets).
+    let mut s = Server::start(kind, &[]);
+    expect(&s, b"set gs 0 0 1\r\nx\r\n", b"STORED\r\n", false);
+    let mut c = s.connect();
+    c.send(&[b"gets".as_slice(), &[b' '; 5000]].concat());
+    thread::sleep(Duration::from_millis(100));
+    c.send(&[b"nokey ".repeat(600).as_slice(), b"gs\r\n"].concat());
+    let r = c.read_reply(26, Duration::from_millis(500));
+    let text = String::from_utf8_lossy(&r.bytes).to_string();
+    assert!(
+        text.starts_with("VALUE gs 0 1 ") && text.ends_with("\r\nx\r\nEND\r\n") && !r.closed,
+        "{}: split 8 KB gets line: got {text:?} closed={}",
+        s.describe(),
+        r.closed
+    );
+    s.assert_alive("a get line split across writes");
+}
+
+fn bare_newlines(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    expect(&s, &[b'\n'; 1000], &b"ERROR\r\n".repeat(1000), false);
+    expect(
+        &s,
+        b"\n\r\n\nget nokey\n",
+        b"ERROR\r\nERROR\r\nERROR\r\nEND\r\n",
+        false,
+    );
+    s.assert_alive("bare newlines");
+}
+
+fn keys_of_251_bytes(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    let k = "k".repeat(251);
+    let bad = b"CLIENT_ERROR bad command line format\r\n";
+    for cmd in [
+        format!("get {k}\r\n"),
+        format!("gets {k}\r\n"),
+        format!("delete {k}\r\n"),
+        format!("incr {k} 1\r\n"),
+        format!("decr {k} 1\r\n"),
+        format!("touch {k} 1\r\n"),
+        format!("gat 1 {k}\r\n"),
+    ] {
+        expect(&s, cmd.as_bytes(), bad, false);
+    }
+    for cmd in ["set", "add", "replace", "append", "prepend"] {
+        let input = format!("{cmd} {k} 0 0 1\r\nx\r\n");
+        expect(
+            &s,
+            input.as_bytes(),
+            &[bad.as_slice(), b"ERROR\r\n"].concat(),
+            false,
+        );
+    }
+    s.assert_alive("251-byte keys");
+}
+
+fn many_connections_at_once(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    let mut clients: Vec<Client> = (0..200).map(|_| s.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(format!("set mc{i} 0 0 1\r\nx\r\n").as_bytes());
+    }
+    for c in clients.iter_mut() {
+        let r = c.read_reply(8, Duration::from_secs(1));
+        assert_eq!(show(&r.bytes), "STORED\\r\\n", "{}", s.describe());
+    }
+    drop(clients);
+    s.assert_alive("200 simultaneous connections");
+}

@@ -1,0 +1,730 @@
+//! Text-protocol conformance: gannet must answer byte-for-byte like
+//! memcached 1.6.
+//!
+//! What this file proves, for each server (memcached, to show the expected
+//! bytes are right; gannet, the daemon under test):
+//! - a table of cases `(name, server args, input, expected output,
+//!   expect_close)` covering every classic text command, its error paths
+//!   and `noreply`, limits (key length, line length, lengths, flags,
+//!   exptime), incr/decr arithmetic, CAS, `-C`, `-F`, `-I`. Each case runs
+//!   on a fresh connection; all failing cases are reported together.
+//! - `stats` lists memcached's general field names in memcached's order,
+//!   and its counters move when commands run.
+//! - a scripted session gives identical replies whether it is sent in one
+//!   write, split in two at every byte, one byte per write, or as a
+//!   100-request pipeline.
+//!
+//! Outputs are normalised before comparison only where memcached's answer
+//! is not reproducible: the version string (`VERSION <v>`) and non-zero CAS
+//! values in `gets`/`gats` replies (`<cas>`). `$CAS` in a case's input is
+//! replaced by the last CAS value the server sent on that connection.
+
+mod common;
+
+use common::{require_file, show, Kind, Server, IDLE, MEMCACHED};
+use std::collections::HashMap;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One table row.
+struct Case {
+    name: String,
+    args: &'static [&'static str],
+    input: Vec<u8>,
+    expected: Vec<u8>,
+    close: bool,
+}
+
+const DEFAULT: &[&str] = &[];
+const SMALL_ITEMS: &[&str] = &["-I", "1k", "-o", "slab_chunk_max=512"];
+const NO_CAS: &[&str] = &["-C"];
+const NO_FLUSH: &[&str] = &["-F"];
+
+fn case(name: &str, args: &'static [&'static str], input: &[u8], expected: &[u8]) -> Case {
+    Case {
+        name: name.to_string(),
+        args,
+        input: input.to_vec(),
+        expected: expected.to_vec(),
+        close: false,
+    }
+}
+
+fn closing(name: &str, args: &'static [&'static str], input: &[u8], expected: &[u8]) -> Case {
+    Case {
+        close: true,
+        ..case(name, args, input, expected)
+    }
+}
+
+fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[rustfmt::skip]
+fn cases() -> Vec<Case> {
+    let k250 = vec![b'k'; 250];
+    let k251 = vec![b'k'; 251];
+    let abs_future = (unix_now() + 3600).to_string();
+    let mut many_keys = b"get".to_vec();
+    for i in 0..1000 {
+        many_keys.extend_from_slice(format!(" mk{i:04}").as_bytes());
+    }
+    many_keys.extend_from_slice(b"\r\n");
+    let big = vec![b'a'; 2000];
+
+    vec![
+        // ---- set / add / replace / append / prepend ----
+        case("set_get", DEFAULT, b"set s1 5 0 3\r\nabc\r\nget s1\r\n", b"STORED\r\nVALUE s1 5 3\r\nabc\r\nEND\r\n"),
+        case("set_empty_value", DEFAULT, b"set s2 0 0 0\r\n\r\nget s2\r\n", b"STORED\r\nVALUE s2 0 0\r\n\r\nEND\r\n"),
+        case("set_binary_value", DEFAULT, b"set s3 0 0 4\r\n\r\n\x00\xff\r\nget s3\r\n", b"STORED\r\nVALUE s3 0 4\r\n\r\n\x00\xff\r\nEND\r\n"),
+        case("set_overwrite", DEFAULT, b"set s4 1 0 1\r\na\r\nset s4 2 0 2\r\nbb\r\nget s4\r\n", b"STORED\r\nSTORED\r\nVALUE s4 2 2\r\nbb\r\nEND\r\n"),
+        case("set_noreply", DEFAULT, b"set s5 0 0 1 noreply\r\nx\r\nget s5\r\n", b"VALUE s5 0 1\r\nx\r\nEND\r\n"),
+        case("set_last_token_not_noreply_is_ignored", DEFAULT, b"set s6 0 0 1 junk\r\nx\r\n", b"STORED\r\n"),
+        case("set_too_many_tokens", DEFAULT, b"set s7 0 0 1 noreply extra\r\nx\r\n", b"ERROR\r\nERROR\r\n"),
+        case("set_too_few_tokens", DEFAULT, b"set s8 0 0\r\nx\r\n", b"ERROR\r\nERROR\r\n"),
+        case("set_bare", DEFAULT, b"set\r\n", b"ERROR\r\n"),
+        case("set_length_leading_zero_and_plus", DEFAULT, b"set s9 0 0 01\r\nx\r\nset s9 0 0 +1\r\ny\r\nget s9\r\n", b"STORED\r\nSTORED\r\nVALUE s9 0 1\r\ny\r\nEND\r\n"),
+        case("set_extra_spaces_between_tokens", DEFAULT, b"set  s10  0  0  1\r\nx\r\nget s10\r\n", b"STORED\r\nVALUE s10 0 1\r\nx\r\nEND\r\n"),
+        case("set_bare_newline_command_line", DEFAULT, b"set s11 0 0 1\nx\r\nget s11\n", b"STORED\r\nVALUE s11 0 1\r\nx\r\nEND\r\n"),
+        case("add_new_then_existing", DEFAULT, b"add a1 0 0 1\r\nx\r\nadd a1 0 0 1\r\ny\r\nget a1\r\n", b"STORED\r\nNOT_STORED\r\nVALUE a1 0 1\r\nx\r\nEND\r\n"),
+        case("add_noreply", DEFAULT, b"add a2 0 0 1 noreply\r\nx\r\nadd a2 0 0 1 noreply\r\ny\r\nget a2\r\n", b"VALUE a2 0 1\r\nx\r\nEND\r\n"),
+        case("replace_missing_then_existing", DEFAULT, b"replace r1 0 0 1\r\nx\r\nset r1 0 0 1\r\nx\r\nreplace r1 3 0 1\r\ny\r\nget r1\r\n", b"NOT_STORED\r\nSTORED\r\nSTORED\r\nVALUE r1 3 1\r\ny\r\nEND\r\n"),
+        case("replace_noreply", DEFAULT, b"replace r2 0 0 1 noreply\r\nx\r\nget r2\r\n", b"END\r\n"),
+        case("append_prepend", DEFAULT, b"set p1 7 0 2\r\nbc\r\nappend p1 9 100 1\r\nd\r\nprepend p1 9 100 1\r\na\r\nget p1\r\n", b"STORED\r\nSTORED\r\nSTORED\r\nVALUE p1 7 4\r\nabcd\r\nEND\r\n"),
+        case("append_prepend_missing", DEFAULT, b"append p2 0 0 1\r\nx\r\nprepend p2 0 0 1\r\nx\r\nget p2\r\n", b"NOT_STORED\r\nNOT_STORED\r\nEND\r\n"),
+        case("append_noreply", DEFAULT, b"set p3 0 0 1\r\na\r\nappend p3 0 0 1 noreply\r\nb\r\nprepend p3 0 0 1 noreply\r\nc\r\nget p3\r\n", b"STORED\r\nVALUE p3 0 3\r\ncab\r\nEND\r\n"),
+
+        // ---- lengths, flags, exptime ----
+        case("length_negative", DEFAULT, b"set l1 0 0 -1\r\nx\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        case("length_4294967295", DEFAULT, b"set l2 0 0 4294967295\r\nx\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        case("length_2147483647", DEFAULT, b"set l3 0 0 2147483647\r\nx\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        case("length_2147483646", DEFAULT, b"set l4 0 0 2147483646\r\nx\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        case("length_not_numeric", DEFAULT, b"set l5 0 0 x\r\nx\r\nset l5 0 0 1x\r\nx\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\nCLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        case("flags_0", DEFAULT, b"set f1 0 0 1\r\nx\r\nget f1\r\n", b"STORED\r\nVALUE f1 0 1\r\nx\r\nEND\r\n"),
+        case("flags_u32_max", DEFAULT, b"set f2 4294967295 0 1\r\nx\r\nget f2\r\n", b"STORED\r\nVALUE f2 4294967295 1\r\nx\r\nEND\r\n"),
+        case("flags_2pow32_wraps_to_0", DEFAULT, b"set f3 4294967296 0 1\r\nx\r\nget f3\r\n", b"STORED\r\nVALUE f3 0 1\r\nx\r\nEND\r\n"),
+        case("flags_negative", DEFAULT, b"set f4 -1 0 1\r\nx\r\nget f4\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\nEND\r\n"),
+        case("flags_not_numeric", DEFAULT, b"set f5 1.5 0 1\r\nx\r\nget f5\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\nEND\r\n"),
+        case("exptime_negative_expires_at_once", DEFAULT, b"set e1 0 -1 1\r\nx\r\nget e1\r\n", b"STORED\r\nEND\r\n"),
+        case("exptime_relative", DEFAULT, b"set e2 0 100 1\r\nx\r\nget e2\r\n", b"STORED\r\nVALUE e2 0 1\r\nx\r\nEND\r\n"),
+        case("exptime_relative_30_days", DEFAULT, b"set e3 0 2592000 1\r\nx\r\nget e3\r\n", b"STORED\r\nVALUE e3 0 1\r\nx\r\nEND\r\n"),
+        case("exptime_absolute_past", DEFAULT, b"set e4 0 2592001 1\r\nx\r\nget e4\r\n", b"STORED\r\nEND\r\n"),
+        case("exptime_absolute_future", DEFAULT, &cat(&[b"set e5 0 ", abs_future.as_bytes(), b" 1\r\nx\r\nget e5\r\n"]), b"STORED\r\nVALUE e5 0 1\r\nx\r\nEND\r\n"),
+        case("exptime_not_numeric", DEFAULT, b"set e6 0 x 1\r\nx\r\nget e6\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\nEND\r\n"),
+        case("exptime_2pow31_truncates_to_negative", DEFAULT, b"set e7 0 2147483648 1\r\nx\r\nget e7\r\n", b"STORED\r\nEND\r\n"),
+
+        // ---- keys ----
+        case("key_250_bytes", DEFAULT, &cat(&[b"set ", &k250, b" 0 0 1\r\nx\r\nget ", &k250, b"\r\n"]), &cat(&[b"STORED\r\nVALUE ", &k250, b" 0 1\r\nx\r\nEND\r\n"])),
+        case("key_251_bytes_set_payload_not_swallowed", DEFAULT, &cat(&[b"set ", &k251, b" 0 0 1\r\nx\r\n"]), b"CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        case("key_251_bytes_get", DEFAULT, &cat(&[b"get ", &k251, b"\r\nget s1\r\n"]), b"CLIENT_ERROR bad command line format\r\nVALUE s1 5 3\r\nabc\r\nEND\r\n"),
+        case("key_251_bytes_get_drops_earlier_hits", DEFAULT, &cat(&[b"get s1 ", &k251, b" s1\r\n"]), b"CLIENT_ERROR bad command line format\r\n"),
+        case("key_251_bytes_other_commands", DEFAULT, &cat(&[b"delete ", &k251, b"\r\nincr ", &k251, b" 1\r\ntouch ", &k251, b" 1\r\n"]), b"CLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\n"),
+        case("key_with_control_bytes", DEFAULT, b"set k\x01\x7fy 0 0 1\r\nx\r\nget k\x01\x7fy\r\n", b"STORED\r\nVALUE k\x01\x7fy 0 1\r\nx\r\nEND\r\n"),
+        case("key_with_tab", DEFAULT, b"set k\ty 0 0 1\r\nx\r\nget k\ty\r\n", b"STORED\r\nVALUE k\ty 0 1\r\nx\r\nEND\r\n"),
+
+        // ---- get / gets ----
+        case("get_miss", DEFAULT, b"get nosuchkey\r\n", b"END\r\n"),
+        case("get_multi_with_miss_and_repeat", DEFAULT, b"set g1 1 0 1\r\na\r\nset g2 2 0 2\r\nbb\r\nget g1 nokey g2 g1\r\n", b"STORED\r\nSTORED\r\nVALUE g1 1 1\r\na\r\nVALUE g2 2 2\r\nbb\r\nVALUE g1 1 1\r\na\r\nEND\r\n"),
+        case("get_no_key", DEFAULT, b"get\r\n", b"ERROR\r\n"),
+        case("get_trailing_space_no_key", DEFAULT, b"get \r\n", b"ERROR\r\n"),
+        case("get_spaces_around_keys", DEFAULT, b"get  g1   g2 \r\n", b"VALUE g1 1 1\r\na\r\nVALUE g2 2 2\r\nbb\r\nEND\r\n"),
+        case("gets_shows_cas", DEFAULT, b"gets g1 g2\r\n", b"VALUE g1 1 1 <cas>\r\na\r\nVALUE g2 2 2 <cas>\r\nbb\r\nEND\r\n"),
+        case("gets_no_key", DEFAULT, b"gets\r\n", b"ERROR\r\n"),
+        case("get_1000_keys_9kb_line", DEFAULT, &cat(&[b"set mk0007 0 0 1\r\nx\r\n", &many_keys]), b"STORED\r\nVALUE mk0007 0 1\r\nx\r\nEND\r\n"),
+        case("get_thousands_of_spaces", DEFAULT, &cat(&[b"get", &[b' '; 5000], b"\r\n"]), b"ERROR\r\n"),
+        case("get_thousands_of_spaces_then_key", DEFAULT, &cat(&[b"get", &[b' '; 5000], b"g1\r\n"]), b"VALUE g1 1 1\r\na\r\nEND\r\n"),
+
+        // ---- cas ----
+        case("cas_ok_then_exists", DEFAULT, b"set c1 3 0 1\r\nx\r\ngets c1\r\ncas c1 4 0 1 $CAS\r\ny\r\ncas c1 5 0 1 $CAS\r\nz\r\nget c1\r\n", b"STORED\r\nVALUE c1 3 1 <cas>\r\nx\r\nEND\r\nSTORED\r\nEXISTS\r\nVALUE c1 4 1\r\ny\r\nEND\r\n"),
+        case("cas_exists_after_other_write", DEFAULT, b"set c2 0 0 1\r\nx\r\ngets c2\r\nset c2 0 0 1\r\nw\r\ncas c2 0 0 1 $CAS\r\ny\r\nget c2\r\n", b"STORED\r\nVALUE c2 0 1 <cas>\r\nx\r\nEND\r\nSTORED\r\nEXISTS\r\nVALUE c2 0 1\r\nw\r\nEND\r\n"),
+        case("cas_not_found", DEFAULT, b"cas c3 0 0 1 1\r\ny\r\n", b"NOT_FOUND\r\n"),
+        case("cas_noreply", DEFAULT, b"set c4 0 0 1\r\nx\r\ngets c4\r\ncas c4 0 0 1 $CAS noreply\r\ny\r\nget c4\r\n", b"STORED\r\nVALUE c4 0 1 <cas>\r\nx\r\nEND\r\nVALUE c4 0 1\r\ny\r\nEND\r\n"),
+        case("cas_missing_unique", DEFAULT, b"cas c5 0 0 1\r\nx\r\n", b"ERROR\r\nERROR\r\n"),
+        case("cas_bad_unique", DEFAULT, b"cas c6 0 0 1 x\r\ny\r\ncas c6 0 0 1 -1\r\ny\r\ncas c6 0 0 1 18446744073709551616\r\ny\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\nCLIENT_ERROR bad command line format\r\nERROR\r\nCLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        case("cas_disabled_gets_zero", NO_CAS, b"set c7 3 0 1\r\nx\r\ngets c7\r\ncas c7 0 0 1 0\r\ny\r\ncas c7 0 0 1 1\r\nz\r\nget c7\r\n", b"STORED\r\nVALUE c7 3 1 0\r\nx\r\nEND\r\nEXISTS\r\nEXISTS\r\nVALUE c7 3 1\r\nx\r\nEND\r\n"),
+
+        // ---- bad data chunk ----
+        case("bad_data_chunk_too_long", DEFAULT, b"set b1 0 0 1\r\nxy\r\nget b1\r\n", b"CLIENT_ERROR bad data chunk\r\nERROR\r\nEND\r\n"),
+        case("bad_data_chunk_rest_parsed_as_command", DEFAULT, b"set b2 0 0 1\r\nxyzw\r\n", b"CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
+        case("bad_data_chunk_keeps_old_value", DEFAULT, b"set b3 0 0 3\r\nabc\r\nset b3 0 0 1\r\nxyz\r\nget b3\r\n", b"STORED\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\nVALUE b3 0 3\r\nabc\r\nEND\r\n"),
+        case("bad_data_chunk_noreply_silent", DEFAULT, b"set b4 0 0 1 noreply\r\nxyversion\r\n", b"ERROR\r\n"),
+
+        // ---- object too large (-I 1k) ----
+        case("too_large_set_swallows_and_drops_old", SMALL_ITEMS, &cat(&[b"set big 0 0 1\r\nx\r\nset big 0 0 2000\r\n", &big, b"\r\nget big\r\n"]), b"STORED\r\nSERVER_ERROR object too large for cache\r\nEND\r\n"),
+        case("too_large_set_noreply_still_silent", SMALL_ITEMS, &cat(&[b"set big2 0 0 1\r\nx\r\nset big2 0 0 2000 noreply\r\n", &big, b"\r\nget big2\r\n"]), b"STORED\r\nEND\r\n"),
+        case("too_large_append_keeps_old", SMALL_ITEMS, &cat(&[b"set big3 0 0 1\r\nx\r\nappend big3 0 0 2000\r\n", &big, b"\r\nget big3\r\n"]), b"STORED\r\nSERVER_ERROR object too large for cache\r\nVALUE big3 0 1\r\nx\r\nEND\r\n"),
+        case("too_large_add_keeps_old", SMALL_ITEMS, &cat(&[b"set big4 0 0 1\r\nx\r\nadd big4 0 0 2000\r\n", &big, b"\r\nget big4\r\n"]), b"STORED\r\nSERVER_ERROR object too large for cache\r\nVALUE big4 0 1\r\nx\r\nEND\r\n"),
+        case("too_large_swallows_exactly_len_plus_2", SMALL_ITEMS, &cat(&[b"set big5 0 0 2000\r\n", &big, b"XY\r\n"]), b"SERVER_ERROR object too large for cache\r\nERROR\r\n"),
+        case("small_item_fits", SMALL_ITEMS, b"set small 0 0 5\r\nhello\r\nget small\r\n", b"STORED\r\nVALUE small 0 5\r\nhello\r\nEND\r\n"),
+
+        // ---- delete ----
+        case("delete_hit_then_miss", DEFAULT, b"set d1 0 0 1\r\nx\r\ndelete d1\r\ndelete d1\r\nget d1\r\n", b"STORED\r\nDELETED\r\nNOT_FOUND\r\nEND\r\n"),
+        case("delete_time_zero_allowed", DEFAULT, b"set d2 0 0 1\r\nx\r\ndelete d2 0\r\n", b"STORED\r\nDELETED\r\n"),
+        case("delete_nonzero_time", DEFAULT, b"delete d3 1\r\ndelete d3 x y\r\n", b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\nCLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"),
+        case("delete_noreply", DEFAULT, b"set d4 0 0 1\r\nx\r\ndelete d4 noreply\r\ndelete d4 0 noreply\r\nget d4\r\n", b"STORED\r\nEND\r\n"),
+        case("delete_no_key", DEFAULT, b"delete\r\n", b"ERROR\r\n"),
+
+        // ---- incr / decr ----
+        case("incr_decr_basic", DEFAULT, b"set n1 5 0 2\r\n10\r\nincr n1 5\r\ndecr n1 3\r\ngets n1\r\n", b"STORED\r\n15\r\n12\r\nVALUE n1 5 2 <cas>\r\n12\r\nEND\r\n"),
+        case("incr_wraps_at_2pow64", DEFAULT, b"set n2 0 0 20\r\n18446744073709551615\r\nincr n2 1\r\nget n2\r\nincr n2 5\r\n", b"STORED\r\n0\r\nVALUE n2 0 20\r\n0                   \r\nEND\r\n5\r\n"),
+        case("incr_max_delta", DEFAULT, b"set n3 0 0 1\r\n1\r\nincr n3 18446744073709551615\r\n", b"STORED\r\n0\r\n"),
+        case("decr_floor_zero_pads_in_place", DEFAULT, b"set n4 0 0 2\r\n10\r\ndecr n4 3\r\ndecr n4 100\r\nget n4\r\ndecr n4 1\r\n", b"STORED\r\n7\r\n0\r\nVALUE n4 0 2\r\n0 \r\nEND\r\n0\r\n"),
+        case("decr_shorter_pads_with_space", DEFAULT, b"set n5 0 0 3\r\n100\r\ndecr n5 1\r\nget n5\r\n", b"STORED\r\n99\r\nVALUE n5 0 3\r\n99 \r\nEND\r\n"),
+        case("incr_grows_length", DEFAULT, b"set n6 0 0 2\r\n99\r\nincr n6 1\r\nget n6\r\n", b"STORED\r\n100\r\nVALUE n6 0 3\r\n100\r\nEND\r\n"),
+        case("incr_non_numeric_value", DEFAULT, b"set n7 0 0 3\r\nabc\r\nincr n7 1\r\ndecr n7 1\r\nset n7 0 0 3\r\n12a\r\nincr n7 1\r\nset n7 0 0 0\r\n\r\nincr n7 1\r\n", b"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nSTORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nSTORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
+        case("incr_value_with_surrounding_spaces", DEFAULT, b"set n8 0 0 2\r\n 1\r\nincr n8 1\r\nset n8 0 0 2\r\n1 \r\nincr n8 1\r\n", b"STORED\r\n2\r\nSTORED\r\n2\r\n"),
+        case("incr_bad_delta", DEFAULT, b"set n9 0 0 1\r\n5\r\nincr n9 x\r\nincr n9 -1\r\nincr n9 18446744073709551616\r\ndecr n9 x\r\n", b"STORED\r\nCLIENT_ERROR invalid numeric delta argument\r\nCLIENT_ERROR invalid numeric delta argument\r\nCLIENT_ERROR invalid numeric delta argument\r\nCLIENT_ERROR invalid numeric delta argument\r\n"),
+        case("incr_missing_args_and_key", DEFAULT, b"incr n10\r\nincr nokey 1\r\ndecr nokey 1\r\n", b"ERROR\r\nNOT_FOUND\r\nNOT_FOUND\r\n"),
+        case("incr_noreply_and_extra_token", DEFAULT, b"set n11 0 0 1\r\n5\r\nincr n11 1 noreply\r\ndecr n11 2 noreply\r\nincr n11 1 2\r\n", b"STORED\r\n5\r\n"),
+
+        // ---- touch / gat / gats ----
+        case("touch", DEFAULT, b"set t1 0 0 1\r\nx\r\ntouch t1 100\r\ntouch nokey 10\r\ntouch t1 x\r\ntouch t1\r\ntouch t1 10 noreply\r\nget t1\r\n", b"STORED\r\nTOUCHED\r\nNOT_FOUND\r\nCLIENT_ERROR invalid exptime argument\r\nERROR\r\nVALUE t1 0 1\r\nx\r\nEND\r\n"),
+        case("touch_negative_expires", DEFAULT, b"set t2 0 0 1\r\nx\r\ntouch t2 -1\r\nget t2\r\n", b"STORED\r\nTOUCHED\r\nEND\r\n"),
+        case("gat_gats", DEFAULT, b"set t3 1 0 1\r\nx\r\ngat 100 t3\r\ngats 100 t3 nokey\r\n", b"STORED\r\nVALUE t3 1 1\r\nx\r\nEND\r\nVALUE t3 1 1 <cas>\r\nx\r\nEND\r\n"),
+        case("gat_errors", DEFAULT, b"gat x t3\r\ngat 100\r\ngats 100\r\ngat\r\n", b"CLIENT_ERROR invalid exptime argument\r\nEND\r\nEND\r\nERROR\r\n"),
+        case("gat_negative_returns_then_expires", DEFAULT, b"set t4 0 0 1\r\nx\r\ngat -1 t4\r\nget t4\r\n", b"STORED\r\nVALUE t4 0 1\r\nx\r\nEND\r\nEND\r\n"),
+
+        // ---- flush_all ----
+        case("flush_all_empties", DEFAULT, b"set fl1 0 0 1\r\nx\r\nflush_all\r\nget fl1\r\n", b"STORED\r\nOK\r\nEND\r\n"),
+        case("flush_all_variants", DEFAULT, b"flush_all 0\r\nflush_all noreply\r\nflush_all 0 noreply\r\nflush_all x\r\nflush_all 10 noreply junk\r\n", b"OK\r\nCLIENT_ERROR invalid exptime argument\r\nERROR\r\n"),
+        // A later immediate flush_all replaces a pending delayed one (the
+        // case cancels its delay so it cannot empty the cache mid-table).
+        case("flush_all_delay_not_immediate", DEFAULT, b"set fl2 0 0 1\r\nx\r\nflush_all 100\r\nget fl2\r\nflush_all\r\nget fl2\r\n", b"STORED\r\nOK\r\nVALUE fl2 0 1\r\nx\r\nEND\r\nOK\r\nEND\r\n"),
+        case("flush_all_disabled", NO_FLUSH, b"set fl3 0 0 1\r\nx\r\nflush_all\r\nflush_all 0\r\nflush_all noreply\r\nflush_all x\r\nget fl3\r\n", b"STORED\r\nCLIENT_ERROR flush_all not allowed\r\nCLIENT_ERROR flush_all not allowed\r\nCLIENT_ERROR flush_all not allowed\r\nVALUE fl3 0 1\r\nx\r\nEND\r\n"),
+
+        // ---- version / verbosity / shutdown / cache_memlimit / stats ----
+        case("version", DEFAULT, b"version\r\nversion x y\r\n", b"VERSION <v>\r\nVERSION <v>\r\n"),
+        case("verbosity", DEFAULT, b"verbosity\r\nverbosity 1\r\nverbosity 1 noreply\r\nverbosity x\r\nverbosity 1 2\r\nverbosity 1 2 3\r\n", b"ERROR\r\nOK\r\nCLIENT_ERROR bad command line format\r\nOK\r\nERROR\r\n"),
+        case("shutdown_not_enabled", DEFAULT, b"shutdown\r\nshutdown graceful\r\n", b"ERROR: shutdown not enabled\r\nERROR: shutdown not enabled\r\n"),
+        case("cache_memlimit", DEFAULT, b"cache_memlimit 7\r\ncache_memlimit 64\r\ncache_memlimit\r\ncache_memlimit x\r\ncache_memlimit 64 noreply\r\n", b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\nOK\r\nERROR\r\nERROR\r\n"),
+        case("stats_reset_and_errors", DEFAULT, b"stats reset\r\nstats bogus\r\nstats detail\r\n", b"RESET\r\nERROR\r\nCLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+
+        // ---- framing, unknown and case-sensitive commands ----
+        case("commands_are_case_sensitive", DEFAULT, b"GET s1\r\nSet s1 0 0 1\r\nVERSION\r\nDelete s1\r\n", b"ERROR\r\nERROR\r\nERROR\r\nERROR\r\n"),
+        case("unknown_command", DEFAULT, b"bogus\r\n", b"ERROR\r\n"),
+        case("bare_newline", DEFAULT, b"\n", b"ERROR\r\n"),
+        case("empty_line", DEFAULT, b"\r\nversion\r\n", b"ERROR\r\nVERSION <v>\r\n"),
+        case("control_bytes_line", DEFAULT, b"\x00\x01\x02\r\n", b"ERROR\r\n"),
+        case("long_line_with_newline_is_parsed", DEFAULT, &cat(&[&[b'a'; 2049], b"\r\nversion\r\n"]), b"ERROR\r\nVERSION <v>\r\n"),
+        case("long_set_line_with_newline", DEFAULT, &cat(&[b"set ", &[b'x'; 3000], b" 0 0 1\r\nx\r\n"]), b"CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+        closing("line_over_2048_without_newline_closes", DEFAULT, &[b'a'; 2100], b""),
+        closing("quit", DEFAULT, b"quit\r\nversion\r\n", b""),
+        closing("quit_with_args", DEFAULT, b"quit now\r\n", b""),
+    ]
+}
+
+/// Replace what memcached does not reproduce: the version number and
+/// non-zero CAS values of `VALUE` lines (data blocks are skipped verbatim).
+fn normalise(out: &[u8]) -> Vec<u8> {
+    let mut res = Vec::new();
+    let mut i = 0;
+    while i < out.len() {
+        let Some(nl) = out[i..].iter().position(|&b| b == b'\n') else {
+            res.extend_from_slice(&out[i..]);
+            break;
+        };
+        let line = &out[i..i + nl + 1];
+        i += nl + 1;
+        if line.starts_with(b"VERSION ") && line.ends_with(b"\r\n") {
+            res.extend_from_slice(b"VERSION <v>\r\n");
+            continue;
+        }
+        if line.starts_with(b"VALUE ") && line.ends_with(b"\r\n") {
+            let body = &line[..line.len() - 2];
+            let toks: Vec<&[u8]> = body.split(|&b| b == b' ').collect();
+            let len: Option<usize> = toks
+                .get(3)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .and_then(|t| t.parse().ok());
+            if toks.len() == 5 && toks[4] != b"0" {
+                res.extend_from_slice(&toks[..4].join(&b' '));
+                res.extend_from_slice(b" <cas>\r\n");
+            } else {
+                res.extend_from_slice(line);
+            }
+            if let Some(len) = len {
+                let end = (i + len + 2).min(out.len());
+                res.extend_from_slice(&out[i..end]);
+                i = end;
+            }
+            continue;
+        }
+        res.extend_from_slice(line);
+    }
+    res
+}
+
+/// The CAS value of the last `VALUE` line with five tokens in `out`.
+fn last_cas(out: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(out);
+    text.split("\r\n")
+        .filter(|l| l.starts_with("VALUE "))
+        .filter_map(|l| {
+            let t: Vec<&str> = l.split(' ').collect();
+            (t.len() == 5).then(|| t[4].to_string())
+        })
+        .last()
+}
+
+/// Run one case on a fresh connection; `Err` describes the mismatch.
+fn run_case(server: &Server, c: &Case) -> Result<(), String> {
+    let mut client = server.connect();
+    let mut got = Vec::new();
+    let mut closed = false;
+    let parts: Vec<&[u8]> = split_on(&c.input, b"$CAS");
+    for (idx, part) in parts.iter().enumerate() {
+        let mut chunk = part.to_vec();
+        if idx > 0 {
+            let cas = last_cas(&got).ok_or("no CAS value seen before $CAS")?;
+            chunk = [cas.as_bytes(), part].concat();
+        }
+        client.send(&chunk);
+        if idx + 1 < parts.len() {
+            let r = client.read_reply(usize::MAX, IDLE);
+            got.extend_from_slice(&r.bytes);
+            closed |= r.closed;
+        }
+    }
+    // Read until the (normalised) expected amount could be there.
+    let want = c.expected.len().saturating_sub(got.len());
+    let r = if c.close {
+        client.wait_close(Duration::from_secs(2))
+    } else {
+        client.read_reply(want, IDLE)
+    };
+    got.extend_from_slice(&r.bytes);
+    closed |= r.closed;
+    let norm = normalise(&got);
+    let mut problems = Vec::new();
+    if norm != c.expected {
+        problems.push(format!(
+            "\n    expected: {}\n    got:      {}",
+            show(&c.expected),
+            show(&norm)
+        ));
+    }
+    if closed != c.close {
+        problems.push(format!(
+            "\n    expected the connection {}",
+            if c.close { "closed" } else { "open" }
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.concat())
+    }
+}
+
+fn split_on<'a>(hay: &'a [u8], needle: &[u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        if &hay[i..i + needle.len()] == needle {
+            out.push(&hay[start..i]);
+            i += needle.len();
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push(&hay[start..]);
+    out
+}
+
+fn run_table(kind: Kind) {
+    require_file(MEMCACHED);
+    let cases = cases();
+    let mut names = std::collections::HashSet::new();
+    for c in &cases {
+        assert!(names.insert(c.name.clone()), "duplicate case {}", c.name);
+    }
+    let mut servers: HashMap<&[&str], Server> = HashMap::new();
+    let mut failures = Vec::new();
+    for c in &cases {
+        let server = servers
+            .entry(c.args)
+            .or_insert_with(|| Server::start(kind, c.args));
+        if let Err(e) = run_case(server, c) {
+            failures.push(format!("{} (args {:?}):{e}", c.name, c.args));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}: {} of {} cases failed:\n{}",
+        kind.name(),
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn table_matches_memcached() {
+    run_table(Kind::Memcached);
+}
+
+#[test]
+fn table_matches_gannet() {
+    run_table(Kind::Gannet);
+}
+
+// ---------------------------------------------------------------- stats
+
+/// The `(name, value)` pairs of a `stats` reply, checking its shape.
+fn stats(server: &Server, group: &str) -> Vec<(String, String)> {
+    let mut c = server.connect();
+    c.send(format!("stats{group}\r\n").as_bytes());
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let r = c.read_reply(usize::MAX, Duration::from_millis(100));
+        got.extend_from_slice(&r.bytes);
+        if got.ends_with(b"END\r\n") || r.closed {
+            break;
+        }
+    }
+    let text = String::from_utf8(got).expect("stats reply is UTF-8");
+    assert!(
+        text.ends_with("END\r\n"),
+        "{}: stats reply does not end with END: {text:?}",
+        server.describe()
+    );
+    text.trim_end_matches("END\r\n")
+        .split_terminator("\r\n")
+        .map(|l| {
+            let mut t = l.splitn(3, ' ');
+            assert_eq!(t.next(), Some("STAT"), "bad stats line {l:?}");
+            let name = t.next().expect("stat name").to_string();
+            let value = t.next().expect("stat value").to_string();
+            (name, value)
+        })
+        .collect()
+}
+
+fn stat(list: &[(String, String)], name: &str) -> u64 {
+    let v = &list
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("stats lacks {name}"))
+        .1;
+    v.parse()
+        .unwrap_or_else(|_| panic!("stat {name} = {v:?} is not an integer"))
+}
+
+/// Memcached's general `stats` names, in order, from the live reference.
+fn memcached_stat_names() -> Vec<String> {
+    let m = Server::start(Kind::Memcached, &[]);
+    stats(&m, "").into_iter().map(|(n, _)| n).collect()
+}
+
+fn check_stat_names(kind: Kind) {
+    let reference = memcached_stat_names();
+    for must in [
+        "pid",
+        "uptime",
+        "version",
+        "curr_items",
+        "get_hits",
+        "cmd_set",
+    ] {
+        assert!(
+            reference.iter().any(|n| n == must),
+            "memcached stats lacks {must}"
+        );
+    }
+    let s = Server::start(kind, &[]);
+    let names: Vec<String> = stats(&s, "").into_iter().map(|(n, _)| n).collect();
+    let missing: Vec<&String> = reference.iter().filter(|n| !names.contains(n)).collect();
+    let extra: Vec<&String> = names.iter().filter(|n| !reference.contains(n)).collect();
+    assert!(
+        names == reference,
+        "{}: stats names differ from memcached's\n missing: {missing:?}\n extra: {extra:?}\n \
+         memcached: {reference:?}\n got: {names:?}",
+        kind.name()
+    );
+}
+
+#[test]
+fn stats_names_in_memcached_order_memcached() {
+    check_stat_names(Kind::Memcached);
+}
+
+#[test]
+fn stats_names_in_memcached_order_gannet() {
+    check_stat_names(Kind::Gannet);
+}
+
+fn check_counters_move(kind: Kind) {
+    require_file(MEMCACHED);
+    let s = Server::start(kind, &[]);
+    let before = stats(&s, "");
+    let mut c = s.connect();
+    let input = b"set cm1 0 0 1\r\nx\r\nget cm1\r\nget cm_miss\r\ndelete cm1\r\ndelete cm1\r\n\
+set cm2 0 0 1\r\n1\r\nincr cm2 1\r\nincr cm_miss 1\r\ndecr cm2 1\r\ntouch cm2 10\r\n";
+    let expect = b"STORED\r\nVALUE cm1 0 1\r\nx\r\nEND\r\nEND\r\nDELETED\r\nNOT_FOUND\r\n\
+STORED\r\n2\r\nNOT_FOUND\r\n1\r\nTOUCHED\r\n";
+    let r = c.exchange(input, expect.len());
+    assert_eq!(show(&r.bytes), show(expect), "{}", kind.name());
+    let after = stats(&s, "");
+    let delta = |n: &str| stat(&after, n) as i64 - stat(&before, n) as i64;
+    let want: &[(&str, i64)] = &[
+        ("cmd_set", 2),
+        ("cmd_get", 2),
+        ("get_hits", 1),
+        ("get_misses", 1),
+        ("delete_hits", 1),
+        ("delete_misses", 1),
+        ("incr_hits", 1),
+        ("incr_misses", 1),
+        ("decr_hits", 1),
+        ("touch_hits", 1),
+        ("curr_items", 1),
+        ("total_items", 2),
+        ("total_connections", 2),
+    ];
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(n, d)| delta(n) != *d)
+        .map(|(n, d)| format!("{n}: expected +{d}, got {:+}", delta(n)))
+        .collect();
+    assert!(wrong.is_empty(), "{}: {wrong:?}", kind.name());
+    assert!(stat(&after, "curr_connections") >= 1);
+    assert!(stat(&after, "bytes_read") > stat(&before, "bytes_read"));
+    // stats reset zeroes the counters.
+    let r = s.connect().exchange(b"stats reset\r\n", 7);
+    assert_eq!(show(&r.bytes), "RESET\\r\\n");
+    let reset = stats(&s, "");
+    assert_eq!(stat(&reset, "get_hits"), 0, "{}", kind.name());
+    assert_eq!(stat(&reset, "cmd_set"), 0, "{}", kind.name());
+    assert_eq!(stat(&reset, "curr_items"), 1, "{}", kind.name());
+}
+
+#[test]
+fn stats_counters_move_memcached() {
+    check_counters_move(Kind::Memcached);
+}
+
+#[test]
+fn stats_counters_move_gannet() {
+    check_counters_move(Kind::Gannet);
+}
+
+// ------------------------------------------------- splits and pipelines
+
+/// A mixed session; `p` is a 4-byte key prefix so runs do not share keys.
+fn session(p: &str) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(p.len(), 4);
+    let input = format!(
+        "set {p}a 0 0 5\r\nhello\r\n\
+get {p}a\r\n\
+set {p}n 3 0 2\r\n10\r\n\
+incr {p}n 5\r\n\
+decr {p}n 20\r\n\
+append {p}a 0 0 6\r\n world\r\n\
+add {p}a 0 0 1\r\nz\r\n\
+get {p}a {p}n {p}zz\r\n\
+set {p}e 0 0 0\r\n\r\n\
+set {p}q 0 0 3 noreply\r\nabc\r\n\
+get {p}e {p}q\r\n\
+delete {p}n\r\n\
+delete {p}n\r\n\
+bogus command\r\n\
+set {p}b 0 0 1\r\nxyz\r\n\
+incr {p}a 1\r\n\
+touch {p}a 100\r\n\
+get {p}b\n"
+    );
+    let expected = format!(
+        "STORED\r\n\
+VALUE {p}a 0 5\r\nhello\r\nEND\r\n\
+STORED\r\n\
+15\r\n\
+0\r\n\
+STORED\r\n\
+NOT_STORED\r\n\
+VALUE {p}a 0 11\r\nhello world\r\nVALUE {p}n 3 2\r\n0 \r\nEND\r\n\
+STORED\r\n\
+VALUE {p}e 0 0\r\n\r\nVALUE {p}q 0 3\r\nabc\r\nEND\r\n\
+DELETED\r\n\
+NOT_FOUND\r\n\
+ERROR\r\n\
+CLIENT_ERROR bad data chunk\r\nERROR\r\n\
+CLIENT_ERROR cannot increment or decrement non-numeric value\r\n\
+TOUCHED\r\n\
+END\r\n"
+    );
+    (input.into_bytes(), expected.into_bytes())
+}
+
+fn check_session(
+    server: &Server,
+    label: &str,
+    writes: &[&[u8]],
+    pause: Duration,
+    expected: &[u8],
+) -> Option<String> {
+    let mut c = server.connect();
+    for (i, w) in writes.iter().enumerate() {
+        if i > 0 && !pause.is_zero() {
+            thread::sleep(pause);
+        }
+        c.send(w);
+    }
+    let r = c.read_reply(expected.len(), Duration::from_secs(1));
+    if r.bytes != expected || r.closed {
+        Some(format!(
+            "{label}: closed={}\n  expected: {}\n  got:      {}",
+            r.closed,
+            show(expected),
+            show(&r.bytes)
+        ))
+    } else {
+        None
+    }
+}
+
+fn run_splits(kind: Kind) {
+    require_file(MEMCACHED);
+    let server = Server::start(kind, &[]);
+    let mut failures = Vec::new();
+
+    // (a) one write.
+    let (input, expected) = session("one_");
+    failures.extend(check_session(
+        &server,
+        "one write",
+        &[&input],
+        Duration::ZERO,
+        &expected,
+    ));
+
+    // (c) one byte per write.
+    let (input, expected) = session("byte");
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    failures.extend(check_session(
+        &server,
+        "byte per write",
+        &bytes,
+        Duration::from_micros(200),
+        &expected,
+    ));
+
+    // (d) 100 requests in one write.
+    let mut input = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        input.extend_from_slice(format!("set pl{i:03} {i} 0 3\r\nv{i:02}\r\n").as_bytes());
+        expected.extend_from_slice(b"STORED\r\n");
+    }
+    for i in 0..50 {
+        input.extend_from_slice(format!("get pl{i:03}\r\n").as_bytes());
+        expected
+            .extend_from_slice(format!("VALUE pl{i:03} {i} 3\r\nv{i:02}\r\nEND\r\n").as_bytes());
+    }
+    failures.extend(check_session(
+        &server,
+        "100 requests",
+        &[&input],
+        Duration::ZERO,
+        &expected,
+    ));
+
+    // (b) split in two at every byte boundary, over 4 parallel workers.
+    let len = session("x000").0.len();
+    let workers = 4;
+    let port_server = &server;
+    let split_failures: Vec<String> = thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for at in (1..len).filter(|at| at % workers == w) {
+                        let (input, expected) = session(&format!("{at:04}"));
+                        let (a, b) = input.split_at(at);
+                        out.extend(check_session(
+                            port_server,
+                            &format!("split at {at}"),
+                            &[a, b],
+                            Duration::from_millis(2),
+                            &expected,
+                        ));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker"))
+            .collect()
+    });
+    failures.extend(split_failures);
+    assert!(
+        failures.is_empty(),
+        "{}: {} session runs failed:\n{}",
+        kind.name(),
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn splits_and_pipelines_memcached() {
+    run_splits(Kind::Memcached);
+}
+
+#[test]
+fn splits_and_pipelines_gannet() {
+    run_splits(Kind::Gannet);
+}
+
+#[test]
+fn normalise_masks_only_cas_and_version() {
+    let out = b"VERSION 1.6.18\r\nVALUE k 1 3 42\r\n4 2\r\nVALUE k 1 1 0\r\nx\r\nEND\r\n";
+    assert_eq!(
+        show(&normalise(out)),
+        show(b"VERSION <v>\r\nVALUE k 1 3 <cas>\r\n4 2\r\nVALUE k 1 1 0\r\nx\r\nEND\r\n")
+    );
+    assert_eq!(last_cas(out).as_deref(), Some("0"));
+}
+
+// ------------------------------------------------------ delayed flush_all
+
+/// `flush_all <delay>` keeps items until the delay passes, then invalidates
+/// everything stored before that moment; items stored later survive.
+fn check_delayed_flush(kind: Kind) {
+    require_file(MEMCACHED);
+    let s = Server::start(kind, &[]);
+    let expect = b"STORED\r\nOK\r\nVALUE df1 0 1\r\nx\r\nEND\r\n";
+    let r = s.connect().exchange(
+        b"set df1 0 0 1\r\nx\r\nflush_all 2\r\nget df1\r\n",
+        expect.len(),
+    );
+    assert_eq!(show(&r.bytes), show(expect), "{}", s.describe());
+    thread::sleep(Duration::from_millis(3200));
+    let expect = b"END\r\nSTORED\r\nVALUE df2 0 1\r\ny\r\nEND\r\n";
+    let r = s.connect().exchange(
+        b"get df1\r\nset df2 0 0 1\r\ny\r\nget df2\r\n",
+        expect.len(),
+    );
+    assert_eq!(show(&r.bytes), show(expect), "{}", s.describe());
+}
+
+#[test]
+fn flush_all_delay_takes_effect_memcached() {
+    check_delayed_flush(Kind::Memcached);
+}
+
+#[test]
+fn flush_all_delay_takes_effect_gannet() {
+    check_delayed_flush(Kind::Gannet);
+}
