@@ -7,7 +7,9 @@
 //! serves every transport, and the server layer never knows what a
 //! command means.
 
+pub mod binary;
 pub mod meta;
+pub mod session;
 pub mod text;
 
 mod stats_cmd;

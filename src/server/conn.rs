@@ -14,7 +14,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::clock::RelTime;
-use crate::exec::text::Session;
+use crate::exec::session::Session;
 
 /// Capacity above which an emptied buffer is freed rather than kept.
 const KEEP_CAPACITY: usize = 16 * 1024;

@@ -1,0 +1,65 @@
+//! Which protocol a connection speaks, decided by its first byte.
+//!
+//! With `-B auto` (the default) a connection whose first byte is 0x80 (the
+//! binary request magic) speaks the binary protocol for its whole life;
+//! anything else is text. `-B ascii` and `-B binary` force one protocol.
+
+use crate::config::Protocol;
+use crate::protocol::binary::REQUEST_MAGIC;
+
+use super::binary::Session as BinarySession;
+use super::text::{Progress, Session as TextSession};
+use super::{Action, Ctx};
+
+/// Per-connection protocol state.
+#[derive(Debug, Default)]
+pub enum Session {
+    /// No byte seen yet.
+    #[default]
+    Detect,
+    Text(TextSession),
+    Binary(BinarySession),
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Session::Detect
+    }
+
+    /// Run the complete requests at the start of `input` (see
+    /// `text::Session::process` for the meaning of the arguments).
+    pub fn process(
+        &mut self,
+        ctx: &Ctx,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        budget: usize,
+        out_limit: usize,
+    ) -> Progress {
+        if let Session::Detect = self {
+            let Some(&first) = input.first() else {
+                return Progress {
+                    consumed: 0,
+                    requests: 0,
+                    action: Action::Continue,
+                    need: 0,
+                };
+            };
+            let binary = match ctx.shared.settings.protocol {
+                Protocol::Auto => first == REQUEST_MAGIC,
+                Protocol::Binary => true,
+                Protocol::Ascii => false,
+            };
+            *self = if binary {
+                Session::Binary(BinarySession::new())
+            } else {
+                Session::Text(TextSession::new())
+            };
+        }
+        match self {
+            Session::Text(s) => s.process(ctx, input, out, budget, out_limit),
+            Session::Binary(s) => s.process(ctx, input, out, budget, out_limit),
+            Session::Detect => unreachable!("decided above"),
+        }
+    }
+}
