@@ -40,6 +40,8 @@ both!(
     bare_newlines,
     keys_of_251_bytes,
     many_connections_at_once,
+    half_close_still_answers,
+    large_pipelined_responses,
 );
 
 /// Send `input`, expect exactly `expected` and whether the server closed.
@@ -338,4 +340,50 @@ fn many_connections_at_once(kind: Kind) {
     }
     drop(clients);
     s.assert_alive("200 simultaneous connections");
+}
+
+fn half_close_still_answers(kind: Kind) {
+    // `printf 'stats\r\n' | nc` style clients: requests, then FIN. The
+    // server answers everything it read, then closes.
+    let mut s = Server::start(kind, &[]);
+    let mut c = s.connect();
+    c.send(b"set hc 0 0 1\r\nx\r\nget hc\r\ndelete hc\r\n");
+    c.shutdown_write();
+    let r = c.wait_close(Duration::from_secs(3));
+    assert_eq!(
+        show(&r.bytes),
+        show(b"STORED\r\nVALUE hc 0 1\r\nx\r\nEND\r\nDELETED\r\n"),
+        "{}",
+        s.describe()
+    );
+    assert!(r.closed, "{}: not closed after a half-close", s.describe());
+    s.assert_alive("a half-closed client");
+}
+
+fn large_pipelined_responses(kind: Kind) {
+    // 64 gets of a 512 KiB value in one write: 32 MiB of replies that
+    // cannot all be written at once; every byte must arrive, in order.
+    let mut s = Server::start(kind, &[]);
+    let value = vec![b'L'; 512 * 1024];
+    let set = [b"set lp 0 0 524288\r\n".as_slice(), &value, b"\r\n"].concat();
+    expect(&s, &set, b"STORED\r\n", false);
+    let one = [b"VALUE lp 0 524288\r\n".as_slice(), &value, b"\r\nEND\r\n"].concat();
+    let mut c = s.connect();
+    c.send(&b"get lp\r\n".repeat(64));
+    let r = c.read_reply(one.len() * 64, Duration::from_secs(2));
+    assert!(!r.closed, "{}: closed during large replies", s.describe());
+    assert_eq!(
+        r.bytes.len(),
+        one.len() * 64,
+        "{}: reply length",
+        s.describe()
+    );
+    for (i, chunk) in r.bytes.chunks(one.len()).enumerate() {
+        assert!(
+            chunk == one.as_slice(),
+            "{}: reply {i} differs",
+            s.describe()
+        );
+    }
+    s.assert_alive("32 MiB of pipelined replies");
 }

@@ -200,6 +200,29 @@ fn cases() -> Vec<Case> {
         case("flush_all_delay_not_immediate", DEFAULT, b"set fl2 0 0 1\r\nx\r\nflush_all 100\r\nget fl2\r\nflush_all\r\nget fl2\r\n", b"STORED\r\nOK\r\nVALUE fl2 0 1\r\nx\r\nEND\r\nOK\r\nEND\r\n"),
         case("flush_all_disabled", NO_FLUSH, b"set fl3 0 0 1\r\nx\r\nflush_all\r\nflush_all 0\r\nflush_all noreply\r\nflush_all x\r\nget fl3\r\n", b"STORED\r\nCLIENT_ERROR flush_all not allowed\r\nCLIENT_ERROR flush_all not allowed\r\nCLIENT_ERROR flush_all not allowed\r\nVALUE fl3 0 1\r\nx\r\nEND\r\n"),
 
+        // ---- noreply suppresses errors of classic commands too ----
+        case("noreply_hides_client_error_of_set", DEFAULT, b"set nr1 0 0 x noreply\r\nx\r\nset nr1 -1 0 1 noreply\r\nx\r\nset nr1 0 0 -1 noreply\r\n", b"ERROR\r\nERROR\r\n"),
+        case("noreply_hides_bad_data_chunk", DEFAULT, b"set nr2 0 0 1 noreply\r\nxyz\r\nget nr2\r\n", b"ERROR\r\nEND\r\n"),
+        case("noreply_hides_251_byte_key_error", DEFAULT, &cat(&[b"set ", &k251, b" 0 0 1 noreply\r\nx\r\n"]), b"ERROR\r\n"),
+        case("noreply_hides_cas_error", DEFAULT, b"cas nr3 0 0 1 x noreply\r\ny\r\n", b"ERROR\r\n"),
+        case("noreply_hides_incr_touch_delete_errors", DEFAULT, b"incr nr4 x noreply\r\nincr nokey 1 noreply\r\ntouch nr4 x noreply\r\ntouch nokey 1 noreply\r\ndelete nokey noreply\r\ndelete nokey 1 noreply\r\nflush_all x noreply\r\ncache_memlimit 7 noreply\r\nverbosity noreply\r\nversion\r\n", b"VERSION <v>\r\n"),
+        case("noreply_not_honoured", DEFAULT, &cat(&[b"get ", &k251, b" noreply\r\nbogus noreply\r\ngat x nr5 noreply\r\nstats noreply\r\nversion noreply\r\nshutdown noreply\r\n"]), b"CLIENT_ERROR bad command line format\r\nERROR\r\nCLIENT_ERROR invalid exptime argument\r\nERROR\r\nVERSION <v>\r\nERROR: shutdown not enabled\r\n"),
+        closing("quit_noreply", DEFAULT, b"quit noreply\r\n", b""),
+
+        // ---- more arithmetic and sizes ----
+        case("incr_leading_zeros_pads", DEFAULT, b"set n12 0 0 20\r\n00000000000000000001\r\nincr n12 1\r\nget n12\r\n", b"STORED\r\n2\r\nVALUE n12 0 20\r\n2                   \r\nEND\r\n"),
+        case("incr_value_over_u64_is_non_numeric", DEFAULT, b"set n13 0 0 21\r\n123456789012345678901\r\nincr n13 1\r\n", b"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
+        case("incr_delta_leading_zero_and_plus", DEFAULT, b"set n14 0 0 1\r\n1\r\nincr n14 01\r\nincr n14 +1\r\n", b"STORED\r\n2\r\n3\r\n"),
+        case("incr_keeps_flags_cas_disabled", NO_CAS, b"set n15 9 0 1\r\n1\r\nincr n15 1\r\ngets n15\r\ngats 10 n15\r\n", b"STORED\r\n2\r\nVALUE n15 9 1 0\r\n2\r\nEND\r\nVALUE n15 9 1 0\r\n2\r\nEND\r\n"),
+        case("append_result_too_large_not_stored", SMALL_ITEMS, &cat(&[b"set ap 0 0 600\r\n", &[b'a'; 600], b"\r\nappend ap 0 0 600\r\n", &[b'b'; 600], b"\r\nget ap\r\n"]), &cat(&[b"STORED\r\nNOT_STORED\r\nVALUE ap 0 600\r\n", &[b'a'; 600], b"\r\nEND\r\n"])),
+        case("value_of_512_kib", DEFAULT, &cat(&[b"set lv 0 0 524288\r\n", &vec![b'v'; 524288], b"\r\nget lv\r\n"]), &cat(&[b"STORED\r\nVALUE lv 0 524288\r\n", &vec![b'v'; 524288], b"\r\nEND\r\n"])),
+
+        // ---- expired items behave as missing ----
+        case("expired_item_is_missing_for_every_command", DEFAULT, b"set ex1 0 -1 1\r\nx\r\nincr ex1 1\r\ntouch ex1 1\r\nappend ex1 0 0 1\r\nq\r\nreplace ex1 0 0 1\r\nq\r\ncas ex1 0 0 1 1\r\nq\r\ndelete ex1\r\nadd ex1 0 0 1\r\nz\r\nget ex1\r\n", b"STORED\r\nNOT_FOUND\r\nNOT_FOUND\r\nNOT_STORED\r\nNOT_STORED\r\nNOT_FOUND\r\nNOT_FOUND\r\nSTORED\r\nVALUE ex1 0 1\r\nz\r\nEND\r\n"),
+        closing("quit_after_pipelined_replies", DEFAULT, b"set q1 0 0 1\r\nx\r\nget q1\r\nquit\r\nget q1\r\n", b"STORED\r\nVALUE q1 0 1\r\nx\r\nEND\r\n"),
+        case("verbosity_out_of_range", DEFAULT, b"verbosity 99999999999999999999\r\nverbosity -1\r\n", b"CLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\n"),
+        case("stats_detail_on_off", DEFAULT, b"stats detail on\r\nstats detail off\r\n", b"OK\r\nOK\r\n"),
+
         // ---- version / verbosity / shutdown / cache_memlimit / stats ----
         case("version", DEFAULT, b"version\r\nversion x y\r\n", b"VERSION <v>\r\nVERSION <v>\r\n"),
         case("verbosity", DEFAULT, b"verbosity\r\nverbosity 1\r\nverbosity 1 noreply\r\nverbosity x\r\nverbosity 1 2\r\nverbosity 1 2 3\r\n", b"ERROR\r\nOK\r\nCLIENT_ERROR bad command line format\r\nOK\r\nERROR\r\n"),
@@ -420,47 +443,66 @@ fn stat(list: &[(String, String)], name: &str) -> u64 {
         .unwrap_or_else(|_| panic!("stat {name} = {v:?} is not an integer"))
 }
 
-/// Memcached's general `stats` names, in order, from the live reference.
-fn memcached_stat_names() -> Vec<String> {
+/// Memcached's `stats<group>` names, in order, from the live reference.
+fn memcached_stat_names(group: &str) -> Vec<String> {
     let m = Server::start(Kind::Memcached, &[]);
-    stats(&m, "").into_iter().map(|(n, _)| n).collect()
+    stats(&m, group).into_iter().map(|(n, _)| n).collect()
 }
 
-fn check_stat_names(kind: Kind) {
-    let reference = memcached_stat_names();
-    for must in [
-        "pid",
-        "uptime",
-        "version",
-        "curr_items",
-        "get_hits",
-        "cmd_set",
-    ] {
+fn check_stat_names(kind: Kind, group: &str, must_have: &[&str]) {
+    let reference = memcached_stat_names(group);
+    for must in must_have {
         assert!(
             reference.iter().any(|n| n == must),
-            "memcached stats lacks {must}"
+            "memcached stats{group} lacks {must}"
         );
     }
     let s = Server::start(kind, &[]);
-    let names: Vec<String> = stats(&s, "").into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = stats(&s, group).into_iter().map(|(n, _)| n).collect();
     let missing: Vec<&String> = reference.iter().filter(|n| !names.contains(n)).collect();
     let extra: Vec<&String> = names.iter().filter(|n| !reference.contains(n)).collect();
     assert!(
         names == reference,
-        "{}: stats names differ from memcached's\n missing: {missing:?}\n extra: {extra:?}\n \
+        "{}: stats{group} names differ from memcached's\n missing: {missing:?}\n extra: {extra:?}\n \
          memcached: {reference:?}\n got: {names:?}",
         kind.name()
     );
 }
 
+const GENERAL: &[&str] = &[
+    "pid",
+    "uptime",
+    "version",
+    "curr_items",
+    "get_hits",
+    "cmd_set",
+];
+const SETTINGS: &[&str] = &[
+    "maxbytes",
+    "maxconns",
+    "tcpport",
+    "item_size_max",
+    "cas_enabled",
+];
+
 #[test]
 fn stats_names_in_memcached_order_memcached() {
-    check_stat_names(Kind::Memcached);
+    check_stat_names(Kind::Memcached, "", GENERAL);
 }
 
 #[test]
 fn stats_names_in_memcached_order_gannet() {
-    check_stat_names(Kind::Gannet);
+    check_stat_names(Kind::Gannet, "", GENERAL);
+}
+
+#[test]
+fn stats_settings_names_in_memcached_order_memcached() {
+    check_stat_names(Kind::Memcached, " settings", SETTINGS);
+}
+
+#[test]
+fn stats_settings_names_in_memcached_order_gannet() {
+    check_stat_names(Kind::Gannet, " settings", SETTINGS);
 }
 
 fn check_counters_move(kind: Kind) {
@@ -637,6 +679,42 @@ fn run_splits(kind: Kind) {
         Duration::ZERO,
         &expected,
     ));
+
+    // (e) an oversized payload being swallowed (-I 1k), one byte per
+    // write and split in two at a spread of offsets.
+    let small = Server::start(kind, SMALL_ITEMS);
+    let swallow = |p: &str| {
+        let input = [
+            format!("set {p}big 0 0 2000\r\n").as_bytes(),
+            &[b'w'; 2000],
+            format!("\r\nget {p}big\r\nset {p}s 0 0 1\r\nx\r\nget {p}s\r\n").as_bytes(),
+        ]
+        .concat();
+        let expected = format!(
+            "SERVER_ERROR object too large for cache\r\nEND\r\nSTORED\r\nVALUE {p}s 0 1\r\nx\r\nEND\r\n"
+        );
+        (input, expected.into_bytes())
+    };
+    let (input, expected) = swallow("swb_");
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    failures.extend(check_session(
+        &small,
+        "too large, byte per write",
+        &bytes,
+        Duration::ZERO,
+        &expected,
+    ));
+    for at in [1, 10, 20, 21, 22, 500, 2020, 2021, 2022, 2023, 2030] {
+        let (input, expected) = swallow(&format!("{at:04}"));
+        let (a, b) = input.split_at(at);
+        failures.extend(check_session(
+            &small,
+            &format!("too large, split at {at}"),
+            &[a, b],
+            Duration::from_millis(2),
+            &expected,
+        ));
+    }
 
     // (b) split in two at every byte boundary, over 4 parallel workers.
     let len = session("x000").0.len();

@@ -43,6 +43,7 @@ impl Session {
                         requests,
                         action: Action::Continue,
                         need: pos + need,
+                        more: false,
                     };
                 }
                 Err(e) => {
@@ -52,6 +53,7 @@ impl Session {
                         requests,
                         action: Action::Close,
                         need: 0,
+                        more: false,
                     };
                 }
             }
@@ -61,6 +63,7 @@ impl Session {
             requests,
             action: Action::Continue,
             need: 0,
+            more: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! command means.
 
 pub mod binary;
+pub mod detail;
 pub mod meta;
 pub mod session;
 pub mod text;
@@ -54,6 +55,8 @@ pub struct Shared {
     /// Current `cache_memlimit` in megabytes.
     pub memlimit_mb: AtomicU32,
     pub started_accepting: AtomicBool,
+    /// `stats detail` per-prefix counters.
+    pub detail: detail::Detail,
 }
 
 impl Shared {
@@ -76,6 +79,7 @@ impl Shared {
             stop: AtomicU32::new(0),
             memlimit_mb,
             started_accepting: AtomicBool::new(true),
+            detail: detail::Detail::default(),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::protocol::binary::REQUEST_MAGIC;
 
 use super::binary::Session as BinarySession;
 use super::text::{Progress, Session as TextSession};
-use super::{Action, Ctx};
+use super::Ctx;
 
 /// Per-connection protocol state.
 #[derive(Debug, Default)]
@@ -38,12 +38,7 @@ impl Session {
     ) -> Progress {
         if let Session::Detect = self {
             let Some(&first) = input.first() else {
-                return Progress {
-                    consumed: 0,
-                    requests: 0,
-                    action: Action::Continue,
-                    need: 0,
-                };
+                return Progress::idle();
             };
             let binary = match ctx.shared.settings.protocol {
                 Protocol::Auto => first == REQUEST_MAGIC,

@@ -23,6 +23,7 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
                 t.reset();
             }
             ctx.shared.store.reset_stats();
+            ctx.shared.detail.clear();
             ctx.shared.conns.total_conns.store(0, Ordering::Relaxed);
             ctx.shared.conns.rejected_conns.store(0, Ordering::Relaxed);
             out.extend_from_slice(b"RESET\r\n");
@@ -34,7 +35,18 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
         Some(b"sizes") => pairs(out, ctx.shared.store.stats_sizes()),
         Some(b"conns") => {}
         Some(b"detail") => {
-            out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n");
+            match toks.next() {
+                Some(b"on") => {
+                    ctx.shared.detail.set_enabled(true);
+                    out.extend_from_slice(b"OK\r\n");
+                }
+                Some(b"off") => {
+                    ctx.shared.detail.set_enabled(false);
+                    out.extend_from_slice(b"OK\r\n");
+                }
+                Some(b"dump") => ctx.shared.detail.dump(out),
+                _ => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+            }
             return;
         }
         Some(_) => {

@@ -13,6 +13,7 @@ use crate::store::{
     ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Miss, Mode, StoreArgs, StoreStatus,
 };
 
+use super::detail::Op as DetailOp;
 use super::{Action, Ctx, StopRequest, WIRE_VERSION};
 
 /// Per-connection text protocol state that outlives one read.
@@ -23,6 +24,10 @@ pub struct Session {
     /// The reply to send once the swallow is done: memcached answers a
     /// refused data block only after it has read the whole block.
     after_swallow: Option<&'static str>,
+    /// A multi-get stopped because its output reached the limit: the
+    /// offset (in its key list) of the next key. The get's line stays at
+    /// the front of the input until it completes.
+    get_resume: Option<usize>,
 }
 
 /// Result of one `process` call.
@@ -38,6 +43,23 @@ pub struct Progress {
     /// is known and larger than what is buffered, so the caller can
     /// reserve room once instead of growing step by step.
     pub need: usize,
+    /// Complete requests may remain in the input: processing stopped
+    /// because the output reached its limit. The caller sends the output
+    /// and calls again without waiting for new input.
+    pub more: bool,
+}
+
+impl Progress {
+    /// Nothing done, nothing pending.
+    pub fn idle() -> Self {
+        Progress {
+            consumed: 0,
+            requests: 0,
+            action: Action::Continue,
+            need: 0,
+            more: false,
+        }
+    }
 }
 
 /// memcached's size of an item for the `-I` check: its 48-byte header,
@@ -77,6 +99,7 @@ impl Session {
             requests,
             action,
             need,
+            more: false,
         };
         loop {
             if self.swallow > 0 {
@@ -90,8 +113,14 @@ impl Session {
                     reply(out, msg);
                 }
             }
-            if requests >= budget || out.len() >= out_limit {
+            if requests >= budget {
                 return progress(pos, requests, Action::Continue, 0);
+            }
+            if out.len() >= out_limit {
+                return Progress {
+                    more: true,
+                    ..progress(pos, requests, Action::Continue, 0)
+                };
             }
             let buf = &input[pos..];
             if buf.is_empty() {
@@ -183,6 +212,24 @@ impl Session {
                 requests += 1;
                 continue;
             }
+            if let Command::Get { keys, cas, touch } = cmd {
+                let from = self.get_resume.take().unwrap_or(0);
+                match get(ctx, keys, from, cas, touch, out, out_limit) {
+                    Some(next) => {
+                        // Output is full: send it, then come back here.
+                        self.get_resume = Some(next);
+                        return Progress {
+                            more: true,
+                            ..progress(pos, requests, Action::Continue, 0)
+                        };
+                    }
+                    None => {
+                        pos += line_len;
+                        requests += 1;
+                        continue;
+                    }
+                }
+            }
             pos += line_len;
             requests += 1;
             let action = run(ctx, cmd, out);
@@ -233,6 +280,12 @@ fn run_store(
         StoreCmd::Prepend => Mode::Prepend,
     };
     let exptime = ctx.shared.clock.realtime(exptime);
+    let shared = ctx.shared;
+    if shared.detail.enabled() {
+        shared
+            .detail
+            .record(key, shared.settings.prefix_delimiter, DetailOp::Set);
+    }
     let mut args = StoreArgs::new(mode, key, flags, exptime, value);
     if sc == StoreCmd::Cas {
         // memcached compares even a zero CAS: "cas k 0 0 1 0" never matches.
@@ -318,12 +371,13 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
     let shared = ctx.shared;
     let stats = ctx.stats;
     match cmd {
-        Command::Get { keys, cas, touch } => {
-            get(ctx, keys, cas, touch, out);
-            Action::Continue
-        }
+        Command::Get { .. } => unreachable!("gets are run by process"),
         Command::Store { .. } => unreachable!("storage commands are run with their data"),
         Command::Delete { key, noreply } => {
+            if shared.detail.enabled() {
+                let d = shared.settings.prefix_delimiter;
+                shared.detail.record(key, d, DetailOp::Delete);
+            }
             let res = shared.store.delete(&DeleteArgs::new(key));
             let msg = match res.status {
                 DeleteStatus::Deleted => {
@@ -503,17 +557,35 @@ fn count_miss_reason(ctx: &Ctx, miss: Miss) {
 }
 
 /// `get`/`gets`/`gat`/`gats`: one `VALUE` block per hit, then `END`.
-fn get(ctx: &Ctx, keys: &[u8], cas: bool, touch: Option<i64>, out: &mut Vec<u8>) {
+///
+/// Starts at byte `from` of `keys`. When `out` grows past `out_limit`
+/// before the last key, stops and returns the offset of the next key, so
+/// a huge multi-get to a client that does not read cannot make the server
+/// buffer without bound.
+fn get(
+    ctx: &Ctx,
+    keys: &[u8],
+    from: usize,
+    cas: bool,
+    touch: Option<i64>,
+    out: &mut Vec<u8>,
+    out_limit: usize,
+) -> Option<usize> {
     let shared = ctx.shared;
     let stats = ctx.stats;
     let exp = touch.map(|t| shared.clock.realtime(t));
     let start = out.len();
-    for key in proto::Tokens::new(keys) {
+    let rest = &keys[from.min(keys.len())..];
+    for key in proto::Tokens::new(rest) {
+        if out.len() >= out_limit {
+            let offset = key.as_ptr() as usize - keys.as_ptr() as usize;
+            return Some(offset);
+        }
         if key.len() > proto::KEY_MAX_LENGTH {
             // memcached drops the values it had already queued.
             out.truncate(start);
             reply(out, proto::BAD_FORMAT);
-            return;
+            return None;
         }
         stats.ops.get_cmds.incr();
         if exp.is_some() {
@@ -537,6 +609,11 @@ fn get(ctx: &Ctx, keys: &[u8], cas: bool, touch: Option<i64>, out: &mut Vec<u8>)
                 None
             }
         });
+        let detail = &shared.detail;
+        if detail.enabled() {
+            let op = DetailOp::Get { hit: hit.is_some() };
+            detail.record(key, shared.settings.prefix_delimiter, op);
+        }
         match (hit, exp.is_some()) {
             (Some(class), false) => {
                 stats.ops.get_hits.incr();
@@ -551,6 +628,7 @@ fn get(ctx: &Ctx, keys: &[u8], cas: bool, touch: Option<i64>, out: &mut Vec<u8>)
         }
     }
     reply(out, "END");
+    None
 }
 
 /// Administrative commands gannet accepts for compatibility.

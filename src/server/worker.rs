@@ -341,7 +341,7 @@ impl Worker {
                 self.ready.push(key);
                 break;
             }
-            if blocked && p.consumed == 0 {
+            if blocked && p.consumed == 0 && !p.more {
                 break;
             }
         }

@@ -9,7 +9,8 @@
 //! API (kept small on purpose):
 //! - [`Kind`]: which server; [`Server::start`]`(kind, &args)`; [`Server::port`];
 //!   [`Server::connect`]; [`Server::assert_alive`].
-//! - [`Client::send`], [`Client::read_reply`], [`Client::exchange`].
+//! - [`Client::send`], [`Client::read_reply`], [`Client::exchange`],
+//!   [`Client::wait_close`], [`Client::shutdown_write`].
 //! - [`Reply`] (`bytes`, `closed`); [`show`] escapes bytes for messages.
 //! - [`require_file`] panics loudly when a reference tool is missing.
 //!
@@ -34,6 +35,8 @@ pub const MEMCCAPABLE: &str = "/usr/bin/memccapable";
 
 /// How long a read waits for more data once nothing arrives.
 pub const IDLE: Duration = Duration::from_millis(300);
+/// Upper bound on one `read_reply`, however the data trickles in.
+pub const READ_CAP: Duration = Duration::from_secs(10);
 /// How long a server may take to accept its first connection.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -242,9 +245,13 @@ impl Client {
         })
     }
 
-    /// Write all of `bytes`. A write error (the server already closed)
-    /// is recorded and reported as `closed` by the next read.
+    /// Write all of `bytes`. A write error (the server closed, or stopped
+    /// reading for the 5 s write timeout) is recorded, reported as `closed`
+    /// by the next read, and makes later sends no-ops.
     pub fn send(&mut self, bytes: &[u8]) {
+        if self.closed {
+            return;
+        }
         if self.stream.write_all(bytes).is_err() {
             self.closed = true;
         }
@@ -252,12 +259,16 @@ impl Client {
 
     /// Read until `want` bytes have arrived (then wait briefly for any
     /// surplus), until the connection closes, or until nothing arrives for
-    /// `idle`. Never blocks longer than about `idle` past the last data.
+    /// `idle`. Never blocks longer than about `idle` past the last data,
+    /// nor longer than [`READ_CAP`] in all.
     pub fn read_reply(&mut self, want: usize, idle: Duration) -> Reply {
+        let cap = Instant::now() + READ_CAP;
         let mut bytes = Vec::new();
         let mut buf = [0u8; 65536];
-        let mut closed = self.closed;
-        while !closed {
+        // Read even after a failed write: replies sent before the server
+        // closed may still be buffered on our side.
+        let mut closed = false;
+        while !closed && Instant::now() < cap {
             // Once the expected amount is there, only linger for surplus.
             let wait = if bytes.len() >= want {
                 Duration::from_millis(30)
@@ -275,6 +286,7 @@ impl Client {
                 Err(_) => closed = true, // reset counts as closed
             }
         }
+        let closed = closed || self.closed;
         self.closed = closed;
         Reply { bytes, closed }
     }
@@ -300,6 +312,11 @@ impl Client {
                 };
             }
         }
+    }
+
+    /// Half-close: tell the server we will send nothing more (FIN).
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
     }
 
     /// The underlying stream (for tests that need socket options).
