@@ -29,6 +29,9 @@ fn main() -> ExitCode {
             return ExitCode::from(exit.code as u8);
         }
     };
+    for w in &settings.warnings {
+        eprintln!("{w}");
+    }
     init_logging(settings.verbose);
 
     let signals = block_signals();
