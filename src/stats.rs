@@ -402,3 +402,85 @@ mod tests {
         assert_eq!(usec.len(), 6);
     }
 }
+
+/// What `stats conns` shows of one socket.
+#[derive(Debug)]
+pub struct ConnEntry {
+    /// `tcp:ip:port` / `unix:path` of the peer (or of the listener itself).
+    pub addr: String,
+    /// For a client: the listener it came through.
+    pub listen_addr: Option<String>,
+    /// Relative time of the last request (written by the owning worker).
+    pub last_cmd: std::sync::atomic::AtomicU32,
+}
+
+/// Every open socket, by file descriptor, for `stats conns`.
+///
+/// Workers add and remove entries on accept and close only (a lock there
+/// is cheap next to the syscalls); the request path only stores the last
+/// command time into the connection's own entry.
+#[derive(Debug, Default)]
+pub struct ConnTable {
+    map: std::sync::Mutex<std::collections::BTreeMap<i32, std::sync::Arc<ConnEntry>>>,
+}
+
+impl ConnTable {
+    pub fn insert(&self, fd: i32, entry: std::sync::Arc<ConnEntry>) {
+        self.lock().insert(fd, entry);
+    }
+
+    pub fn remove(&self, fd: i32) {
+        self.lock().remove(&fd);
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<i32, std::sync::Arc<ConnEntry>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// memcached's `stats conns` lines: for each fd `addr`, `listen_addr`
+    /// (clients), `state`, `secs_since_last_cmd`. The asking connection
+    /// (`me`) is the one parsing a command; other clients are waiting.
+    pub fn write(&self, out: &mut Vec<u8>, me: i32, now: u32) {
+        for (fd, e) in self.lock().iter() {
+            push_stat(out, &format!("{fd}:addr"), &e.addr);
+            if let Some(l) = &e.listen_addr {
+                push_stat(out, &format!("{fd}:listen_addr"), l);
+            }
+            let state = match (&e.listen_addr, *fd == me) {
+                (None, _) => "conn_listening",
+                (Some(_), true) => "conn_parse_cmd",
+                (Some(_), false) => "conn_waiting",
+            };
+            push_stat(out, &format!("{fd}:state"), state);
+            let last = e.last_cmd.load(Ordering::Relaxed);
+            push_stat(
+                out,
+                &format!("{fd}:secs_since_last_cmd"),
+                now.saturating_sub(last),
+            );
+        }
+    }
+}
+
+/// memcached's form of a socket address: `tcp:1.2.3.4:5` / `tcp:[::1]:5`.
+pub fn tcp_addr(a: std::net::SocketAddr) -> String {
+    format!("tcp:{a}")
+}
+
+thread_local! {
+    /// The descriptor of the connection this worker thread is serving
+    /// right now (so `stats conns` can tell which entry is asking).
+    static CURRENT_FD: std::cell::Cell<i32> = const { std::cell::Cell::new(-1) };
+}
+
+/// Set by a worker before it runs a connection's requests.
+pub fn set_current_fd(fd: i32) {
+    CURRENT_FD.with(|c| c.set(fd));
+}
+
+/// The connection the current worker thread is serving (-1 when none).
+pub fn current_fd() -> i32 {
+    CURRENT_FD.with(|c| c.get())
+}

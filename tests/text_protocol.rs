@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::{require_file, show, Kind, Server, IDLE, MEMCACHED};
+use common::{require_file, show, Client, Kind, Server, IDLE, MEMCACHED};
 use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +39,7 @@ const DEFAULT: &[&str] = &[];
 const SMALL_ITEMS: &[&str] = &["-I", "1k", "-o", "slab_chunk_max=512"];
 const NO_CAS: &[&str] = &["-C"];
 const NO_FLUSH: &[&str] = &["-F"];
+const SHUTDOWN: &[&str] = &["-A"];
 
 fn case(name: &str, args: &'static [&'static str], input: &[u8], expected: &[u8]) -> Case {
     Case {
@@ -227,8 +228,16 @@ fn cases() -> Vec<Case> {
         case("version", DEFAULT, b"version\r\nversion x y\r\n", b"VERSION <v>\r\nVERSION <v>\r\n"),
         case("verbosity", DEFAULT, b"verbosity\r\nverbosity 1\r\nverbosity 1 noreply\r\nverbosity x\r\nverbosity 1 2\r\nverbosity 1 2 3\r\n", b"ERROR\r\nOK\r\nCLIENT_ERROR bad command line format\r\nOK\r\nERROR\r\n"),
         case("shutdown_not_enabled", DEFAULT, b"shutdown\r\nshutdown graceful\r\n", b"ERROR: shutdown not enabled\r\nERROR: shutdown not enabled\r\n"),
+        case("shutdown_enabled_bad_mode", SHUTDOWN, b"shutdown x\r\nshutdown noreply\r\nshutdown graceful now\r\n", b"CLIENT_ERROR invalid shutdown mode\r\nCLIENT_ERROR invalid shutdown mode\r\nCLIENT_ERROR invalid shutdown mode\r\n"),
         case("cache_memlimit", DEFAULT, b"cache_memlimit 7\r\ncache_memlimit 64\r\ncache_memlimit\r\ncache_memlimit x\r\ncache_memlimit 64 noreply\r\n", b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\nOK\r\nERROR\r\nERROR\r\n"),
         case("stats_reset_and_errors", DEFAULT, b"stats reset\r\nstats bogus\r\nstats detail\r\n", b"RESET\r\nERROR\r\nCLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+
+        // ---- administration (each case restores memcached's defaults) ----
+        case("admin_slabs_automove", DEFAULT, b"slabs automove 0\r\nslabs automove 1\r\nslabs automove 3\r\nslabs automove\r\nslabs bogus\r\nslabs\r\n", b"OK\r\nOK\r\nERROR\r\nERROR\r\nERROR\r\nERROR\r\n"),
+        case("admin_slabs_reassign_bad_format", DEFAULT, b"slabs reassign x y\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        case("admin_lru", DEFAULT, b"lru mode flat\r\nlru mode segmented\r\nlru mode x\r\nlru tune 20 40 0.20 2.00\r\nlru temp_ttl 61\r\nlru bogus\r\nlru\r\n", b"OK\r\nOK\r\nERROR\r\nOK\r\nOK\r\nERROR\r\nERROR\r\n"),
+        case("admin_lru_crawler", DEFAULT, b"lru_crawler sleep 100\r\nlru_crawler tocrawl 0\r\nlru_crawler bogus\r\nlru_crawler\r\nlru_crawler enable\r\n", b"OK\r\nOK\r\nERROR\r\nERROR\r\nERROR failed to start lru crawler thread\r\n"),
+        case("admin_watch_bad_argument", DEFAULT, b"watch bogus\r\n", b"ERROR\r\n"),
 
         // ---- framing, unknown and case-sensitive commands ----
         case("commands_are_case_sensitive", DEFAULT, b"GET s1\r\nSet s1 0 0 1\r\nVERSION\r\nDelete s1\r\n", b"ERROR\r\nERROR\r\nERROR\r\nERROR\r\n"),
@@ -299,7 +308,8 @@ fn last_cas(out: &[u8]) -> Option<String> {
 
 /// Run one case on a fresh connection; `Err` describes the mismatch.
 fn run_case(server: &Server, c: &Case) -> Result<(), String> {
-    let mut client = server.connect();
+    let mut client =
+        Client::connect(server.port()).map_err(|e| format!("\n    cannot connect: {e}"))?;
     let mut got = Vec::new();
     let mut closed = false;
     let parts: Vec<&[u8]> = split_on(&c.input, b"$CAS");
@@ -486,22 +496,22 @@ const SETTINGS: &[&str] = &[
 ];
 
 #[test]
-fn stats_names_in_memcached_order_memcached() {
+fn stats_names_in_reference_order_memcached() {
     check_stat_names(Kind::Memcached, "", GENERAL);
 }
 
 #[test]
-fn stats_names_in_memcached_order_gannet() {
+fn stats_names_in_reference_order_gannet() {
     check_stat_names(Kind::Gannet, "", GENERAL);
 }
 
 #[test]
-fn stats_settings_names_in_memcached_order_memcached() {
+fn stats_settings_names_in_reference_order_memcached() {
     check_stat_names(Kind::Memcached, " settings", SETTINGS);
 }
 
 #[test]
-fn stats_settings_names_in_memcached_order_gannet() {
+fn stats_settings_names_in_reference_order_gannet() {
     check_stat_names(Kind::Gannet, " settings", SETTINGS);
 }
 
@@ -805,4 +815,288 @@ fn flush_all_delay_takes_effect_memcached() {
 #[test]
 fn flush_all_delay_takes_effect_gannet() {
     check_delayed_flush(Kind::Gannet);
+}
+
+// ------------------------------------------ stats items / slabs / conns
+
+/// Store one item (32-byte key, 100-byte value: a 191-byte item in
+/// memcached's 192-byte class 4) and return `stats items` + `stats slabs`.
+fn slab_stats(kind: Kind) -> Vec<(String, String)> {
+    let s = Server::start(kind, &[]);
+    let key = "k".repeat(32);
+    let input = format!("set {key} 0 0 100\r\n{}\r\n", "v".repeat(100));
+    let r = s.connect().exchange(input.as_bytes(), 8);
+    assert_eq!(show(&r.bytes), "STORED\\r\\n", "{}", s.describe());
+    let mut all = stats(&s, " items");
+    all.extend(stats(&s, " slabs"));
+    all
+}
+
+fn check_slab_stat_names(kind: Kind) {
+    require_file(MEMCACHED);
+    let reference: Vec<String> = slab_stats(Kind::Memcached)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(reference.iter().any(|n| n == "items:4:number"));
+    assert!(reference.iter().any(|n| n == "4:chunk_size"));
+    let names: Vec<String> = slab_stats(kind).into_iter().map(|(n, _)| n).collect();
+    let mut seen = std::collections::HashSet::new();
+    let dups: Vec<&String> = names.iter().filter(|n| !seen.insert(*n)).collect();
+    assert!(
+        names == reference,
+        "{}: stats items + stats slabs names differ from memcached's\n duplicates: {dups:?}\n \
+         memcached: {reference:?}\n got: {names:?}",
+        kind.name()
+    );
+}
+
+#[test]
+fn stats_items_slabs_names_memcached() {
+    check_slab_stat_names(Kind::Memcached);
+}
+
+#[test]
+fn stats_items_slabs_names_gannet() {
+    check_slab_stat_names(Kind::Gannet);
+}
+
+/// The deterministic values of those groups after one 32-byte key with a
+/// 100-byte value. Counts must equal memcached's; sizes may not (gannet's
+/// item header is smaller by design), so for them gannet must be at most
+/// memcached's and self-consistent: the item fits its chunk and the page
+/// holds exactly `page / chunk_size` chunks. (Not the LRU segment:
+/// memcached's maintainer moves an item from HOT to COLD once a clock
+/// second has passed, so that is timing-dependent.)
+fn check_slab_stat_values(kind: Kind) {
+    require_file(MEMCACHED);
+    let equal = [
+        "items:4:number",
+        "4:total_pages",
+        "4:used_chunks",
+        "4:cmd_set",
+        "active_slabs",
+        "total_malloced",
+    ];
+    let find = |list: &[(String, String)], f: &str| -> Option<u64> {
+        list.iter()
+            .find(|(n, _)| n == f)
+            .and_then(|(_, v)| v.parse().ok())
+    };
+    let reference = slab_stats(Kind::Memcached);
+    let got = slab_stats(kind);
+    let mut diff = Vec::new();
+    for f in equal {
+        let (a, b) = (find(&reference, f), find(&got, f));
+        assert!(a.is_some(), "memcached lacks {f}");
+        if a != b {
+            diff.push(format!("{f}: memcached {a:?}, got {b:?}"));
+        }
+    }
+    let requested = find(&got, "items:4:mem_requested");
+    let chunk = find(&got, "4:chunk_size");
+    let per_page = find(&got, "4:chunks_per_page");
+    match (requested, chunk, per_page) {
+        (Some(req), Some(chunk), Some(per_page)) => {
+            let mc_req = find(&reference, "items:4:mem_requested").unwrap();
+            let mc_chunk = find(&reference, "4:chunk_size").unwrap();
+            if req > mc_req || chunk > mc_chunk {
+                diff.push(format!(
+                    "item {req} in chunk {chunk}: larger than memcached's {mc_req} in {mc_chunk}"
+                ));
+            }
+            if req > chunk || per_page != 1024 * 1024 / chunk {
+                diff.push(format!(
+                    "inconsistent: item {req}, chunk {chunk}, {per_page} chunks per page"
+                ));
+            }
+        }
+        other => diff.push(format!("missing size fields: {other:?}")),
+    }
+    assert!(diff.is_empty(), "{}: {diff:#?}", kind.name());
+}
+
+#[test]
+fn stats_items_slabs_values_memcached() {
+    check_slab_stat_values(Kind::Memcached);
+}
+
+#[test]
+fn stats_items_slabs_values_gannet() {
+    check_slab_stat_values(Kind::Gannet);
+}
+
+/// `stats conns` lists the listener and the asking connection, named by
+/// file descriptor, with memcached's field names.
+fn check_stats_conns(kind: Kind) {
+    require_file(MEMCACHED);
+    let s = Server::start(kind, &[]);
+    let c = s.connect();
+    let local = c.stream().local_addr().expect("local_addr").port();
+    drop(c);
+    let mut client = s.connect();
+    let me = client.stream().local_addr().expect("local_addr").port();
+    let port = s.port();
+    let wanted = [
+        format!(":addr tcp:127.0.0.1:{port}"),
+        ":state conn_listening".to_string(),
+        format!(":addr tcp:127.0.0.1:{me}"),
+        format!(":listen_addr tcp:127.0.0.1:{port}"),
+        ":state conn_parse_cmd".to_string(),
+    ];
+    // The server notices the closed connection asynchronously: poll (1 s).
+    let mut last = String::new();
+    for _ in 0..10 {
+        client.send(b"stats conns\r\n");
+        let r = client.read_reply(usize::MAX, Duration::from_millis(100));
+        let text = String::from_utf8_lossy(&r.bytes).to_string();
+        let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+        let has = |suffix: &str| {
+            lines.iter().any(|l| {
+                l.starts_with("STAT ")
+                    && l.split(' ')
+                        .nth(1)
+                        .and_then(|n| n.split_once(':'))
+                        .is_some_and(|(fd, _)| fd.parse::<u32>().is_ok())
+                    && l.ends_with(suffix)
+            })
+        };
+        let complete = wanted.iter().all(|w| has(w)) && text.ends_with("END\r\n");
+        let stale = text.contains(&format!("127.0.0.1:{local}\r\n"));
+        if complete && !stale {
+            return;
+        }
+        last = text;
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{}: stats conns must list the listener and this client {wanted:?} \
+         and not the closed client (port {local}); last reply:\n{last}",
+        kind.name()
+    );
+}
+
+#[test]
+fn stats_conns_shape_memcached() {
+    check_stats_conns(Kind::Memcached);
+}
+
+#[test]
+fn stats_conns_shape_gannet() {
+    check_stats_conns(Kind::Gannet);
+}
+
+// ------------------------------------------------------------- shutdown
+
+/// With `-A`, `shutdown` and `shutdown graceful` close the connection
+/// without a reply and the process exits with status 0.
+fn check_shutdown(kind: Kind, command: &[u8]) {
+    require_file(MEMCACHED);
+    let mut s = Server::start(kind, SHUTDOWN);
+    let mut c = s.connect();
+    c.send(command);
+    let r = c.wait_close(Duration::from_secs(3));
+    assert!(
+        r.bytes.is_empty() && r.closed,
+        "{}: {}: expected a silent close, got {} closed={}",
+        s.describe(),
+        show(command),
+        show(&r.bytes),
+        r.closed
+    );
+    let status = s.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|st| st.success()),
+        "{}: {}: expected exit status 0 within 5 s, got {status:?}",
+        s.describe(),
+        show(command)
+    );
+}
+
+#[test]
+fn shutdown_with_a_flag_memcached() {
+    check_shutdown(Kind::Memcached, b"shutdown\r\n");
+    check_shutdown(Kind::Memcached, b"shutdown graceful\r\n");
+}
+
+#[test]
+fn shutdown_with_a_flag_gannet() {
+    check_shutdown(Kind::Gannet, b"shutdown\r\n");
+    check_shutdown(Kind::Gannet, b"shutdown graceful\r\n");
+}
+
+// ------------------------------------------------- more counters (-I 1k)
+
+/// CAS, touch/gat, expiry, flush and too-large counters move like
+/// memcached's. Runs with `-I 1k` so `store_too_large` can be provoked.
+fn check_more_counters(kind: Kind) {
+    require_file(MEMCACHED);
+    let s = Server::start(kind, SMALL_ITEMS);
+    let before = stats(&s, "");
+    let mut c = s.connect();
+    let script: &[(&[u8], &[u8])] = &[
+        (b"set mc1 0 0 1\r\nx\r\n", b"STORED\r\n"),
+        (b"cas mc1 0 0 1 999999\r\ny\r\n", b"EXISTS\r\n"),
+        (b"cas mc_none 0 0 1 1\r\ny\r\n", b"NOT_FOUND\r\n"),
+        (b"gat 100 mc1 mc_none\r\n", b"VALUE mc1 0 1\r\nx\r\nEND\r\n"),
+        (b"touch mc_none 10\r\n", b"NOT_FOUND\r\n"),
+        (b"set mc2 0 -1 1\r\nx\r\n", b"STORED\r\n"),
+        (b"get mc2\r\n", b"END\r\n"),
+        (b"set mc3 0 0 2000\r\n", b""),
+        (&[b'z'; 2000], b""),
+        (b"\r\n", b"SERVER_ERROR object too large for cache\r\n"),
+        (b"flush_all\r\n", b"OK\r\n"),
+        (b"get mc1\r\n", b"END\r\n"),
+    ];
+    let input: Vec<u8> = script.iter().flat_map(|(i, _)| i.to_vec()).collect();
+    let expect: Vec<u8> = script.iter().flat_map(|(_, e)| e.to_vec()).collect();
+    let r = c.exchange(&input, expect.len());
+    assert_eq!(show(&r.bytes), show(&expect), "{}", s.describe());
+    // A successful cas needs the real CAS value.
+    let r = c.exchange(b"set mc4 0 0 1\r\nx\r\ngets mc4\r\n", 40);
+    let text = String::from_utf8_lossy(&r.bytes).to_string();
+    let cas = text
+        .split("\r\n")
+        .find(|l| l.starts_with("VALUE mc4"))
+        .and_then(|l| l.split(' ').nth(4))
+        .unwrap_or_else(|| panic!("{}: no gets reply: {text:?}", s.describe()))
+        .to_string();
+    let r = c.exchange(format!("cas mc4 0 0 1 {cas}\r\ny\r\n").as_bytes(), 8);
+    assert_eq!(show(&r.bytes), "STORED\\r\\n", "{}", s.describe());
+    let after = stats(&s, "");
+    let delta = |n: &str| stat(&after, n) as i64 - stat(&before, n) as i64;
+    let want: &[(&str, i64)] = &[
+        // gat/gats keys count as touches, not gets.
+        ("cmd_get", 3),
+        ("cmd_set", 6),
+        ("cmd_touch", 3),
+        ("cmd_flush", 1),
+        ("get_hits", 1),
+        ("get_misses", 2),
+        ("get_expired", 1),
+        ("get_flushed", 1),
+        ("cas_misses", 1),
+        ("cas_hits", 1),
+        ("cas_badval", 1),
+        ("touch_hits", 1),
+        ("touch_misses", 2),
+        ("store_too_large", 1),
+        ("curr_items", 1),
+    ];
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(n, d)| delta(n) != *d)
+        .map(|(n, d)| format!("{n}: expected {d:+}, got {:+}", delta(n)))
+        .collect();
+    assert!(wrong.is_empty(), "{}: {wrong:?}", kind.name());
+}
+
+#[test]
+fn stats_more_counters_memcached() {
+    check_more_counters(Kind::Memcached);
+}
+
+#[test]
+fn stats_more_counters_gannet() {
+    check_more_counters(Kind::Gannet);
 }

@@ -7,6 +7,7 @@
 //! serves every transport, and the server layer never knows what a
 //! command means.
 
+pub mod admin;
 pub mod binary;
 pub mod detail;
 pub mod meta;
@@ -57,11 +58,16 @@ pub struct Shared {
     pub started_accepting: AtomicBool,
     /// `stats detail` per-prefix counters.
     pub detail: detail::Detail,
+    /// Settings `slabs`/`lru`/`lru_crawler` change at run time.
+    pub tunables: admin::Tunables,
+    /// Open sockets for `stats conns`.
+    pub conn_table: crate::stats::ConnTable,
 }
 
 impl Shared {
     pub fn new(settings: Settings, clock: Arc<Clock>) -> Shared {
         let store = Store::new(settings.store_config(), Arc::clone(&clock));
+        let tunables = admin::Tunables::new(&settings);
         let threads = (0..settings.threads.max(1))
             .map(|_| Arc::new(ThreadStats::default()))
             .collect();
@@ -80,6 +86,8 @@ impl Shared {
             memlimit_mb,
             started_accepting: AtomicBool::new(true),
             detail: detail::Detail::default(),
+            tunables,
+            conn_table: crate::stats::ConnTable::default(),
         }
     }
 

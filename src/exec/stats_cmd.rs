@@ -13,27 +13,35 @@ use crate::stats::{self, GeneralStats, OpsTotals, ThreadStats};
 
 use super::{Ctx, WIRE_VERSION};
 
+/// One group of `stats` name/value pairs. Both front ends render the same
+/// groups: text as `STAT <name> <value>` lines, binary as one STAT packet
+/// per pair (see [`for_each_pair`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Group {
+    General,
+    Settings,
+    Items,
+    Slabs,
+    Sizes,
+    /// `stats conns` (text only: memcached's binary STAT does not know it).
+    Conns,
+}
+
+/// The text `stats [group]` command.
 pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
     let mut toks = Tokens::new(args);
-    let sub = toks.next();
-    match sub {
-        None => general(ctx, out),
+    let group = match toks.next() {
+        None => Group::General,
         Some(b"reset") => {
-            for t in &ctx.shared.threads {
-                t.reset();
-            }
-            ctx.shared.store.reset_stats();
-            ctx.shared.detail.clear();
-            ctx.shared.conns.total_conns.store(0, Ordering::Relaxed);
-            ctx.shared.conns.rejected_conns.store(0, Ordering::Relaxed);
+            reset(ctx);
             out.extend_from_slice(b"RESET\r\n");
             return;
         }
-        Some(b"settings") => settings(ctx, out),
-        Some(b"items") => pairs(out, ctx.shared.store.stats_items()),
-        Some(b"slabs") => slabs(ctx, out),
-        Some(b"sizes") => pairs(out, ctx.shared.store.stats_sizes()),
-        Some(b"conns") => {}
+        Some(b"settings") => Group::Settings,
+        Some(b"items") => Group::Items,
+        Some(b"slabs") => Group::Slabs,
+        Some(b"sizes") => Group::Sizes,
+        Some(b"conns") => Group::Conns,
         Some(b"detail") => {
             match toks.next() {
                 Some(b"on") => {
@@ -53,8 +61,61 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice(b"ERROR\r\n");
             return;
         }
-    }
+    };
+    write_group(ctx, group, out);
     out.extend_from_slice(b"END\r\n");
+}
+
+/// `stats reset`: zero every resettable counter.
+pub(crate) fn reset(ctx: &Ctx) {
+    for t in &ctx.shared.threads {
+        t.reset();
+    }
+    ctx.shared.store.reset_stats();
+    ctx.shared.detail.clear();
+    ctx.shared.conns.total_conns.store(0, Ordering::Relaxed);
+    ctx.shared.conns.rejected_conns.store(0, Ordering::Relaxed);
+}
+
+/// Appends `group` as `STAT <name> <value>\r\n` lines (no `END`).
+pub(crate) fn write_group(ctx: &Ctx, group: Group, out: &mut Vec<u8>) {
+    match group {
+        Group::General => general(ctx, out),
+        Group::Settings => settings(ctx, out),
+        Group::Items => pairs(out, ctx.shared.store.stats_items()),
+        Group::Slabs => slabs(ctx, out),
+        Group::Sizes => pairs(out, ctx.shared.store.stats_sizes()),
+        Group::Conns => {
+            ctx.shared
+                .conn_table
+                .write(out, crate::stats::current_fd(), ctx.shared.clock.now())
+        }
+    }
+}
+
+/// Calls `f(name, value)` for each pair of `group`, in the order the text
+/// `stats` prints them. The group is rendered once as text lines into
+/// `scratch` (cleared first) and split, so every front end shows exactly
+/// the same names and values.
+pub(crate) fn for_each_pair(
+    ctx: &Ctx,
+    group: Group,
+    scratch: &mut Vec<u8>,
+    mut f: impl FnMut(&[u8], &[u8]),
+) {
+    scratch.clear();
+    write_group(ctx, group, scratch);
+    for line in scratch.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(rest) = line.strip_prefix(b"STAT ") else {
+            continue;
+        };
+        let (name, value) = match rest.iter().position(|&b| b == b' ') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &b""[..]),
+        };
+        f(name, value);
+    }
 }
 
 fn pairs(out: &mut Vec<u8>, list: Vec<(String, String)>) {
@@ -89,9 +150,11 @@ fn general(ctx: &Ctx, out: &mut Vec<u8>) {
     );
 }
 
-/// `stats slabs`: the store's per-class lines with the per-class
-/// operation counters (which workers count) merged in, as memcached shows
-/// them.
+/// `stats slabs`: the store's per-class memory lines with the per-class
+/// operation counters merged in after each class, as memcached shows
+/// them. The operation counters are the workers' (the store cannot know
+/// whether an access was a get or a touch), so any the store reports
+/// itself are skipped.
 fn slabs(ctx: &Ctx, out: &mut Vec<u8>) {
     let classes = stats::class_totals(&thread_refs(ctx));
     let names = crate::stats::ClassOps::NAMES;
@@ -104,10 +167,15 @@ fn slabs(ctx: &Ctx, out: &mut Vec<u8>) {
         }
     };
     for (k, v) in store_lines {
-        let class = k
-            .split_once(':')
+        let split = k.split_once(':');
+        let class = split
             .and_then(|(c, _)| c.parse::<usize>().ok())
             .filter(|c| *c < stats::MAX_CLASSES);
+        if let Some((_, field)) = split {
+            if field == "cmd_set" || names.contains(&field) {
+                continue;
+            }
+        }
         if last_class.is_some() && class != last_class {
             flush_ops(out, last_class.unwrap_or(0));
         }
@@ -118,15 +186,21 @@ fn slabs(ctx: &Ctx, out: &mut Vec<u8>) {
 
 fn settings(ctx: &Ctx, out: &mut Vec<u8>) {
     let s = &ctx.shared.settings;
-    stats::push_stat(out, "maxbytes", ctx.shared.store.stats().limit_maxbytes);
-    stats::push_stat(out, "maxconns", s.max_conns);
-    stats::push_stat(out, "tcpport", s.port);
-    stats::push_stat(out, "udpport", s.udp_port);
-    stats::push_stat(
-        out,
-        "verbosity",
-        ctx.shared.verbosity.load(Ordering::Relaxed),
-    );
-    stats::push_stat(out, "num_threads", s.threads);
-    stats::push_stat(out, "item_size_max", s.item_size_max);
+    let mut rt = crate::config::SettingsStatsCtx::from_settings(s);
+    rt.maxbytes = ctx.shared.store.stats().limit_maxbytes;
+    rt.verbosity = ctx.shared.verbosity.load(Ordering::Relaxed);
+    rt.detail_enabled = ctx.shared.detail.enabled();
+    let t = &ctx.shared.tunables;
+    rt.slab_automove = t.slab_automove.load(Ordering::Relaxed);
+    rt.lru_crawler = t.lru_crawler.load(Ordering::Relaxed);
+    rt.lru_segmented = t.lru_segmented.load(Ordering::Relaxed);
+    rt.hot_lru_pct = t.hot_lru_pct.load(Ordering::Relaxed);
+    rt.warm_lru_pct = t.warm_lru_pct.load(Ordering::Relaxed);
+    rt.hot_max_factor = f64::from_bits(t.hot_max_factor.load(Ordering::Relaxed));
+    rt.warm_max_factor = f64::from_bits(t.warm_max_factor.load(Ordering::Relaxed));
+    rt.temp_lru = t.temp_lru.load(Ordering::Relaxed);
+    rt.temporary_ttl = t.temporary_ttl.load(Ordering::Relaxed).max(0) as u32;
+    for (k, v) in s.stats_settings(&rt) {
+        stats::push_stat(out, k, v);
+    }
 }

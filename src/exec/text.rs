@@ -544,7 +544,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             Action::Continue
         }
         Command::Meta { .. } => unreachable!("meta commands are run by process"),
-        Command::Admin { name, args } => admin(ctx, name, args, out),
+        Command::Admin { name, args } => super::admin::run(ctx, name, args, out),
     }
 }
 
@@ -587,9 +587,11 @@ fn get(
             reply(out, proto::BAD_FORMAT);
             return None;
         }
-        stats.ops.get_cmds.incr();
+        // memcached counts gat/gats keys in cmd_touch only.
         if exp.is_some() {
             stats.ops.touch_cmds.incr();
+        } else {
+            stats.ops.get_cmds.incr();
         }
         let hit = shared.store.get(key, true, |r| match r {
             Ok(item) => {
@@ -629,30 +631,6 @@ fn get(
     }
     reply(out, "END");
     None
-}
-
-/// Administrative commands gannet accepts for compatibility.
-fn admin(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
-    match name {
-        #[cfg(debug_assertions)]
-        b"debugtime" => {
-            // Test-only: move the clock forward. Compiled out of release
-            // builds, so no network client of a production server can
-            // reach it.
-            match proto::parse_u32(args) {
-                Some(secs) => {
-                    ctx.shared.clock.advance(secs);
-                    reply(out, "OK");
-                }
-                None => reply(out, proto::BAD_FORMAT),
-            }
-        }
-        _ => {
-            let _ = (ctx, args);
-            reply(out, "ERROR");
-        }
-    }
-    Action::Continue
 }
 
 fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {

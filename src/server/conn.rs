@@ -47,6 +47,16 @@ impl Write for Stream {
     }
 }
 
+impl Stream {
+    pub fn fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
 impl Source for Stream {
     fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
         match self {
@@ -84,11 +94,21 @@ pub struct Conn {
     /// new readiness event will say so (budget ran out, or output was
     /// blocked).
     pub has_more: bool,
+    /// This connection's `stats conns` entry.
+    pub entry: std::sync::Arc<crate::stats::ConnEntry>,
+    pub fd: i32,
 }
 
 impl Conn {
-    pub fn new(stream: Stream, now: RelTime) -> Conn {
+    pub fn new(
+        stream: Stream,
+        now: RelTime,
+        entry: std::sync::Arc<crate::stats::ConnEntry>,
+        fd: i32,
+    ) -> Conn {
         Conn {
+            entry,
+            fd,
             stream,
             input: Vec::new(),
             pending: Vec::new(),

@@ -8,7 +8,8 @@
 //! instead of waiting for an event that will not come.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::exec::{Action, Ctx, Shared, StopRequest};
-use crate::stats::ThreadStats;
+use crate::stats::{ConnEntry, ThreadStats};
 
 use super::conn::{Conn, Stream};
 
@@ -49,6 +50,8 @@ pub struct Worker {
     running: Arc<AtomicBool>,
     /// accept() failed for lack of descriptors: retry soon.
     accept_backoff: bool,
+    /// memcached-style names of the listeners (`tcp:ip:port`), by index.
+    listener_names: Vec<String>,
 }
 
 /// Handle to stop a worker from another thread.
@@ -74,7 +77,35 @@ impl Worker {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let running = Arc::new(AtomicBool::new(true));
         let stats = Arc::clone(&shared.threads[id % shared.threads.len()]);
+        let mut listener_names = Vec::new();
+        for l in &listeners {
+            let (name, fd) = match l {
+                Listener::Tcp(l) => (
+                    l.local_addr()
+                        .map(crate::stats::tcp_addr)
+                        .unwrap_or_default(),
+                    l.as_raw_fd(),
+                ),
+                Listener::Unix(l) => (
+                    l.local_addr()
+                        .ok()
+                        .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                        .unwrap_or_default(),
+                    l.as_raw_fd(),
+                ),
+            };
+            shared.conn_table.insert(
+                fd,
+                Arc::new(ConnEntry {
+                    addr: name.clone(),
+                    listen_addr: None,
+                    last_cmd: AtomicU32::new(shared.clock.now()),
+                }),
+            );
+            listener_names.push(name);
+        }
         let mut w = Worker {
+            listener_names,
             id,
             poll,
             listeners,
@@ -154,13 +185,15 @@ impl Worker {
     fn accept(&mut self, idx: usize) {
         loop {
             let accepted = match &self.listeners[idx] {
-                Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                Listener::Tcp(l) => l.accept().map(|(s, peer)| {
                     let _ = s.set_nodelay(true);
-                    Stream::Tcp(s)
+                    (Stream::Tcp(s), crate::stats::tcp_addr(peer))
                 }),
-                Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+                Listener::Unix(l) => l
+                    .accept()
+                    .map(|(s, _)| (Stream::Unix(s), "?:<AF 0>".into())),
             };
-            let mut stream = match accepted {
+            let (mut stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -204,13 +237,22 @@ impl Worker {
             if grows {
                 conns.conn_structures.fetch_add(1, Ordering::Relaxed);
             }
-            entry.insert(Conn::new(stream, self.shared.clock.now()));
+            let now = self.shared.clock.now();
+            let info = Arc::new(ConnEntry {
+                addr: peer,
+                listen_addr: Some(self.listener_names[idx].clone()),
+                last_cmd: AtomicU32::new(now),
+            });
+            let fd = stream.fd();
+            self.shared.conn_table.insert(fd, Arc::clone(&info));
+            entry.insert(Conn::new(stream, now, info, fd));
             log::debug!("worker {}: new connection {}", self.id, key);
         }
     }
 
     fn close(&mut self, key: usize) {
         if let Some(mut c) = self.conns.try_remove(key) {
+            self.shared.conn_table.remove(c.fd);
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.shared.conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
             log::debug!("worker {}: closed connection {}", self.id, key);
@@ -251,6 +293,7 @@ impl Worker {
         if conn.closing {
             return self.close(key);
         }
+        crate::stats::set_current_fd(conn.fd);
         let ctx = Ctx {
             shared: &self.shared,
             stats: &self.stats,
@@ -284,7 +327,9 @@ impl Worker {
             };
             if got > 0 {
                 self.stats.ops.bytes_read.add(got as u64);
-                conn.last_active = self.shared.clock.now();
+                let now = self.shared.clock.now();
+                conn.last_active = now;
+                conn.entry.last_cmd.store(now, Ordering::Relaxed);
             }
             // Run the complete requests.
             let input: &[u8] = if from_scratch {

@@ -8,7 +8,7 @@
 //!
 //! API (kept small on purpose):
 //! - [`Kind`]: which server; [`Server::start`]`(kind, &args)`; [`Server::port`];
-//!   [`Server::connect`]; [`Server::assert_alive`].
+//!   [`Server::connect`]; [`Server::assert_alive`]; [`Server::wait_exit`].
 //! - [`Client::send`], [`Client::read_reply`], [`Client::exchange`],
 //!   [`Client::wait_close`], [`Client::shutdown_write`].
 //! - [`Reply`] (`bytes`, `closed`); [`show`] escapes bytes for messages.
@@ -208,6 +208,22 @@ impl Server {
             "{}: round trip failed after {context}",
             self.describe()
         );
+    }
+}
+
+impl Server {
+    /// Wait (at most `limit`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

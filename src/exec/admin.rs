@@ -1,0 +1,241 @@
+//! Administrative commands: `slabs`, `lru`, `lru_crawler`, `watch`, and
+//! the debug-build-only `debugtime`.
+//!
+//! They tune the running cache the way memcached's do, and answer with
+//! memcached's exact replies (argument checks included), because operators
+//! script them. The tunables they change live in `Tunables`, which
+//! `stats settings` reports and the store reads.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use crate::config::Settings;
+use crate::protocol::text::{self as proto, Tokens};
+
+use super::{Action, Ctx};
+
+/// Settings an operator may change at run time.
+#[derive(Debug)]
+pub struct Tunables {
+    pub slab_automove: AtomicU8,
+    /// `slab_automove_ratio`, as f64 bits.
+    pub slab_automove_ratio: AtomicU64,
+    pub hot_lru_pct: AtomicU32,
+    pub warm_lru_pct: AtomicU32,
+    /// f64 bits.
+    pub hot_max_factor: AtomicU64,
+    /// f64 bits.
+    pub warm_max_factor: AtomicU64,
+    pub lru_segmented: AtomicBool,
+    pub temp_lru: AtomicBool,
+    pub temporary_ttl: AtomicI32,
+    pub lru_crawler: AtomicBool,
+    pub lru_crawler_sleep: AtomicU32,
+    pub lru_crawler_tocrawl: AtomicU32,
+}
+
+impl Tunables {
+    pub fn new(s: &Settings) -> Tunables {
+        Tunables {
+            slab_automove: AtomicU8::new(s.slab_automove),
+            slab_automove_ratio: AtomicU64::new(0.8f64.to_bits()),
+            hot_lru_pct: AtomicU32::new(s.hot_lru_pct),
+            warm_lru_pct: AtomicU32::new(s.warm_lru_pct),
+            hot_max_factor: AtomicU64::new(s.hot_max_factor.to_bits()),
+            warm_max_factor: AtomicU64::new(s.warm_max_factor.to_bits()),
+            lru_segmented: AtomicBool::new(s.lru_segmented),
+            temp_lru: AtomicBool::new(s.temp_lru),
+            temporary_ttl: AtomicI32::new(s.temporary_ttl as i32),
+            lru_crawler: AtomicBool::new(s.lru_crawler),
+            lru_crawler_sleep: AtomicU32::new(100),
+            lru_crawler_tocrawl: AtomicU32::new(0),
+        }
+    }
+}
+
+fn reply(out: &mut Vec<u8>, msg: &str) {
+    out.extend_from_slice(msg.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// memcached's `safe_strtod`: a finite number filling the whole token.
+fn parse_f64(tok: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(tok).ok()?;
+    let v: f64 = s.trim_start().parse().ok()?;
+    v.is_finite().then_some(v)
+}
+
+/// Run `name args...` (the command word already split off).
+pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
+    let toks: Vec<&[u8]> = Tokens::new(args).collect();
+    // memcached's token count includes the command and a final empty token.
+    let ntokens = toks.len() + 2;
+    let noreply = toks.last() == Some(&&b"noreply"[..]);
+    let mut answer = |msg: &str| {
+        if !noreply {
+            reply(out, msg)
+        }
+    };
+    let t = &ctx.shared.tunables;
+    let arg = |i: usize| toks.get(i).copied().unwrap_or(b"");
+    match name {
+        b"slabs" => {
+            if ntokens == 5 && arg(0) == b"reassign" {
+                match (proto::parse_i32(arg(1)), proto::parse_i32(arg(2))) {
+                    (Some(src), Some(dst)) => answer(slabs_reassign(ctx, src, dst)),
+                    _ => answer(proto::BAD_FORMAT),
+                }
+            } else if ntokens >= 4 && arg(0) == b"automove" {
+                if arg(1) == b"ratio" {
+                    match (ntokens >= 5).then(|| parse_f64(arg(2))).flatten() {
+                        Some(r) => {
+                            t.slab_automove_ratio.store(r.to_bits(), Ordering::Relaxed);
+                            answer("OK");
+                        }
+                        None => answer("ERROR"),
+                    }
+                } else {
+                    match proto::parse_u32(arg(1)) {
+                        None => answer(proto::BAD_FORMAT),
+                        Some(level @ 0..=2) => {
+                            t.slab_automove.store(level as u8, Ordering::Relaxed);
+                            answer("OK");
+                        }
+                        Some(_) => answer("ERROR"),
+                    }
+                }
+            } else {
+                answer("ERROR");
+            }
+        }
+        b"lru" => {
+            if arg(0) == b"tune" && ntokens >= 7 {
+                let parsed = (
+                    proto::parse_u32(arg(1)),
+                    proto::parse_u32(arg(2)),
+                    parse_f64(arg(3)),
+                    parse_f64(arg(4)),
+                );
+                match parsed {
+                    (Some(hot), Some(warm), Some(hf), Some(wf)) => {
+                        if hot.saturating_add(warm) > 80 {
+                            answer("ERROR hot and warm pcts must not exceed 80");
+                        } else if wf <= 0.0 || hf <= 0.0 {
+                            answer("ERROR hot/warm age factors must be greater than 0");
+                        } else {
+                            t.hot_lru_pct.store(hot, Ordering::Relaxed);
+                            t.warm_lru_pct.store(warm, Ordering::Relaxed);
+                            t.hot_max_factor.store(hf.to_bits(), Ordering::Relaxed);
+                            t.warm_max_factor.store(wf.to_bits(), Ordering::Relaxed);
+                            answer("OK");
+                        }
+                    }
+                    _ => answer("ERROR"),
+                }
+            } else if arg(0) == b"mode" && ntokens >= 4 {
+                match arg(1) {
+                    b"flat" => {
+                        t.lru_segmented.store(false, Ordering::Relaxed);
+                        answer("OK");
+                    }
+                    b"segmented" => {
+                        t.lru_segmented.store(true, Ordering::Relaxed);
+                        answer("OK");
+                    }
+                    _ => answer("ERROR"),
+                }
+            } else if arg(0) == b"temp_ttl" && ntokens >= 4 {
+                match proto::parse_i32(arg(1)) {
+                    None => answer("ERROR"),
+                    Some(ttl) => {
+                        t.temp_lru.store(ttl >= 0, Ordering::Relaxed);
+                        if ttl >= 0 {
+                            t.temporary_ttl.store(ttl, Ordering::Relaxed);
+                        }
+                        answer("OK");
+                    }
+                }
+            } else {
+                answer("ERROR");
+            }
+        }
+        b"lru_crawler" => {
+            if ntokens == 4 && arg(0) == b"tocrawl" {
+                match proto::parse_u32(arg(1)) {
+                    Some(n) => {
+                        t.lru_crawler_tocrawl.store(n, Ordering::Relaxed);
+                        answer("OK");
+                    }
+                    None => answer(proto::BAD_FORMAT),
+                }
+            } else if ntokens == 4 && arg(0) == b"sleep" {
+                match proto::parse_u32(arg(1)) {
+                    Some(n) if n > 1_000_000 => {
+                        answer("CLIENT_ERROR sleep must be one second or less")
+                    }
+                    Some(n) => {
+                        t.lru_crawler_sleep.store(n, Ordering::Relaxed);
+                        answer("OK");
+                    }
+                    None => answer(proto::BAD_FORMAT),
+                }
+            } else if ntokens == 3 && arg(0) == b"enable" {
+                // Already running: memcached fails to start a second one.
+                if t.lru_crawler.swap(true, Ordering::Relaxed) {
+                    answer("ERROR failed to start lru crawler thread");
+                } else {
+                    answer("OK");
+                }
+            } else if ntokens == 3 && arg(0) == b"disable" {
+                if t.lru_crawler.swap(false, Ordering::Relaxed) {
+                    answer("OK");
+                } else {
+                    answer("ERROR failed to stop lru crawler thread");
+                }
+            } else {
+                answer("ERROR");
+            }
+        }
+        #[cfg(debug_assertions)]
+        b"debugtime" => {
+            // Test-only: move the clock forward. Compiled out of release
+            // builds, so no client of a production server can reach it.
+            match proto::parse_u32(arg(0)) {
+                Some(secs) => {
+                    ctx.shared.clock.advance(secs);
+                    answer("OK");
+                }
+                None => answer(proto::BAD_FORMAT),
+            }
+        }
+        _ => reply(out, "ERROR"),
+    }
+    Action::Continue
+}
+
+/// `slabs reassign <src> <dst>`: class ids are checked as memcached does.
+/// Manual page moves are not offered yet (the store rebalances pages by
+/// itself), so a valid request is answered as memcached answers when the
+/// source has no page to give.
+fn slabs_reassign(_ctx: &Ctx, src: i32, dst: i32) -> &'static str {
+    let valid = |c: i32| (1..crate::stats::MAX_CLASSES as i32).contains(&c);
+    if src == dst {
+        "SAME src and dst class are identical"
+    } else if !(valid(src) || src == -1) || !valid(dst) {
+        "BADCLASS invalid src or dst class id"
+    } else {
+        "NOSPARE source class has no spare pages"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_c_doubles() {
+        assert_eq!(parse_f64(b"0.20"), Some(0.2));
+        assert_eq!(parse_f64(b"2"), Some(2.0));
+        assert_eq!(parse_f64(b"x"), None);
+        assert_eq!(parse_f64(b"inf"), None);
+    }
+}
