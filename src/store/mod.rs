@@ -20,6 +20,8 @@ mod types;
 
 pub use types::*;
 
-mod simple;
+mod engine;
+mod item;
+mod slab;
 
-pub use simple::{ItemRef, Store};
+pub use engine::{ItemRef, Store};

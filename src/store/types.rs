@@ -28,7 +28,8 @@
 //! `value() -> impl Iterator<Item = &[u8]>` (segments, in order),
 //! `class_id() -> u8`, `exptime() -> RelTime` (0 = never),
 //! `last_access() -> RelTime`, `fetched() -> bool`, `stale() -> bool`,
-//! `win_sent() -> bool`, and mutators `set_exptime(RelTime)`,
+//! `win_sent() -> bool`, `key_binary() -> bool` (stored with
+//! `StoreArgs::key_binary`), and mutators `set_exptime(RelTime)`,
 //! `set_win_sent()`.
 
 use crate::clock::RelTime;
@@ -59,7 +60,8 @@ pub struct StoreArgs<'a> {
     /// `invalidate`), for every mode, as memcached's `do_store_item`.
     pub cas: u64,
     /// Meta `I`: when `cas` is older (smaller) than the item's, store
-    /// anyway but mark the new item stale.
+    /// anyway but mark the new item stale; it keeps the old item's
+    /// exptime and its win-token-sent mark (memcached's `CAS_STALE`).
     pub invalidate: bool,
     /// Meta `E`: the CAS value the new item gets; 0 = take the next one.
     pub set_cas: u64,
@@ -69,6 +71,10 @@ pub struct StoreArgs<'a> {
     /// Mark the new item as having had its win token sent (meta `mg N`
     /// vivify on miss stores an empty item this way).
     pub win_sent: bool,
+    /// The key was sent base64-encoded (meta `b`): the item remembers it
+    /// (`ItemRef::key_binary`) so meta replies and `me` echo the key
+    /// re-encoded, whichever form later requests use.
+    pub key_binary: bool,
 }
 
 impl<'a> StoreArgs<'a> {
@@ -85,6 +91,7 @@ impl<'a> StoreArgs<'a> {
             set_cas: 0,
             vivify: None,
             win_sent: false,
+            key_binary: false,
         }
     }
 }
@@ -127,8 +134,9 @@ pub struct DeleteArgs<'a> {
     pub key: &'a [u8],
     /// Expected CAS, 0 = no check (mismatch -> `Exists`).
     pub cas: u64,
-    /// Meta `I`: instead of removing, mark the item stale (and bump its
-    /// CAS); with `Some(t)` also set its exptime to `t` (meta `T`).
+    /// Meta `I`: instead of removing, mark the item stale, bump its CAS
+    /// and clear its win-token-sent mark (so the next fetch wins); with
+    /// `Some(t)` also set its exptime to `t` (meta `T`).
     pub invalidate: Option<Option<RelTime>>,
 }
 
@@ -166,7 +174,8 @@ pub struct ArithArgs<'a> {
     /// Create a missing item with this initial value and exptime
     /// (binary INCR with exptime != 0xffffffff, meta `N`/`J`).
     pub create: Option<(u64, RelTime)>,
-    /// When `Some`, also set the item's exptime (meta `T`).
+    /// When `Some`, also set the item's exptime (meta `T`). Not applied
+    /// to an item made from `create`: its exptime there is final.
     pub exptime: Option<RelTime>,
     /// Meta `E`: CAS for the new value, 0 = next.
     pub set_cas: u64,

@@ -1,0 +1,1337 @@
+//! The slab engine: items in slab chunks, a sharded hash index, and a
+//! segmented LRU per class in each shard.
+//!
+//! Why shards own both index and LRUs: every operation on a key touches
+//! its hash chain and its LRU links together, so putting both behind one
+//! lock (the key's shard) makes each operation take exactly one lock, and
+//! there is no global lock on the request path. 64 shards keep contention
+//! low on any realistic core count.
+//!
+//! Locks and what they guard:
+//! - shard `Mutex<Shard>`: that shard's hash buckets, the hash-chain and
+//!   LRU links and state bits of every item linked in it, and the
+//!   contents of those items (readers copy values under it).
+//! - class lock (in `slab`): a class's free list and carving page.
+//! - pool lock (in `slab`): the global page budget.
+//!
+//! Lock order: shard -> class -> pool. A new item's chunk is allocated
+//! and filled before the shard lock is taken (allocation holds only the
+//! class lock), and eviction locks one shard at a time while holding no
+//! other shard lock, so no thread ever waits for a shard lock while
+//! holding another one: there is no cycle and no deadlock. Items are
+//! freed only under their shard's lock (after unlinking), so a reader
+//! under that lock never sees its chunk reused.
+//!
+//! Invariants: an item is in its shard's hash chain iff it is in exactly
+//! one of its class's LRU lists in that shard iff `BIT_LINKED` is set;
+//! `Shard::count` is the number of linked items; a chunk is either on a
+//! class free list, owned by one thread while being filled, or linked.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::item::{
+    chain_len, ntotal, Item, Segments, BIT_ACTIVE, BIT_FETCHED, BIT_LINKED, BIT_STALE, BIT_WIN,
+};
+use super::slab::{Ref, Slabs, MAX_CLASSES, NULL};
+use super::types::*;
+use crate::clock::{is_expired, Clock, RelTime};
+
+const SHARD_BITS: u32 = 6;
+const NSHARDS: usize = 1 << SHARD_BITS;
+
+const HOT: u8 = 0;
+const WARM: u8 = 1;
+const COLD: u8 = 2;
+const TEMP: u8 = 3;
+
+/// Items looked at from an LRU tail per eviction attempt.
+const TAIL_SEARCH: usize = 5;
+/// Retries of an optimistic read-allocate-relink operation.
+const RETRIES: usize = 16;
+
+#[derive(Default, Clone, Copy)]
+struct Lru {
+    head: Ref,
+    tail: Ref,
+    count: u32,
+}
+
+/// Per-class counters, kept per shard under the shard lock (no atomics
+/// on the hot path) and summed for `stats`.
+#[derive(Default, Clone, Copy)]
+struct ClassCounters {
+    mem_requested: u64,
+    total_items: u64,
+    evicted: u64,
+    evicted_nonzero: u64,
+    evicted_time: u32,
+    outofmemory: u64,
+    reclaimed: u64,
+    expired_unfetched: u64,
+    evicted_unfetched: u64,
+    evicted_active: u64,
+    moves_to_cold: u64,
+    moves_to_warm: u64,
+    moves_within_lru: u64,
+    direct_reclaims: u64,
+    hits: [u64; 4],
+    get_hits: u64,
+    cmd_set: u64,
+    delete_hits: u64,
+    incr_hits: u64,
+    decr_hits: u64,
+    cas_hits: u64,
+    cas_badval: u64,
+    touch_hits: u64,
+}
+
+struct Shard {
+    buckets: Vec<Ref>,
+    count: usize,
+    lru: Vec<[Lru; 4]>,
+    cs: Vec<ClassCounters>,
+}
+
+/// Cache-line aligned so two shards' locks never share a line.
+#[repr(align(64))]
+struct ShardSlot(Mutex<Shard>);
+
+/// The storage engine. See the module docs for locking.
+pub struct Store {
+    cfg: StoreConfig,
+    clock: Arc<Clock>,
+    slabs: Slabs,
+    shards: Box<[ShardSlot]>,
+    hasher: ahash::RandomState,
+    next_cas: AtomicU64,
+    oldest_live: AtomicU32,
+    oldest_cas: AtomicU64,
+    evict_cursor: AtomicUsize,
+    slabs_moved: AtomicU64,
+    reassign_evictions: AtomicU64,
+    /// Serialises page moves (one at a time, like memcached's rebalancer).
+    mover: Mutex<()>,
+    /// Counts allocation failures; a page move is considered every 32nd.
+    move_tick: AtomicU64,
+}
+
+/// A live item borrowed inside `Store::get`'s closure, under its shard lock.
+pub struct ItemRef<'a> {
+    it: Item,
+    slabs: &'a Slabs,
+    use_cas: bool,
+    _locked: PhantomData<&'a mut Shard>,
+}
+
+impl<'a> ItemRef<'a> {
+    pub fn key(&self) -> &[u8] {
+        self.it.key()
+    }
+    pub fn flags(&self) -> u32 {
+        self.it.h().flags
+    }
+    pub fn cas(&self) -> u64 {
+        if self.use_cas {
+            self.it.h().cas
+        } else {
+            0
+        }
+    }
+    pub fn value_len(&self) -> usize {
+        self.it.h().nbytes as usize
+    }
+    /// The value's segments, in order (one unless the item is chained).
+    pub fn value(&self) -> Segments<'_> {
+        self.it.segments(self.slabs)
+    }
+    pub fn class_id(&self) -> u8 {
+        self.it.h().class
+    }
+    pub fn exptime(&self) -> RelTime {
+        self.it.h().exptime
+    }
+    pub fn last_access(&self) -> RelTime {
+        self.it.h().atime
+    }
+    pub fn fetched(&self) -> bool {
+        self.it.h().bits & BIT_FETCHED != 0
+    }
+    pub fn stale(&self) -> bool {
+        self.it.h().bits & BIT_STALE != 0
+    }
+    pub fn win_sent(&self) -> bool {
+        self.it.h().bits & BIT_WIN != 0
+    }
+    pub fn set_exptime(&mut self, t: RelTime) {
+        self.it.hm().exptime = t;
+    }
+    pub fn set_win_sent(&mut self) {
+        self.it.hm().bits |= BIT_WIN;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Shard state is consistent between statements that can panic (none
+    // do on valid state), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// memcached's `safe_strtoull` applied to a value: optional leading
+/// whitespace and sign, decimal digits, then end of value or whitespace.
+/// Overflow and negative numbers are refused.
+pub(crate) fn parse_number(v: &[u8]) -> Option<u64> {
+    let is_space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let mut i = 0;
+    while i < v.len() && is_space(v[i]) {
+        i += 1;
+    }
+    let mut neg = false;
+    if i < v.len() && (v[i] == b'+' || v[i] == b'-') {
+        neg = v[i] == b'-';
+        i += 1;
+    }
+    let start = i;
+    let mut n: u64 = 0;
+    while i < v.len() && v[i].is_ascii_digit() {
+        n = n.checked_mul(10)?.checked_add((v[i] - b'0') as u64)?;
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    // strtoull stops here; safe_strtoull wants whitespace or the end
+    // (the stored "\r\n" in memcached's case).
+    if i < v.len() && !is_space(v[i]) {
+        return None;
+    }
+    if neg {
+        let r = n.wrapping_neg();
+        if (r as i64) < 0 {
+            return None;
+        }
+        return Some(r);
+    }
+    Some(n)
+}
+
+/// Decimal digits of `n` into `buf`; returns the length.
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut i = 20;
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = 20 - i;
+    buf[..len].copy_from_slice(&tmp[i..]);
+    len
+}
+
+enum Pull {
+    Freed,
+    Nothing,
+}
+
+impl Shard {
+    fn new(buckets: usize, nclasses: usize) -> Shard {
+        Shard {
+            buckets: vec![NULL; buckets],
+            count: 0,
+            lru: vec![[Lru::default(); 4]; nclasses],
+            cs: vec![ClassCounters::default(); nclasses],
+        }
+    }
+
+    #[inline]
+    fn bucket(&self, h: u64) -> usize {
+        (h as usize) & (self.buckets.len() - 1)
+    }
+
+    fn find(&self, sl: &Slabs, h: u64, key: &[u8]) -> Option<Item> {
+        let mut r = self.buckets[self.bucket(h)];
+        while r != NULL {
+            let it = Item::at(sl, r);
+            if it.key() == key {
+                return Some(it);
+            }
+            r = it.h().hnext;
+        }
+        None
+    }
+
+    fn hash_insert(&mut self, it: Item, h: u64) {
+        let b = self.bucket(h);
+        it.hm().hnext = self.buckets[b];
+        self.buckets[b] = it.r;
+    }
+
+    fn hash_remove(&mut self, sl: &Slabs, it: Item, h: u64) {
+        let b = self.bucket(h);
+        let mut r = self.buckets[b];
+        let mut prev: Option<Item> = None;
+        while r != NULL {
+            let cur = Item::at(sl, r);
+            if r == it.r {
+                let next = cur.h().hnext;
+                match prev {
+                    None => self.buckets[b] = next,
+                    Some(p) => p.hm().hnext = next,
+                }
+                return;
+            }
+            prev = Some(cur);
+            r = cur.h().hnext;
+        }
+        debug_assert!(false, "linked item missing from its hash chain");
+    }
+
+    fn lru_push(&mut self, sl: &Slabs, it: Item, seg: u8) {
+        let class = it.h().class as usize;
+        let l = &mut self.lru[class][seg as usize];
+        let h = it.hm();
+        h.prev = NULL;
+        h.next = l.head;
+        h.seg = seg;
+        if l.head != NULL {
+            Item::at(sl, l.head).hm().prev = it.r;
+        } else {
+            l.tail = it.r;
+        }
+        l.head = it.r;
+        l.count += 1;
+    }
+
+    fn lru_remove(&mut self, sl: &Slabs, it: Item) {
+        let h = *it.h();
+        let l = &mut self.lru[h.class as usize][h.seg as usize];
+        if h.prev != NULL {
+            Item::at(sl, h.prev).hm().next = h.next;
+        } else {
+            l.head = h.next;
+        }
+        if h.next != NULL {
+            Item::at(sl, h.next).hm().prev = h.prev;
+        } else {
+            l.tail = h.prev;
+        }
+        l.count -= 1;
+    }
+
+    fn lru_move(&mut self, sl: &Slabs, it: Item, seg: u8) {
+        self.lru_remove(sl, it);
+        self.lru_push(sl, it, seg);
+    }
+
+    /// Double the bucket array (this shard only: 1/64 of the index, so
+    /// the pause is short and other shards keep serving).
+    fn grow(&mut self, sl: &Slabs, hasher: &ahash::RandomState) {
+        let mut nb = vec![NULL; self.buckets.len() * 2];
+        let mask = nb.len() - 1;
+        for b in 0..self.buckets.len() {
+            let mut r = self.buckets[b];
+            while r != NULL {
+                let it = Item::at(sl, r);
+                let next = it.h().hnext;
+                let i = (hasher.hash_one(it.key()) as usize) & mask;
+                it.hm().hnext = nb[i];
+                nb[i] = r;
+                r = next;
+            }
+        }
+        self.buckets = nb;
+    }
+
+    fn age(&self, sl: &Slabs, class: usize, seg: u8, now: RelTime) -> Option<u32> {
+        let t = self.lru[class][seg as usize].tail;
+        (t != NULL).then(|| now.saturating_sub(Item::at(sl, t).h().atime))
+    }
+}
+
+impl Store {
+    pub fn new(cfg: StoreConfig, clock: Arc<Clock>) -> Store {
+        let page_size = cfg.page_size.max(4096).next_power_of_two();
+        let min_item = ntotal(0, cfg.chunk_size_min.max(1));
+        let slabs = Slabs::new(
+            page_size,
+            cfg.mem_limit,
+            min_item,
+            cfg.growth_factor,
+            cfg.slab_chunk_max,
+        )
+        .or_else(|_| Slabs::new(1 << 20, cfg.mem_limit, min_item, 1.25, 512 * 1024))
+        .unwrap_or_else(|_| unreachable!("1 MiB pages are always accepted"));
+        let per_shard = (1usize << cfg.hashpower_init.clamp(10, 32)) / NSHARDS;
+        let nclasses = slabs.nclasses() as usize + 1;
+        let shards = (0..NSHARDS)
+            .map(|_| ShardSlot(Mutex::new(Shard::new(per_shard.max(16), nclasses))))
+            .collect();
+        Store {
+            cfg,
+            clock,
+            slabs,
+            shards,
+            hasher: ahash::RandomState::new(),
+            next_cas: AtomicU64::new(1),
+            oldest_live: AtomicU32::new(0),
+            oldest_cas: AtomicU64::new(0),
+            evict_cursor: AtomicUsize::new(0),
+            slabs_moved: AtomicU64::new(0),
+            reassign_evictions: AtomicU64::new(0),
+            mover: Mutex::new(()),
+            move_tick: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn shard_of(h: u64) -> usize {
+        (h >> (64 - SHARD_BITS)) as usize
+    }
+
+    #[inline]
+    fn shard(&self, i: usize) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[i].0)
+    }
+
+    fn take_cas(&self) -> u64 {
+        self.next_cas.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn vis_cas(&self, it: Item) -> u64 {
+        if self.cfg.use_cas {
+            it.h().cas
+        } else {
+            0
+        }
+    }
+
+    fn is_flushed(&self, it: Item, now: RelTime) -> bool {
+        let ol = self.oldest_live.load(Ordering::Relaxed);
+        if ol == 0 || ol > now {
+            return false;
+        }
+        let oc = self.oldest_cas.load(Ordering::Relaxed);
+        it.h().atime <= ol || (oc != 0 && it.h().cas < oc)
+    }
+
+    fn dead(&self, it: Item, now: RelTime) -> Option<Miss> {
+        if self.is_flushed(it, now) {
+            Some(Miss::Flushed)
+        } else if is_expired(it.h().exptime, now) {
+            Some(Miss::Expired)
+        } else {
+            None
+        }
+    }
+
+    fn free_item(&self, it: Item) {
+        let largest = self.slabs.largest;
+        it.chain_refs(&self.slabs, |r| self.slabs.free(largest, r));
+        self.slabs.free(it.h().class, it.r);
+    }
+
+    fn link(&self, sh: &mut Shard, it: Item, h: u64, now: RelTime) {
+        let hd = it.hm();
+        hd.bits |= BIT_LINKED;
+        let class = hd.class as usize;
+        let seg = if !self.cfg.lru_segmented {
+            COLD
+        } else if hd.exptime != 0 && hd.exptime.saturating_sub(now) < self.cfg.temporary_ttl {
+            TEMP
+        } else {
+            HOT
+        };
+        sh.hash_insert(it, h);
+        sh.lru_push(&self.slabs, it, seg);
+        sh.count += 1;
+        let c = &mut sh.cs[class];
+        c.mem_requested += it.ntotal() as u64;
+        c.total_items += 1;
+        if sh.count > sh.buckets.len() + sh.buckets.len() / 2 {
+            sh.grow(&self.slabs, &self.hasher);
+        }
+        self.juggle(sh, class, now);
+    }
+
+    fn unlink(&self, sh: &mut Shard, it: Item, h: u64) {
+        sh.hash_remove(&self.slabs, it, h);
+        sh.lru_remove(&self.slabs, it);
+        sh.count -= 1;
+        sh.cs[it.h().class as usize].mem_requested -= it.ntotal() as u64;
+        it.hm().bits &= !BIT_LINKED;
+    }
+
+    /// Unlink and free (the caller holds the item's shard lock).
+    fn remove(&self, sh: &mut Shard, it: Item, h: u64) {
+        self.unlink(sh, it, h);
+        self.free_item(it);
+    }
+
+    fn find_live(&self, sh: &mut Shard, h: u64, key: &[u8], now: RelTime) -> Result<Item, Miss> {
+        let it = sh.find(&self.slabs, h, key).ok_or(Miss::NotFound)?;
+        if let Some(m) = self.dead(it, now) {
+            // Not `reclaimed`: memcached counts that only when the memory
+            // of a dead item is reused from an LRU tail.
+            self.remove(sh, it, h);
+            return Err(m);
+        }
+        Ok(it)
+    }
+
+    /// Bounded LRU maintenance for one class of one shard: move at most a
+    /// few items from the HOT and WARM tails (memcached's maintainer does
+    /// the same work in a thread; here it rides on each link).
+    fn juggle(&self, sh: &mut Shard, class: usize, now: RelTime) {
+        if !self.cfg.lru_segmented {
+            return;
+        }
+        let sl = &self.slabs;
+        let total = (sh.lru[class][HOT as usize].count
+            + sh.lru[class][WARM as usize].count
+            + sh.lru[class][COLD as usize].count) as u64;
+        let cold_age = sh.age(sl, class, COLD, now);
+        for _ in 0..2 {
+            let l = sh.lru[class][HOT as usize];
+            if l.tail == NULL {
+                break;
+            }
+            let it = Item::at(sl, l.tail);
+            let age = now.saturating_sub(it.h().atime);
+            let over = l.count as u64 > total * self.cfg.hot_lru_pct as u64 / 100;
+            let old = cold_age.is_some_and(|c| age as f64 > c as f64 * self.cfg.hot_max_factor);
+            if !(over || old) {
+                break;
+            }
+            if it.h().bits & BIT_ACTIVE != 0 {
+                it.hm().bits &= !BIT_ACTIVE;
+                sh.lru_move(sl, it, WARM);
+                sh.cs[class].moves_to_warm += 1;
+            } else {
+                sh.lru_move(sl, it, COLD);
+                sh.cs[class].moves_to_cold += 1;
+            }
+        }
+        for _ in 0..2 {
+            let l = sh.lru[class][WARM as usize];
+            if l.tail == NULL {
+                break;
+            }
+            let it = Item::at(sl, l.tail);
+            let age = now.saturating_sub(it.h().atime);
+            let over = l.count as u64 > total * self.cfg.warm_lru_pct as u64 / 100;
+            let old = cold_age.is_some_and(|c| age as f64 > c as f64 * self.cfg.warm_max_factor);
+            if !(over || old) {
+                break;
+            }
+            if it.h().bits & BIT_ACTIVE != 0 {
+                it.hm().bits &= !BIT_ACTIVE;
+                sh.lru_move(sl, it, WARM);
+                sh.cs[class].moves_within_lru += 1;
+            } else {
+                sh.lru_move(sl, it, COLD);
+                sh.cs[class].moves_to_cold += 1;
+            }
+        }
+    }
+
+    /// Free one item of `class` in this shard: an expired or flushed one
+    /// near a tail if any, else (with `evict`) the COLD tail, rescuing
+    /// active items to WARM on the way.
+    fn pull_tail(&self, sh: &mut Shard, class: usize, now: RelTime, evict: bool) -> Pull {
+        let sl = &self.slabs;
+        for seg in [TEMP, COLD, HOT, WARM] {
+            let mut r = sh.lru[class][seg as usize].tail;
+            for _ in 0..TAIL_SEARCH {
+                if r == NULL {
+                    break;
+                }
+                let it = Item::at(sl, r);
+                r = it.h().prev;
+                if self.dead(it, now).is_some() {
+                    let c = &mut sh.cs[class];
+                    c.reclaimed += 1;
+                    if it.h().bits & BIT_FETCHED == 0 {
+                        c.expired_unfetched += 1;
+                    }
+                    let h = self.hash(it.key());
+                    self.remove(sh, it, h);
+                    return Pull::Freed;
+                }
+            }
+        }
+        if !evict {
+            return Pull::Nothing;
+        }
+        self.juggle(sh, class, now);
+        for seg in [COLD, HOT, WARM, TEMP] {
+            for _ in 0..TAIL_SEARCH {
+                let t = sh.lru[class][seg as usize].tail;
+                if t == NULL {
+                    break;
+                }
+                let it = Item::at(sl, t);
+                let bits = it.h().bits;
+                if seg == COLD && bits & BIT_ACTIVE != 0 && self.cfg.lru_segmented {
+                    it.hm().bits &= !BIT_ACTIVE;
+                    sh.lru_move(sl, it, WARM);
+                    sh.cs[class].moves_to_warm += 1;
+                    continue;
+                }
+                let c = &mut sh.cs[class];
+                c.evicted += 1;
+                c.evicted_time = now.saturating_sub(it.h().atime);
+                if it.h().exptime != 0 {
+                    c.evicted_nonzero += 1;
+                }
+                if bits & BIT_FETCHED == 0 {
+                    c.evicted_unfetched += 1;
+                }
+                if bits & BIT_ACTIVE != 0 {
+                    c.evicted_active += 1;
+                }
+                let h = self.hash(it.key());
+                self.remove(sh, it, h);
+                return Pull::Freed;
+            }
+        }
+        Pull::Nothing
+    }
+
+    /// One chunk of `class`, evicting (or moving a page) if needed.
+    fn alloc_chunk(&self, class: u8, hint: usize) -> Option<Ref> {
+        let now = self.clock.now();
+        let mut empty_shards = 0;
+        let mut moved = false;
+        for attempt in 0..NSHARDS * 3 {
+            if let Some(r) = self.slabs.alloc(class) {
+                return Some(r);
+            }
+            if !moved && self.cfg.slab_automove > 0 {
+                moved = true;
+                if self.move_page_to(class) {
+                    continue;
+                }
+            }
+            let s = if attempt == 0 {
+                hint
+            } else {
+                self.evict_cursor.fetch_add(1, Ordering::Relaxed) % NSHARDS
+            };
+            let mut sh = self.shard(s);
+            match self.pull_tail(&mut sh, class as usize, now, self.cfg.evict_to_free) {
+                Pull::Freed => empty_shards = 0,
+                Pull::Nothing => {
+                    empty_shards += 1;
+                    if empty_shards > NSHARDS {
+                        sh.cs[class as usize].outofmemory += 1;
+                        return None;
+                    }
+                }
+            }
+        }
+        self.shard(hint).cs[class as usize].outofmemory += 1;
+        None
+    }
+
+    /// Allocate and initialise an unlinked item (header + key; the value
+    /// is written by the caller). `None` when no memory can be found.
+    fn new_item(&self, key: &[u8], flags: u32, exptime: RelTime, nbytes: usize, hint: usize) -> Option<Item> {
+        let total = ntotal(key.len(), nbytes);
+        let now = self.clock.now();
+        if total <= self.slabs.chunk_max() {
+            let class = self.slabs.class_for(total);
+            let r = self.alloc_chunk(class, hint)?;
+            let it = Item::at(&self.slabs, r);
+            it.init(key, flags, exptime, nbytes, class, false, now);
+            return Some(it);
+        }
+        let largest = self.slabs.largest;
+        let n = chain_len(key.len(), nbytes, self.slabs.chunk_max());
+        let mut refs = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.alloc_chunk(largest, hint) {
+                Some(r) => refs.push(r),
+                None => {
+                    for r in refs {
+                        self.slabs.free(largest, r);
+                    }
+                    return None;
+                }
+            }
+        }
+        let it = Item::at(&self.slabs, refs[0]);
+        it.init(key, flags, exptime, nbytes, largest, true, now);
+        it.set_chain(&self.slabs, &refs[1..]);
+        Some(it)
+    }
+
+    fn too_large(&self, nkey: usize, nbytes: usize) -> bool {
+        ntotal(nkey, nbytes) > self.cfg.item_size_max
+    }
+
+    /// Look up `key` and run `f` on the item under the key's lock.
+    pub fn get<R>(&self, key: &[u8], bump: bool, f: impl FnOnce(Result<&mut ItemRef<'_>, Miss>) -> R) -> R {
+        let h = self.hash(key);
+        let now = self.clock.now();
+        let mut sh = self.shard(Self::shard_of(h));
+        let it = match self.find_live(&mut sh, h, key, now) {
+            Ok(it) => it,
+            Err(m) => return f(Err(m)),
+        };
+        let mut r = ItemRef {
+            it,
+            slabs: &self.slabs,
+            use_cas: self.cfg.use_cas,
+            _locked: PhantomData,
+        };
+        let out = f(Ok(&mut r));
+        if bump {
+            let class = it.h().class as usize;
+            let seg = it.h().seg;
+            let c = &mut sh.cs[class];
+            c.get_hits += 1;
+            c.hits[seg as usize] += 1;
+            let hd = it.hm();
+            hd.atime = now;
+            if hd.bits & BIT_FETCHED == 0 {
+                hd.bits |= BIT_FETCHED;
+            } else if hd.bits & BIT_ACTIVE == 0 {
+                hd.bits |= BIT_ACTIVE;
+                if self.cfg.lru_segmented && seg == COLD {
+                    sh.lru_move(&self.slabs, it, WARM);
+                    sh.cs[class].moves_to_warm += 1;
+                }
+            }
+            if !self.cfg.lru_segmented {
+                sh.lru_move(&self.slabs, it, seg);
+            }
+        }
+        out
+    }
+
+    pub fn store(&self, a: &StoreArgs) -> StoreOutcome {
+        let out = |status, cas, class| StoreOutcome { status, cas, class };
+        if a.key.is_empty() || a.key.len() > 250 {
+            return out(StoreStatus::NotStored, 0, 0);
+        }
+        match a.mode {
+            Mode::Append | Mode::Prepend => self.store_concat(a),
+            _ => self.store_plain(a),
+        }
+    }
+
+    fn store_plain(&self, a: &StoreArgs) -> StoreOutcome {
+        let out = |status, cas, class| StoreOutcome { status, cas, class };
+        let h = self.hash(a.key);
+        let si = Self::shard_of(h);
+        if self.too_large(a.key.len(), a.value.len()) {
+            let now = self.clock.now();
+            let mut sh = self.shard(si);
+            if let Ok(old) = self.find_live(&mut sh, h, a.key, now) {
+                self.remove(&mut sh, old, h);
+            }
+            return out(StoreStatus::TooLarge, 0, 0);
+        }
+        let Some(it) = self.new_item(a.key, a.flags, a.exptime, a.value.len(), si) else {
+            if a.mode == Mode::Set {
+                // As memcached: a failed set must not leave the old value.
+                let now = self.clock.now();
+                let mut sh = self.shard(si);
+                if let Ok(old) = self.find_live(&mut sh, h, a.key, now) {
+                    self.remove(&mut sh, old, h);
+                }
+            }
+            return out(StoreStatus::NoMemory, 0, 0);
+        };
+        it.write_value(&self.slabs, 0, a.value);
+        if a.win_sent {
+            it.hm().bits |= BIT_WIN;
+        }
+        let class = it.h().class;
+        let now = self.clock.now();
+        let mut sh = self.shard(si);
+        sh.cs[class as usize].cmd_set += 1;
+        let old = self.find_live(&mut sh, h, a.key, now).ok();
+        let mut stale = false;
+        if a.cas != 0 {
+            match old {
+                None => {
+                    drop(sh);
+                    self.free_item(it);
+                    return out(StoreStatus::NotFound, 0, 0);
+                }
+                Some(o) => {
+                    let oc = self.vis_cas(o);
+                    let ocl = o.h().class;
+                    if oc == a.cas {
+                        sh.cs[ocl as usize].cas_hits += 1;
+                    } else if a.invalidate && a.cas < oc {
+                        sh.cs[ocl as usize].cas_hits += 1;
+                        stale = true;
+                    } else {
+                        sh.cs[ocl as usize].cas_badval += 1;
+                        drop(sh);
+                        self.free_item(it);
+                        return out(StoreStatus::Exists, 0, ocl);
+                    }
+                }
+            }
+        }
+        match (a.mode, old) {
+            (Mode::Add, Some(o)) => {
+                o.hm().atime = now;
+                let ocl = o.h().class;
+                drop(sh);
+                self.free_item(it);
+                return out(StoreStatus::NotStored, 0, ocl);
+            }
+            (Mode::Replace, None) => {
+                drop(sh);
+                self.free_item(it);
+                return out(StoreStatus::NotStored, 0, 0);
+            }
+            _ => {}
+        }
+        if let (true, Some(o)) = (stale, old) {
+            it.hm().exptime = o.h().exptime;
+            it.hm().bits |= BIT_STALE | (o.h().bits & BIT_WIN);
+        }
+        let cas = if a.set_cas != 0 { a.set_cas } else { self.take_cas() };
+        it.hm().cas = cas;
+        if let Some(o) = old {
+            self.remove(&mut sh, o, h);
+        }
+        self.link(&mut sh, it, h, now);
+        out(StoreStatus::Stored, if self.cfg.use_cas { cas } else { 0 }, class)
+    }
+
+    fn store_concat(&self, a: &StoreArgs) -> StoreOutcome {
+        let out = |status, cas, class| StoreOutcome { status, cas, class };
+        let h = self.hash(a.key);
+        let si = Self::shard_of(h);
+        let append = a.mode == Mode::Append;
+        for _ in 0..RETRIES {
+            let now = self.clock.now();
+            let mut sh = self.shard(si);
+            let (oref, ocas, olen, oflags, oexp, ocl) = match self.find_live(&mut sh, h, a.key, now) {
+                Err(_) => {
+                    drop(sh);
+                    if a.cas != 0 {
+                        return out(StoreStatus::NotFound, 0, 0);
+                    }
+                    let Some(t) = a.vivify else {
+                        return out(StoreStatus::NotStored, 0, 0);
+                    };
+                    let mut add = *a;
+                    add.mode = Mode::Add;
+                    add.exptime = t;
+                    add.flags = 0;
+                    let o = self.store_plain(&add);
+                    if o.status == StoreStatus::NotStored {
+                        continue; // someone created it meanwhile: append to theirs
+                    }
+                    return o;
+                }
+                Ok(o) => {
+                    let hd = o.h();
+                    if a.cas != 0 && self.vis_cas(o) != a.cas {
+                        sh.cs[hd.class as usize].cas_badval += 1;
+                        return out(StoreStatus::Exists, 0, hd.class);
+                    }
+                    (o.r, hd.cas, hd.nbytes as usize, hd.flags, hd.exptime, hd.class)
+                }
+            };
+            drop(sh);
+            let nlen = olen + a.value.len();
+            if self.too_large(a.key.len(), nlen) {
+                return out(StoreStatus::NotStored, 0, ocl);
+            }
+            let Some(it) = self.new_item(a.key, oflags, oexp, nlen, si) else {
+                return out(StoreStatus::NoMemory, 0, 0);
+            };
+            it.write_value(&self.slabs, if append { olen } else { 0 }, a.value);
+            let now = self.clock.now();
+            let mut sh = self.shard(si);
+            match self.find_live(&mut sh, h, a.key, now) {
+                Ok(o) if o.r == oref && o.h().cas == ocas => {
+                    let mut off = if append { 0 } else { a.value.len() };
+                    for seg in o.segments(&self.slabs) {
+                        it.write_value(&self.slabs, off, seg);
+                        off += seg.len();
+                    }
+                    let class = it.h().class;
+                    sh.cs[class as usize].cmd_set += 1;
+                    let cas = if a.set_cas != 0 { a.set_cas } else { self.take_cas() };
+                    it.hm().cas = cas;
+                    self.remove(&mut sh, o, h);
+                    self.link(&mut sh, it, h, now);
+                    return out(StoreStatus::Stored, if self.cfg.use_cas { cas } else { 0 }, class);
+                }
+                _ => {
+                    drop(sh);
+                    self.free_item(it);
+                }
+            }
+        }
+        out(StoreStatus::NotStored, 0, 0)
+    }
+
+    pub fn delete(&self, a: &DeleteArgs) -> DeleteOutcome {
+        let h = self.hash(a.key);
+        let now = self.clock.now();
+        let mut sh = self.shard(Self::shard_of(h));
+        let Ok(it) = self.find_live(&mut sh, h, a.key, now) else {
+            return DeleteOutcome {
+                status: DeleteStatus::NotFound,
+                class: 0,
+            };
+        };
+        let class = it.h().class;
+        if a.cas != 0 && self.vis_cas(it) != a.cas {
+            return DeleteOutcome {
+                status: DeleteStatus::Exists,
+                class,
+            };
+        }
+        sh.cs[class as usize].delete_hits += 1;
+        match a.invalidate {
+            Some(t) => {
+                let hd = it.hm();
+                hd.bits |= BIT_STALE;
+                hd.cas = self.take_cas();
+                if let Some(t) = t {
+                    hd.exptime = t;
+                }
+            }
+            None => self.remove(&mut sh, it, h),
+        }
+        DeleteOutcome {
+            status: DeleteStatus::Deleted,
+            class,
+        }
+    }
+
+    pub fn arith(&self, a: &ArithArgs) -> ArithOutcome {
+        let res = |status, value, cas, exptime, class| ArithOutcome {
+            status,
+            value,
+            cas,
+            exptime,
+            class,
+        };
+        let h = self.hash(a.key);
+        let si = Self::shard_of(h);
+        let mut buf = [0u8; 20];
+        for _ in 0..RETRIES {
+            let now = self.clock.now();
+            let mut sh = self.shard(si);
+            let found = self.find_live(&mut sh, h, a.key, now);
+            let o = match found {
+                Ok(o) => o,
+                Err(_) => {
+                    drop(sh);
+                    let Some((init, exp)) = a.create else {
+                        return res(ArithStatus::NotFound, 0, 0, 0, 0);
+                    };
+                    let n = format_u64(init, &mut buf);
+                    let mut s = StoreArgs::new(Mode::Add, a.key, 0, exp, &buf[..n]);
+                    s.set_cas = a.set_cas;
+                    let o = self.store_plain(&s);
+                    match o.status {
+                        StoreStatus::Stored => return res(ArithStatus::Created, init, o.cas, exp, o.class),
+                        StoreStatus::NotStored => continue,
+                        _ => return res(ArithStatus::NoMemory, 0, 0, 0, 0),
+                    }
+                }
+            };
+            let hd = *o.h();
+            if a.cas != 0 && self.vis_cas(o) != a.cas {
+                return res(ArithStatus::Exists, 0, 0, hd.exptime, hd.class);
+            }
+            if hd.nbytes == 0 || o.chained() {
+                return res(ArithStatus::NonNumeric, 0, 0, hd.exptime, hd.class);
+            }
+            let Some(v) = o.segments(&self.slabs).next().and_then(parse_number) else {
+                return res(ArithStatus::NonNumeric, 0, 0, hd.exptime, hd.class);
+            };
+            let nv = if a.incr {
+                v.wrapping_add(a.delta)
+            } else {
+                v.saturating_sub(a.delta)
+            };
+            let n = format_u64(nv, &mut buf);
+            let exptime = a.exptime.unwrap_or(hd.exptime);
+            let c = &mut sh.cs[hd.class as usize];
+            if a.incr {
+                c.incr_hits += 1;
+            } else {
+                c.decr_hits += 1;
+            }
+            if n <= hd.nbytes as usize {
+                // Same or shorter: rewrite in place, padded with spaces
+                // (as memcached does; "10" decr 1 reads back "9 ").
+                let mut pad = [b' '; 20];
+                pad[..n].copy_from_slice(&buf[..n]);
+                o.write_value(&self.slabs, 0, &pad[..hd.nbytes as usize]);
+                let cas = if a.set_cas != 0 { a.set_cas } else { self.take_cas() };
+                let w = o.hm();
+                w.cas = cas;
+                w.exptime = exptime;
+                return res(ArithStatus::Ok, nv, self.vis(cas), exptime, hd.class);
+            }
+            drop(sh);
+            let Some(it) = self.new_item(a.key, hd.flags, exptime, n, si) else {
+                return res(ArithStatus::NoMemory, 0, 0, 0, 0);
+            };
+            it.write_value(&self.slabs, 0, &buf[..n]);
+            let now = self.clock.now();
+            let mut sh = self.shard(si);
+            match self.find_live(&mut sh, h, a.key, now) {
+                Ok(o2) if o2.r == o.r && o2.h().cas == hd.cas => {
+                    let cas = if a.set_cas != 0 { a.set_cas } else { self.take_cas() };
+                    it.hm().cas = cas;
+                    it.hm().bits |= o2.h().bits & (BIT_FETCHED | BIT_STALE | BIT_WIN);
+                    let class = it.h().class;
+                    self.remove(&mut sh, o2, h);
+                    self.link(&mut sh, it, h, now);
+                    return res(ArithStatus::Ok, nv, self.vis(cas), exptime, class);
+                }
+                _ => {
+                    drop(sh);
+                    self.free_item(it);
+                }
+            }
+        }
+        res(ArithStatus::NotFound, 0, 0, 0, 0)
+    }
+
+    fn vis(&self, cas: u64) -> u64 {
+        if self.cfg.use_cas {
+            cas
+        } else {
+            0
+        }
+    }
+
+    /// Invalidate everything stored before `when` (0 = now), by time and
+    /// CAS watermarks checked on access: no memory walk.
+    pub fn flush(&self, when: RelTime) {
+        let now = self.clock.now();
+        if when == 0 || when <= now {
+            self.oldest_cas
+                .store(self.next_cas.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.oldest_live.store(now.saturating_sub(1).max(1), Ordering::Relaxed);
+        } else {
+            self.oldest_live.store(when - 1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn set_mem_limit(&self, bytes: usize) -> Result<(), MemLimitError> {
+        if bytes < 8 * 1024 * 1024 {
+            return Err(MemLimitError::TooSmall);
+        }
+        self.slabs.set_limit(bytes);
+        Ok(())
+    }
+
+    /// Give one page to class `to` when it evicts much younger items than
+    /// another class keeps. Age is measured in CAS units (stores since the
+    /// item was written), which works at any request rate, unlike seconds.
+    /// The donor is the class whose oldest unfetched (COLD, else HOT)
+    /// items are the oldest; a page moves when they are more than twice
+    /// as old as the receiver's, so a steady mix does not pass pages back
+    /// and forth. The donor's first page is emptied (evicting what it
+    /// holds) and changes class.
+    fn move_page_to(&self, to: u8) -> bool {
+        let tick = self.move_tick.fetch_add(1, Ordering::Relaxed);
+        let aggressive = self.cfg.slab_automove >= 2;
+        if !aggressive && tick % 32 != 0 {
+            return false;
+        }
+        let Ok(_one_mover) = self.mover.try_lock() else {
+            return false;
+        };
+        let largest = self.slabs.largest;
+        let n = largest as usize + 1;
+        let mut oldest = vec![u64::MAX; n];
+        for i in 0..NSHARDS {
+            let sh = self.shard(i);
+            for (c, o) in oldest.iter_mut().enumerate().skip(1) {
+                let l = &sh.lru[c];
+                let t = if l[COLD as usize].tail != NULL {
+                    l[COLD as usize].tail
+                } else {
+                    l[HOT as usize].tail
+                };
+                if t != NULL {
+                    *o = (*o).min(Item::at(&self.slabs, t).h().cas);
+                }
+            }
+        }
+        let now = self.next_cas.load(Ordering::Relaxed);
+        let age = |c: usize| {
+            if oldest[c] == u64::MAX {
+                0
+            } else {
+                now.saturating_sub(oldest[c])
+            }
+        };
+        let mut donor: Option<u8> = None;
+        for c in 1..=largest {
+            if c == to || self.slabs.class_state(c).pages.len() < 2 {
+                continue;
+            }
+            if donor.is_none_or(|d| age(c as usize) > age(d as usize)) {
+                donor = Some(c);
+            }
+        }
+        let Some(donor) = donor else {
+            return false;
+        };
+        if !aggressive && age(donor as usize) <= 2 * age(to as usize) + 64 {
+            return false;
+        }
+        if !self.slabs.release_empty_page(donor) {
+            let Some(page) = self.slabs.class_state(donor).pages.first().copied() else {
+                return false;
+            };
+            self.drain_page(donor, page);
+            if !self.slabs.release_empty_page(donor) {
+                return false;
+            }
+        }
+        self.slabs_moved.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Evict every item linked in `page` of class `class`.
+    ///
+    /// A chunk of the page is free, being filled by its owner, or linked.
+    /// Only linked chunks can be identified safely, and only under their
+    /// shard lock; we find the shard by hashing the key, which needs the
+    /// key before the lock. To stay race free we lock each shard in turn
+    /// and, under it, walk that shard's LRUs for the class, evicting items
+    /// whose chunk lies in the page.
+    fn drain_page(&self, class: u8, page: u32) {
+        for s in 0..NSHARDS {
+            let mut sh = self.shard(s);
+            for seg in 0..4 {
+                let mut r = sh.lru[class as usize][seg].head;
+                while r != NULL {
+                    let it = Item::at(&self.slabs, r);
+                    let next = it.h().next;
+                    let mut hit = self.slabs.page_of(r) == page;
+                    it.chain_refs(&self.slabs, |c| hit |= self.slabs.page_of(c) == page);
+                    if hit {
+                        let h = self.hash(it.key());
+                        self.reassign_evictions.fetch_add(1, Ordering::Relaxed);
+                        self.remove(&mut sh, it, h);
+                    }
+                    r = next;
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let mut s = StoreStats::default();
+        let mut buckets = 0u64;
+        for i in 0..NSHARDS {
+            let sh = self.shard(i);
+            s.curr_items += sh.count as u64;
+            buckets += sh.buckets.len() as u64;
+            for c in sh.cs.iter() {
+                s.bytes += c.mem_requested;
+                s.total_items += c.total_items;
+                s.evictions += c.evicted;
+                s.reclaimed += c.reclaimed;
+                s.expired_unfetched += c.expired_unfetched;
+                s.evicted_unfetched += c.evicted_unfetched;
+                s.evicted_active += c.evicted_active;
+                s.moves_to_cold += c.moves_to_cold;
+                s.moves_to_warm += c.moves_to_warm;
+                s.moves_within_lru += c.moves_within_lru;
+                s.direct_reclaims += c.direct_reclaims;
+            }
+        }
+        s.slabs_moved = self.slabs_moved.load(Ordering::Relaxed);
+        s.slab_reassign_evictions_nomem = self.reassign_evictions.load(Ordering::Relaxed);
+        s.slab_global_page_pool = self.slabs.idle_pages() as u64;
+        s.hash_power_level = 63 - buckets.max(1).leading_zeros() as u64;
+        s.hash_bytes = buckets * 4;
+        s.hash_is_expanding = false;
+        s.limit_maxbytes = (self.slabs.limit_pages() * self.slabs.page_size()) as u64;
+        s.total_malloced = self.slabs.total_malloced.load(Ordering::Relaxed);
+        s.malloc_fails = self.slabs.malloc_fails.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Per-class counters summed over shards, plus LRU sizes and ages.
+    fn class_totals(&self) -> (Vec<ClassCounters>, Vec<[u64; 4]>, Vec<[u32; 3]>) {
+        let n = self.slabs.nclasses() as usize + 1;
+        let mut cs = vec![ClassCounters::default(); n];
+        let mut counts = vec![[0u64; 4]; n];
+        let mut ages = vec![[0u32; 3]; n];
+        let now = self.clock.now();
+        for i in 0..NSHARDS {
+            let sh = self.shard(i);
+            for c in 1..n {
+                let a = &sh.cs[c];
+                let t = &mut cs[c];
+                t.mem_requested += a.mem_requested;
+                t.evicted += a.evicted;
+                t.evicted_nonzero += a.evicted_nonzero;
+                t.evicted_time = t.evicted_time.max(a.evicted_time);
+                t.outofmemory += a.outofmemory;
+                t.reclaimed += a.reclaimed;
+                t.expired_unfetched += a.expired_unfetched;
+                t.evicted_unfetched += a.evicted_unfetched;
+                t.evicted_active += a.evicted_active;
+                t.moves_to_cold += a.moves_to_cold;
+                t.moves_to_warm += a.moves_to_warm;
+                t.moves_within_lru += a.moves_within_lru;
+                t.direct_reclaims += a.direct_reclaims;
+                for k in 0..4 {
+                    t.hits[k] += a.hits[k];
+                    counts[c][k] += sh.lru[c][k].count as u64;
+                }
+                t.get_hits += a.get_hits;
+                t.cmd_set += a.cmd_set;
+                t.delete_hits += a.delete_hits;
+                t.incr_hits += a.incr_hits;
+                t.decr_hits += a.decr_hits;
+                t.cas_hits += a.cas_hits;
+                t.cas_badval += a.cas_badval;
+                t.touch_hits += a.touch_hits;
+                for (k, seg) in [HOT, WARM, COLD].into_iter().enumerate() {
+                    if let Some(age) = sh.age(&self.slabs, c, seg, now) {
+                        ages[c][k] = ages[c][k].max(age);
+                    }
+                }
+            }
+        }
+        (cs, counts, ages)
+    }
+
+    /// `stats items`, in memcached's order (classes holding items only).
+    pub fn stats_items(&self) -> Vec<(String, String)> {
+        let (cs, counts, ages) = self.class_totals();
+        let mut v = Vec::new();
+        for c in 1..cs.len() {
+            let n: u64 = counts[c].iter().sum();
+            if n == 0 {
+                continue;
+            }
+            let t = &cs[c];
+            let mut put = |k: &str, val: String| v.push((format!("items:{c}:{k}"), val));
+            put("number", n.to_string());
+            put("number_hot", counts[c][HOT as usize].to_string());
+            put("number_warm", counts[c][WARM as usize].to_string());
+            put("number_cold", counts[c][COLD as usize].to_string());
+            put("age_hot", ages[c][0].to_string());
+            put("age_warm", ages[c][1].to_string());
+            put("age", ages[c][2].to_string());
+            put("mem_requested", t.mem_requested.to_string());
+            put("evicted", t.evicted.to_string());
+            put("evicted_nonzero", t.evicted_nonzero.to_string());
+            put("evicted_time", t.evicted_time.to_string());
+            put("outofmemory", t.outofmemory.to_string());
+            put("tailrepairs", "0".into());
+            put("reclaimed", t.reclaimed.to_string());
+            put("expired_unfetched", t.expired_unfetched.to_string());
+            put("evicted_unfetched", t.evicted_unfetched.to_string());
+            put("evicted_active", t.evicted_active.to_string());
+            put("crawler_reclaimed", "0".into());
+            put("crawler_items_checked", "0".into());
+            put("lrutail_reflocked", "0".into());
+            put("moves_to_cold", t.moves_to_cold.to_string());
+            put("moves_to_warm", t.moves_to_warm.to_string());
+            put("moves_within_lru", t.moves_within_lru.to_string());
+            put("direct_reclaims", t.direct_reclaims.to_string());
+            put("hits_to_hot", t.hits[HOT as usize].to_string());
+            put("hits_to_warm", t.hits[WARM as usize].to_string());
+            put("hits_to_cold", t.hits[COLD as usize].to_string());
+            put("hits_to_temp", t.hits[TEMP as usize].to_string());
+        }
+        v
+    }
+
+    /// `stats slabs`, in memcached's order (classes owning pages only).
+    pub fn stats_slabs(&self) -> Vec<(String, String)> {
+        let (cs, _, _) = self.class_totals();
+        let mut v = Vec::new();
+        let mut active = 0;
+        for c in 1..=self.slabs.largest {
+            let class = self.slabs.class(c);
+            let st = self.slabs.class_state(c);
+            let pages = st.pages.len() as u64;
+            if pages == 0 {
+                continue;
+            }
+            active += 1;
+            let total = pages * class.perpage as u64;
+            let used = st.used;
+            let free = st.free_count as u64 + st.free_end(class.perpage) as u64;
+            drop(st);
+            let t = &cs[c as usize];
+            let mut put = |k: &str, val: String| v.push((format!("{c}:{k}"), val));
+            put("chunk_size", class.size.to_string());
+            put("chunks_per_page", class.perpage.to_string());
+            put("total_pages", pages.to_string());
+            put("total_chunks", total.to_string());
+            put("used_chunks", used.to_string());
+            put("free_chunks", free.to_string());
+            put("free_chunks_end", "0".into());
+            put("get_hits", t.get_hits.to_string());
+            put("cmd_set", t.cmd_set.to_string());
+            put("delete_hits", t.delete_hits.to_string());
+            put("incr_hits", t.incr_hits.to_string());
+            put("decr_hits", t.decr_hits.to_string());
+            put("cas_hits", t.cas_hits.to_string());
+            put("cas_badval", t.cas_badval.to_string());
+            put("touch_hits", t.touch_hits.to_string());
+        }
+        v.push(("active_slabs".into(), active.to_string()));
+        v.push((
+            "total_malloced".into(),
+            self.slabs.total_malloced.load(Ordering::Relaxed).to_string(),
+        ));
+        v
+    }
+
+    /// `stats sizes`: size tracking is off (as memcached by default).
+    pub fn stats_sizes(&self) -> Vec<(String, String)> {
+        vec![("sizes_status".into(), "disabled".into())]
+    }
+
+    /// `stats reset`: zero the event counters (not the gauges).
+    pub fn reset_stats(&self) {
+        for i in 0..NSHARDS {
+            let mut sh = self.shard(i);
+            for c in sh.cs.iter_mut() {
+                *c = ClassCounters {
+                    mem_requested: c.mem_requested,
+                    ..ClassCounters::default()
+                };
+            }
+        }
+        self.slabs_moved.store(0, Ordering::Relaxed);
+        self.reassign_evictions.store(0, Ordering::Relaxed);
+    }
+}
+
+const _: () = assert!(MAX_CLASSES <= 256);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,514 @@
+//! Slab allocator: item memory comes from fixed-size pages cut into
+//! equal chunks, one chunk size per class.
+//!
+//! Why pages and classes instead of `malloc` per item: a cache churns
+//! millions of small objects, and a general allocator fragments under that
+//! churn until RSS no longer tracks the memory limit. Equal chunks inside
+//! a page can be reused by any item of the class without fragmentation,
+//! and a whole page can later change class when the size mix shifts.
+//!
+//! Chunks are named by a 32-bit `Ref` (page id in the high bits, chunk
+//! offset / 8 in the low bits) instead of a pointer, so the item header can
+//! hold its hash-chain and LRU links in 4 bytes each. `Ref` 0 is null:
+//! page id 0 is never used.
+//!
+//! Pages are `mmap`ed lazily, so memory a class never touches costs no
+//! RSS. The page budget (`limit_pages`) is global; each class has its own
+//! lock over its free list and the page it is carving chunks from.
+//!
+//! Locks here: `Pool` (the page budget) and one `ClassState` per class.
+//! Order: a class lock may be held while taking the pool lock, never the
+//! other way round. Callers (the engine) may hold a shard lock while
+//! taking either, never the reverse.
+
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// A chunk reference: `(page_id << off_bits) | (offset_in_page / 8)`.
+pub(crate) type Ref = u32;
+/// The null reference (page 0 does not exist).
+pub(crate) const NULL: Ref = 0;
+/// Largest class id + 1 (memcached's `MAX_NUMBER_OF_SLAB_CLASSES`).
+pub(crate) const MAX_CLASSES: usize = 64;
+
+/// One class: its chunk size and the mutable state behind its lock.
+pub(crate) struct Class {
+    pub(crate) size: u32,
+    pub(crate) perpage: u32,
+    state: Mutex<ClassState>,
+}
+
+/// Everything a class allocates from, guarded by the class lock.
+#[derive(Default)]
+pub(crate) struct ClassState {
+    /// Head of the intrusive free list (next ref in a free chunk's first 4 bytes).
+    free_head: Ref,
+    pub(crate) free_count: u32,
+    /// Page currently being cut into chunks (0 = none).
+    cur_page: u32,
+    /// Chunks already cut from `cur_page`.
+    carved: u32,
+    /// Pages owned by this class.
+    pub(crate) pages: Vec<u32>,
+    /// Chunks handed out and not yet freed.
+    pub(crate) used: u64,
+    /// Chunks handed out ever (demand, for the page mover).
+    pub(crate) allocs: u64,
+}
+
+impl ClassState {
+    /// Chunks of `cur_page` never handed out (memcached's `free_chunks_end`).
+    pub(crate) fn free_end(&self, perpage: u32) -> u32 {
+        if self.cur_page == 0 {
+            0
+        } else {
+            perpage - self.carved
+        }
+    }
+}
+
+/// The global page budget.
+struct Pool {
+    limit_pages: usize,
+    /// Pages currently mapped (assigned to a class or idle in `idle`).
+    mapped: usize,
+    /// Mapped pages owned by no class.
+    idle: Vec<u32>,
+    /// Page ids whose mapping was released and can be reused.
+    unused_ids: Vec<u32>,
+    next_id: u32,
+}
+
+/// Why `Slabs::new` refused a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlabError {
+    /// A page must be a power of two between 4 KiB and 1 GiB.
+    BadPageSize,
+}
+
+pub(crate) struct Slabs {
+    page_size: usize,
+    off_bits: u32,
+    /// Page id -> base address (null when not mapped). Never shrinks.
+    pages: Box<[AtomicPtr<u8>]>,
+    pool: Mutex<Pool>,
+    classes: Vec<Class>,
+    pub(crate) largest: u8,
+    pub(crate) total_malloced: AtomicU64,
+    pub(crate) malloc_fails: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding
+    // it; the allocator's state is updated in single steps, so go on.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Slabs {
+    /// Classes from `min_item` bytes growing by `factor` up to
+    /// `chunk_max` (memcached's `slabs_init`).
+    pub(crate) fn new(
+        page_size: usize,
+        mem_limit: usize,
+        min_item: usize,
+        factor: f64,
+        chunk_max: usize,
+    ) -> Result<Slabs, SlabError> {
+        if !page_size.is_power_of_two() || !(4096..=1 << 30).contains(&page_size) {
+            return Err(SlabError::BadPageSize);
+        }
+        let off_bits = (page_size / 8).trailing_zeros();
+        let npages = 1usize << (32 - off_bits);
+        let chunk_max = (chunk_max.clamp(64, page_size) / 8) * 8;
+        let factor = if factor.is_finite() && factor > 1.0 { factor } else { 1.25 };
+        let mut classes = vec![Class {
+            size: 0,
+            perpage: 0,
+            state: Mutex::new(ClassState::default()),
+        }];
+        let mut size = min_item.max(16) as f64;
+        while classes.len() < MAX_CLASSES - 1 {
+            if size >= chunk_max as f64 / factor {
+                break;
+            }
+            let s = (size as usize).div_ceil(8) * 8;
+            classes.push(Class {
+                size: s as u32,
+                perpage: (page_size / s) as u32,
+                state: Mutex::new(ClassState::default()),
+            });
+            size = (s as f64 * factor).max(s as f64 + 8.0);
+        }
+        classes.push(Class {
+            size: chunk_max as u32,
+            perpage: (page_size / chunk_max) as u32,
+            state: Mutex::new(ClassState::default()),
+        });
+        let largest = (classes.len() - 1) as u8;
+        Ok(Slabs {
+            page_size,
+            off_bits,
+            pages: (0..npages).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            pool: Mutex::new(Pool {
+                limit_pages: mem_limit / page_size,
+                mapped: 0,
+                idle: Vec::new(),
+                unused_ids: Vec::new(),
+                next_id: 1,
+            }),
+            classes,
+            largest,
+            total_malloced: AtomicU64::new(0),
+            malloc_fails: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    pub(crate) fn class(&self, id: u8) -> &Class {
+        &self.classes[id as usize]
+    }
+
+    pub(crate) fn class_state(&self, id: u8) -> MutexGuard<'_, ClassState> {
+        lock(&self.classes[id as usize].state)
+    }
+
+    /// Smallest class whose chunk holds `ntotal` bytes; the largest class
+    /// for anything bigger (such items are chained).
+    pub(crate) fn class_for(&self, ntotal: usize) -> u8 {
+        // Few classes (< 64): a linear scan beats a binary search here.
+        for (i, c) in self.classes.iter().enumerate().skip(1) {
+            if c.size as usize >= ntotal {
+                return i as u8;
+            }
+        }
+        self.largest
+    }
+
+    pub(crate) fn chunk_max(&self) -> usize {
+        self.classes[self.largest as usize].size as usize
+    }
+
+    /// Base address of chunk `r`.
+    ///
+    /// `r` must come from `alloc` (its page is mapped and stays mapped
+    /// while the chunk is allocated); the result is 8-byte aligned.
+    #[inline]
+    pub(crate) fn ptr(&self, r: Ref) -> *mut u8 {
+        let page = (r >> self.off_bits) as usize;
+        let off = ((r & ((1 << self.off_bits) - 1)) as usize) << 3;
+        let base = self.pages[page].load(Ordering::Acquire);
+        debug_assert!(!base.is_null());
+        base.wrapping_add(off)
+    }
+
+    /// Take a chunk of class `id`, or `None` when the class has no free
+    /// chunk and the page budget is spent.
+    pub(crate) fn alloc(&self, id: u8) -> Option<Ref> {
+        let class = &self.classes[id as usize];
+        let mut st = lock(&class.state);
+        if st.free_head != NULL {
+            let r = st.free_head;
+            // SAFETY: a free chunk's first 4 bytes hold the next free ref;
+            // the chunk is owned by the free list, which we hold locked.
+            st.free_head = unsafe { (self.ptr(r) as *const u32).read() };
+            st.free_count -= 1;
+            st.used += 1;
+            st.allocs += 1;
+            return Some(r);
+        }
+        if st.cur_page == 0 || st.carved >= class.perpage {
+            let first = st.pages.is_empty();
+            let page = match self.new_page(first) {
+                Some(p) => p,
+                None => {
+                    st.cur_page = 0;
+                    return None;
+                }
+            };
+            st.pages.push(page);
+            st.cur_page = page;
+            st.carved = 0;
+        }
+        let off = st.carved as usize * class.size as usize;
+        st.carved += 1;
+        st.used += 1;
+        st.allocs += 1;
+        Some((st.cur_page << self.off_bits) | (off >> 3) as u32)
+    }
+
+    /// Return chunk `r` to class `id`. The chunk must not be reachable
+    /// from any index or LRU any more.
+    pub(crate) fn free(&self, id: u8, r: Ref) {
+        let mut st = lock(&self.classes[id as usize].state);
+        // SAFETY: the caller gave up the chunk; we own it until it is
+        // popped again under this same lock.
+        unsafe { (self.ptr(r) as *mut u32).write(st.free_head) };
+        st.free_head = r;
+        st.free_count += 1;
+        st.used -= 1;
+    }
+
+    /// A page for a class: an idle one, or a fresh mapping within the
+    /// limit. Like memcached, a class with no page at all gets its first
+    /// one even beyond the limit, so every size can be stored.
+    fn new_page(&self, first: bool) -> Option<u32> {
+        let mut pool = lock(&self.pool);
+        let page = if let Some(p) = pool.idle.pop() {
+            p
+        } else if pool.mapped < pool.limit_pages || (first && pool.mapped < pool.limit_pages + 64)
+        {
+            let pid = match pool.unused_ids.pop() {
+                Some(p) => p,
+                None if (pool.next_id as usize) < self.pages.len() => {
+                    pool.next_id += 1;
+                    pool.next_id - 1
+                }
+                None => return None,
+            };
+            let Some(mem) = map_page(self.page_size) else {
+                pool.unused_ids.push(pid);
+                self.malloc_fails.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            self.pages[pid as usize].store(mem, Ordering::Release);
+            pool.mapped += 1;
+            self.total_malloced
+                .fetch_add(self.page_size as u64, Ordering::Relaxed);
+            pid
+        } else {
+            return None;
+        };
+        Some(page)
+    }
+
+    /// Take a whole page away from class `from`, if it has a page all of
+    /// whose chunks are free; the page goes idle in the pool. Used by the
+    /// rebalancer after it has emptied a page. Returns whether a page moved.
+    pub(crate) fn release_empty_page(&self, from: u8) -> bool {
+        let class = &self.classes[from as usize];
+        let mut st = lock(&class.state);
+        if st.free_count < class.perpage {
+            return false;
+        }
+        // Count free chunks per page of this class.
+        let mut counts: Vec<(u32, u32)> = st.pages.iter().map(|&p| (p, 0)).collect();
+        counts.sort_unstable();
+        let mut r = st.free_head;
+        while r != NULL {
+            let p = r >> self.off_bits;
+            if let Ok(i) = counts.binary_search_by_key(&p, |&(pp, _)| pp) {
+                counts[i].1 += 1;
+            }
+            // SAFETY: free list walk under the class lock.
+            r = unsafe { (self.ptr(r) as *const u32).read() };
+        }
+        let Some(&(victim, _)) = counts
+            .iter()
+            .find(|&&(p, n)| n == class.perpage && p != st.cur_page)
+        else {
+            return false;
+        };
+        // Unthread the victim's chunks from the free list.
+        let mut prev: Ref = NULL;
+        let mut r = st.free_head;
+        while r != NULL {
+            // SAFETY: as above.
+            let next = unsafe { (self.ptr(r) as *const u32).read() };
+            if r >> self.off_bits == victim {
+                if prev == NULL {
+                    st.free_head = next;
+                } else {
+                    // SAFETY: prev is a free chunk we own under the lock.
+                    unsafe { (self.ptr(prev) as *mut u32).write(next) };
+                }
+                st.free_count -= 1;
+            } else {
+                prev = r;
+            }
+            r = next;
+        }
+        st.pages.retain(|&p| p != victim);
+        drop(st);
+        // Give the memory back to the system but keep the mapping.
+        let base = self.pages[victim as usize].load(Ordering::Acquire);
+        // SAFETY: the page is ours alone now; MADV_DONTNEED on a private
+        // anonymous mapping only zeroes it.
+        unsafe { libc::madvise(base.cast(), self.page_size, libc::MADV_DONTNEED) };
+        let mut pool = lock(&self.pool);
+        pool.idle.push(victim);
+        self.release_over_limit(&mut pool);
+        true
+    }
+
+    /// Page id of chunk `r`.
+    pub(crate) fn page_of(&self, r: Ref) -> u32 {
+        r >> self.off_bits
+    }
+
+    pub(crate) fn limit_pages(&self) -> usize {
+        lock(&self.pool).limit_pages
+    }
+
+    pub(crate) fn mapped_pages(&self) -> usize {
+        lock(&self.pool).mapped
+    }
+
+    pub(crate) fn idle_pages(&self) -> usize {
+        lock(&self.pool).idle.len()
+    }
+
+    /// Change the page budget; idle pages above it are unmapped at once.
+    pub(crate) fn set_limit(&self, bytes: usize) {
+        let mut pool = lock(&self.pool);
+        pool.limit_pages = bytes / self.page_size;
+        self.release_over_limit(&mut pool);
+    }
+
+    fn release_over_limit(&self, pool: &mut Pool) {
+        while pool.mapped > pool.limit_pages {
+            let Some(p) = pool.idle.pop() else { break };
+            let base = self.pages[p as usize].swap(std::ptr::null_mut(), Ordering::AcqRel);
+            // SAFETY: idle pages hold no chunk anyone can reach.
+            unsafe { libc::munmap(base.cast(), self.page_size) };
+            pool.mapped -= 1;
+            pool.unused_ids.push(p);
+            self.total_malloced
+                .fetch_sub(self.page_size as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn nclasses(&self) -> u8 {
+        self.largest
+    }
+}
+
+fn map_page(size: usize) -> Option<*mut u8> {
+    // SAFETY: an anonymous private mapping; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        Some(p.cast())
+    }
+}
+
+impl Drop for Slabs {
+    fn drop(&mut self) {
+        for p in self.pages.iter() {
+            let base = p.swap(std::ptr::null_mut(), Ordering::AcqRel);
+            if !base.is_null() {
+                // SAFETY: we own every mapping and nothing can reach it now.
+                unsafe { libc::munmap(base.cast(), self.page_size) };
+            }
+        }
+    }
+}
+
+// SAFETY: the raw page addresses are shared memory whose access is
+// coordinated by the engine's locks (see the module docs of `engine`).
+unsafe impl Send for Slabs {}
+unsafe impl Sync for Slabs {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slabs(limit_pages: usize) -> Slabs {
+        Slabs::new(1 << 20, limit_pages << 20, 88, 1.25, 512 * 1024).unwrap()
+    }
+
+    #[test]
+    fn classes_grow_aligned_up_to_chunk_max() {
+        let s = slabs(4);
+        let mut prev = 0;
+        for id in 1..=s.largest {
+            let c = s.class(id);
+            assert_eq!(c.size % 8, 0);
+            assert!(c.size > prev);
+            prev = c.size;
+        }
+        assert_eq!(s.class(1).size, 88);
+        assert_eq!(s.class(s.largest).size, 512 * 1024);
+        assert_eq!(s.class_for(1), 1);
+        assert_eq!(s.class_for(89), 2);
+        assert_eq!(s.class_for(10 << 20), s.largest);
+    }
+
+    #[test]
+    fn bad_page_size_is_refused() {
+        assert!(matches!(
+            Slabs::new(1000, 1 << 20, 88, 1.25, 512),
+            Err(SlabError::BadPageSize)
+        ));
+    }
+
+    #[test]
+    fn alloc_free_reuses_and_respects_limit() {
+        let s = slabs(2);
+        let id = s.class_for(1000);
+        let per = s.class(id).perpage as usize;
+        let mut got = Vec::new();
+        while let Some(r) = s.alloc(id) {
+            got.push(r);
+            assert!(got.len() <= 2 * per, "limit ignored");
+        }
+        assert_eq!(got.len(), 2 * per);
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), got.len(), "a chunk was handed out twice");
+        s.free(id, got[5]);
+        assert_eq!(s.alloc(id), Some(got[5]));
+        assert_eq!(s.mapped_pages(), 2);
+    }
+
+    #[test]
+    fn first_page_of_a_class_exceeds_limit() {
+        let s = slabs(1);
+        assert!(s.alloc(1).is_some());
+        // Class 1 took the only budgeted page; class 5 still gets one.
+        assert!(s.alloc(5).is_some());
+        assert_eq!(s.mapped_pages(), 2);
+    }
+
+    #[test]
+    fn empty_page_moves_to_pool_and_other_class() {
+        let s = slabs(1);
+        let a = s.class_for(1000);
+        let per = s.class(a).perpage as usize;
+        let got: Vec<Ref> = (0..per).filter_map(|_| s.alloc(a)).collect();
+        assert_eq!(got.len(), per);
+        assert!(!s.release_empty_page(a), "page in use cannot move");
+        for r in &got {
+            s.free(a, *r);
+        }
+        // cur_page is the only page; it can't be released while current.
+        assert!(s.alloc(a).is_some());
+        let more: Vec<Ref> = (0..per).filter_map(|_| s.alloc(a)).collect();
+        assert!(more.len() < per, "limit is one page (+ first-page grace)");
+        let _ = more;
+    }
+
+    #[test]
+    fn chunks_are_writable_and_aligned() {
+        let s = slabs(1);
+        let r = s.alloc(3).unwrap();
+        let p = s.ptr(r);
+        assert_eq!(p as usize % 8, 0);
+        // SAFETY: freshly allocated chunk of class 3.
+        unsafe { p.write_bytes(0xab, s.class(3).size as usize) };
+        assert_eq!(unsafe { *p.add(5) }, 0xab);
+    }
+}
