@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod exec;
 pub mod protocol;
 pub mod server;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use gannet::clock::Clock;
 use gannet::config;
+use gannet::daemon;
 use gannet::exec::Shared;
 use gannet::server::{self, Server};
 
@@ -34,13 +35,24 @@ fn main() -> ExitCode {
     }
     init_logging(settings.verbose);
 
+    // Before anything happens: root needs -u, and -u must exist (64, 67).
+    let user = match daemon::resolve_user(settings.user.as_deref()) {
+        Ok(user) => user,
+        Err(e) => return fatal(&e),
+    };
+    // While still root, so the hard limit can be raised for -c.
+    if let Err(e) = daemon::raise_nofile(settings.max_conns) {
+        return fatal(&e);
+    }
+    let daemonize = settings.daemonize;
+    let keep_stdio = settings.verbose > 0;
+    let lock_memory = settings.lock_memory;
+    let pid_path = settings.pid_file.clone();
+
     let signals = block_signals();
     let clock = Clock::new();
-    if let Err(e) = clock.spawn_ticker(Duration::from_millis(100)) {
-        eprintln!("failed to start the clock thread: {e}");
-        return ExitCode::from(EXIT_BIND);
-    }
-    let shared = Arc::new(Shared::new(settings, clock));
+    let shared = Arc::new(Shared::new(settings, Arc::clone(&clock)));
+    // Bind as root (ports below 1024), then drop privileges.
     let bound = match server::bind(&shared) {
         Ok(b) => b,
         Err(e) => {
@@ -48,6 +60,36 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BIND);
         }
     };
+    if let Some(user) = &user {
+        if let Err(e) = daemon::drop_privileges(user) {
+            return fatal(&e);
+        }
+    }
+    // fork keeps one thread: daemonize before the clock and workers start.
+    let detached = if daemonize {
+        match daemon::daemonize(keep_stdio) {
+            Ok(d) => Some(d),
+            Err(e) => return fatal(&e),
+        }
+    } else {
+        None
+    };
+    if lock_memory {
+        if let Err(e) = daemon::lock_memory() {
+            eprintln!("{e}");
+        }
+    }
+    let pid_file = pid_path.and_then(|path| match daemon::PidFile::create(&path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    });
+    if let Err(e) = clock.spawn_ticker(Duration::from_millis(100)) {
+        eprintln!("failed to start the clock thread: {e}");
+        return ExitCode::from(EXIT_BIND);
+    }
     let server = match Server::start(Arc::clone(&shared), bound) {
         Ok(s) => s,
         Err(e) => {
@@ -55,6 +97,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BIND);
         }
     };
+    if let Some(detached) = detached {
+        if let Err(e) = detached.ready() {
+            eprintln!("failed to detach: {e}");
+        }
+    }
     log::info!("gannet {} ready", env!("CARGO_PKG_VERSION"));
     loop {
         match wait_signal(&signals) {
@@ -70,7 +117,16 @@ fn main() -> ExitCode {
         }
     }
     server.stop();
+    if let Some(pid_file) = pid_file {
+        pid_file.remove();
+    }
     ExitCode::SUCCESS
+}
+
+/// Print a daemon set-up error and exit with memcached's status for it.
+fn fatal(e: &daemon::DaemonError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
 }
 
 fn init_logging(verbose: u8) {
