@@ -18,10 +18,6 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-# The Debian package starts a memcached on 11211; the tests start their
-# own on free ports, so stop the packaged one if it runs.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop memcached >/dev/null 2>&1 || true; fi
-pkill -x memcached >/dev/null 2>&1 || true
 
 command -v cargo-fmt >/dev/null 2>&1 || rustup component add rustfmt
 command -v cargo-clippy >/dev/null 2>&1 || rustup component add clippy

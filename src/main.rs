@@ -22,6 +22,7 @@ use gannet::server::{self, Server};
 const EXIT_BIND: u8 = 71;
 
 fn main() -> ExitCode {
+    install_panic_policy();
     let settings = match config::parse(std::env::args_os()) {
         Ok(s) => s,
         Err(exit) => {
@@ -127,6 +128,30 @@ fn main() -> ExitCode {
 fn fatal(e: &daemon::DaemonError) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+}
+
+/// A panic anywhere is a bug, and a worker that died silently would leave
+/// its connections hanging and its share of the port unserved. So any
+/// panic logs one clear line (thread, message, location) and aborts the
+/// whole process; the service manager (`Restart=on-failure`) starts a
+/// fresh one. Release builds also compile with `panic = "abort"`.
+fn install_panic_policy() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("gannet: fatal: thread '{name}' panicked at {location}: {msg}; aborting");
+        std::process::abort();
+    }));
 }
 
 fn init_logging(verbose: u8) {

@@ -216,3 +216,57 @@ fn rss_kb_of_port(server: &Server) -> u64 {
     }
     panic!("gannet process for port {port} not found");
 }
+
+#[test]
+fn a_panicking_worker_aborts_the_process_with_a_log_line() {
+    // debugpanic exists only in debug builds (the ones tests run).
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gannet"));
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0"]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-u", "nobody"]);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut c = loop {
+        if let Ok(c) = common::Client::connect(port) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "gannet never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.send(b"debugpanic\r\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process kept running after a worker panicked");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    assert!(
+        err.contains("fatal: thread 'gannet-worker-") && err.contains("debugpanic requested"),
+        "no clear log line: {err}"
+    );
+}

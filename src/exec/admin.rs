@@ -207,6 +207,12 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                 None => answer(proto::BAD_FORMAT),
             }
         }
+        #[cfg(debug_assertions)]
+        b"debugpanic" => {
+            // Test-only: prove the panic policy (log and abort) from a
+            // worker thread. Compiled out of release builds.
+            panic!("debugpanic requested by a client");
+        }
         _ => reply(out, "ERROR"),
     }
     Action::Continue

@@ -374,7 +374,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
         }
         b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => Ok(Command::Meta { line }),
         b"slabs" | b"lru" | b"lru_crawler" | b"watch" | b"misbehave" | b"refresh_certs"
-        | b"debugtime" => {
+        | b"debugtime" | b"debugpanic" => {
             let mut rest = Tokens::new(line);
             rest.next();
             Ok(Command::Admin {
