@@ -17,6 +17,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::exec::text::Progress;
 use crate::exec::{Action, Ctx, Shared, StopRequest};
 use crate::stats::{ConnEntry, ThreadStats};
 
@@ -302,29 +303,30 @@ impl Worker {
         let mut need = 0usize;
         let mut stop = None;
         let mut close = false;
+        // When the last turn stopped with complete requests still buffered
+        // (the -R budget or the output limit), run those before reading
+        // more: reading ahead of a pipelining client only grows its buffer.
+        let mut read_first = !conn.has_more;
+        conn.has_more = false;
         loop {
-            // Read what the socket has.
-            let from_scratch = conn.input.is_empty();
-            let res = if from_scratch {
-                conn.stream.read(&mut self.rbuf[..])
-            } else {
-                let len = conn.input.len();
-                let want = need.saturating_sub(len).max(READ_CHUNK);
-                conn.input.reserve(want);
-                let cap = conn.input.capacity();
-                conn.input.resize(cap, 0);
-                let r = conn.stream.read(&mut conn.input[len..]);
-                let got = *r.as_ref().unwrap_or(&0);
-                conn.input.truncate(len + got);
-                r
-            };
-            let (got, eof, blocked) = match res {
-                Ok(0) => (0, true, false),
-                Ok(n) => (n, false, false),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, false, true),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => (0, true, false),
-            };
+            let (mut got, mut eof, mut blocked) = (0, false, false);
+            let from_scratch = read_first && conn.input.is_empty();
+            if read_first {
+                let res = if from_scratch {
+                    conn.stream.read(&mut self.rbuf[..])
+                } else {
+                    let want = need.saturating_sub(conn.input.len()).max(READ_CHUNK);
+                    conn.input.read_from(&mut conn.stream, want)
+                };
+                match res {
+                    Ok(0) => eof = true,
+                    Ok(n) => got = n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => blocked = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => eof = true,
+                }
+            }
+            read_first = true;
             if got > 0 {
                 self.stats.ops.bytes_read.add(got as u64);
                 let now = self.shared.clock.now();
@@ -335,11 +337,14 @@ impl Worker {
             let input: &[u8] = if from_scratch {
                 &self.rbuf[..got]
             } else {
-                &conn.input[..]
+                conn.input.data()
             };
-            let p = conn
-                .session
-                .process(&ctx, input, &mut self.wbuf, budget, OUT_LIMIT);
+            let p = if input.is_empty() {
+                Progress::idle()
+            } else {
+                conn.session
+                    .process(&ctx, input, &mut self.wbuf, budget, OUT_LIMIT)
+            };
             budget = budget.saturating_sub(p.requests);
             need = p.need;
             if from_scratch {
@@ -347,7 +352,7 @@ impl Worker {
                     conn.input.extend_from_slice(&self.rbuf[p.consumed..got]);
                 }
             } else {
-                conn.consume_input(p.consumed);
+                conn.input.consume(p.consumed);
             }
             if !self.wbuf.is_empty() {
                 let r = conn.send(&self.wbuf);
@@ -372,21 +377,30 @@ impl Worker {
                     break;
                 }
             }
-            if eof {
-                close = true;
-                break;
-            }
+            // Complete requests may remain buffered: the budget ran out or
+            // the output reached its limit.
+            let leftover = p.more || (budget == 0 && !conn.input.is_empty());
             if !conn.pending.is_empty() {
-                // The socket is full: wait for it to drain before reading
-                // more (backpressure), resumed by the writable event.
+                // The socket is full: wait for it to drain before doing
+                // more (backpressure); the writable event resumes here.
+                conn.has_more = leftover;
                 break;
             }
             if budget == 0 {
                 self.stats.ops.conn_yields.incr();
+                conn.has_more = leftover;
                 self.ready.push(key);
                 break;
             }
-            if blocked && p.consumed == 0 && !p.more {
+            if p.more {
+                read_first = false;
+                continue;
+            }
+            if eof {
+                close = true;
+                break;
+            }
+            if blocked {
                 break;
             }
         }
