@@ -38,17 +38,6 @@ use super::{Action, Ctx};
 
 const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 
-/// `key_binary` for engines whose `ItemRef` does not have it yet: an
-/// inherent method of the same name takes precedence over this one, so
-/// once the engine provides the real bit this default is no longer used.
-#[allow(dead_code)]
-trait KeyBinaryFallback {
-    fn key_binary(&self) -> bool {
-        false
-    }
-}
-
-impl KeyBinaryFallback for ItemRef<'_> {}
 
 /// For `ms`, before its data block is read: `Err(n)` when a reply was
 /// written and `n` input bytes (the block) must be discarded.

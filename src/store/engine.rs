@@ -13,12 +13,14 @@
 //!   contents of those items (readers copy values under it).
 //! - class lock (in `slab`): a class's free list and carving page.
 //! - pool lock (in `slab`): the global page budget.
+//! - mover lock: one page move at a time.
 //!
-//! Lock order: shard -> class -> pool. A new item's chunk is allocated
+//! Lock order: mover -> shard -> class -> pool. A new item's chunk is allocated
 //! and filled before the shard lock is taken (allocation holds only the
 //! class lock), and eviction locks one shard at a time while holding no
 //! other shard lock, so no thread ever waits for a shard lock while
-//! holding another one: there is no cycle and no deadlock. Items are
+//! holding another one; the mover lock is only taken with no other lock
+//! held: there is no cycle and no deadlock. Items are
 //! freed only under their shard's lock (after unlinking), so a reader
 //! under that lock never sees its chunk reused.
 //!
@@ -32,7 +34,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::item::{
-    chain_len, ntotal, Item, Segments, BIT_ACTIVE, BIT_FETCHED, BIT_LINKED, BIT_STALE, BIT_WIN,
+    chain_len, ntotal, Item, Segments, BIT_ACTIVE, BIT_BINKEY, BIT_FETCHED, BIT_LINKED, BIT_STALE,
+    BIT_WIN,
 };
 use super::slab::{Ref, Slabs, MAX_CLASSES, NULL};
 use super::types::*;
@@ -163,6 +166,10 @@ impl<'a> ItemRef<'a> {
     }
     pub fn win_sent(&self) -> bool {
         self.it.h().bits & BIT_WIN != 0
+    }
+    /// The key was stored from a base64 (meta `b`) request.
+    pub fn key_binary(&self) -> bool {
+        self.it.h().bits & BIT_BINKEY != 0
     }
     pub fn set_exptime(&mut self, t: RelTime) {
         self.it.hm().exptime = t;
@@ -357,7 +364,7 @@ impl Store {
     pub fn new(cfg: StoreConfig, clock: Arc<Clock>) -> Store {
         let page_size = cfg.page_size.max(4096).next_power_of_two();
         let min_item = ntotal(0, cfg.chunk_size_min.max(1));
-        let slabs = Slabs::new(
+        let mut slabs = Slabs::new(
             page_size,
             cfg.mem_limit,
             min_item,
@@ -366,6 +373,7 @@ impl Store {
         )
         .or_else(|_| Slabs::new(1 << 20, cfg.mem_limit, min_item, 1.25, 512 * 1024))
         .unwrap_or_else(|_| unreachable!("1 MiB pages are always accepted"));
+        slabs.first_page_grace = cfg.slab_automove == 0;
         let per_shard = (1usize << cfg.hashpower_init.clamp(10, 32)) / NSHARDS;
         let nclasses = slabs.nclasses() as usize + 1;
         let shards = (0..NSHARDS)
@@ -612,16 +620,18 @@ impl Store {
     fn alloc_chunk(&self, class: u8, hint: usize) -> Option<Ref> {
         let now = self.clock.now();
         let mut empty_shards = 0;
-        let mut moved = false;
         for attempt in 0..NSHARDS * 3 {
             if let Some(r) = self.slabs.alloc(class) {
                 return Some(r);
             }
-            if !moved && self.cfg.slab_automove > 0 {
-                moved = true;
-                if self.move_page_to(class) {
-                    continue;
-                }
+            // Consider a page move first, and insist (wait for the mover,
+            // skip the age test) once this class has nothing to evict.
+            let force = empty_shards > 0 && empty_shards % 8 == 0;
+            if self.cfg.slab_automove > 0
+                && (attempt == 0 || force)
+                && self.move_page_to(class, force)
+            {
+                continue;
             }
             let s = if attempt == 0 {
                 hint
@@ -646,7 +656,14 @@ impl Store {
 
     /// Allocate and initialise an unlinked item (header + key; the value
     /// is written by the caller). `None` when no memory can be found.
-    fn new_item(&self, key: &[u8], flags: u32, exptime: RelTime, nbytes: usize, hint: usize) -> Option<Item> {
+    fn new_item(
+        &self,
+        key: &[u8],
+        flags: u32,
+        exptime: RelTime,
+        nbytes: usize,
+        hint: usize,
+    ) -> Option<Item> {
         let total = ntotal(key.len(), nbytes);
         let now = self.clock.now();
         if total <= self.slabs.chunk_max() {
@@ -676,12 +693,28 @@ impl Store {
         Some(it)
     }
 
-    fn too_large(&self, nkey: usize, nbytes: usize) -> bool {
-        ntotal(nkey, nbytes) > self.cfg.item_size_max
+    /// The `-I` limit is applied to the size memcached would give the
+    /// item (48-byte header, 8 more with CAS, key + NUL, 4 bytes of flags
+    /// when nonzero, value + CRLF), so the same requests are refused as
+    /// by memcached even though our items are smaller.
+    fn too_large(&self, nkey: usize, nbytes: usize, flags: u32) -> bool {
+        let mc_total = 48
+            + if self.cfg.use_cas { 8 } else { 0 }
+            + nkey
+            + 1
+            + if flags != 0 { 4 } else { 0 }
+            + nbytes
+            + 2;
+        mc_total > self.cfg.item_size_max
     }
 
     /// Look up `key` and run `f` on the item under the key's lock.
-    pub fn get<R>(&self, key: &[u8], bump: bool, f: impl FnOnce(Result<&mut ItemRef<'_>, Miss>) -> R) -> R {
+    pub fn get<R>(
+        &self,
+        key: &[u8],
+        bump: bool,
+        f: impl FnOnce(Result<&mut ItemRef<'_>, Miss>) -> R,
+    ) -> R {
         let h = self.hash(key);
         let now = self.clock.now();
         let mut sh = self.shard(Self::shard_of(h));
@@ -735,7 +768,7 @@ impl Store {
         let out = |status, cas, class| StoreOutcome { status, cas, class };
         let h = self.hash(a.key);
         let si = Self::shard_of(h);
-        if self.too_large(a.key.len(), a.value.len()) {
+        if self.too_large(a.key.len(), a.value.len(), a.flags) {
             let now = self.clock.now();
             let mut sh = self.shard(si);
             if let Ok(old) = self.find_live(&mut sh, h, a.key, now) {
@@ -757,6 +790,9 @@ impl Store {
         it.write_value(&self.slabs, 0, a.value);
         if a.win_sent {
             it.hm().bits |= BIT_WIN;
+        }
+        if a.key_binary {
+            it.hm().bits |= BIT_BINKEY;
         }
         let class = it.h().class;
         let now = self.clock.now();
@@ -807,13 +843,21 @@ impl Store {
             it.hm().exptime = o.h().exptime;
             it.hm().bits |= BIT_STALE | (o.h().bits & BIT_WIN);
         }
-        let cas = if a.set_cas != 0 { a.set_cas } else { self.take_cas() };
+        let cas = if a.set_cas != 0 {
+            a.set_cas
+        } else {
+            self.take_cas()
+        };
         it.hm().cas = cas;
         if let Some(o) = old {
             self.remove(&mut sh, o, h);
         }
         self.link(&mut sh, it, h, now);
-        out(StoreStatus::Stored, if self.cfg.use_cas { cas } else { 0 }, class)
+        out(
+            StoreStatus::Stored,
+            if self.cfg.use_cas { cas } else { 0 },
+            class,
+        )
     }
 
     fn store_concat(&self, a: &StoreArgs) -> StoreOutcome {
@@ -824,12 +868,12 @@ impl Store {
         for _ in 0..RETRIES {
             let now = self.clock.now();
             let mut sh = self.shard(si);
-            let (oref, ocas, olen, oflags, oexp, ocl) = match self.find_live(&mut sh, h, a.key, now) {
+            let (oref, ocas, olen, oflags, oexp, ocl) = match self.find_live(&mut sh, h, a.key, now)
+            {
                 Err(_) => {
                     drop(sh);
-                    if a.cas != 0 {
-                        return out(StoreStatus::NotFound, 0, 0);
-                    }
+                    // memcached: append/prepend to nothing is NOT_STORED,
+                    // with or without a CAS.
                     let Some(t) = a.vivify else {
                         return out(StoreStatus::NotStored, 0, 0);
                     };
@@ -837,6 +881,7 @@ impl Store {
                     add.mode = Mode::Add;
                     add.exptime = t;
                     add.flags = 0;
+                    add.cas = 0;
                     let o = self.store_plain(&add);
                     if o.status == StoreStatus::NotStored {
                         continue; // someone created it meanwhile: append to theirs
@@ -845,22 +890,34 @@ impl Store {
                 }
                 Ok(o) => {
                     let hd = o.h();
-                    if a.cas != 0 && self.vis_cas(o) != a.cas {
+                    // Without CAS (-C) memcached's new item carries no CAS
+                    // to compare, so append/prepend skip the check.
+                    if a.cas != 0 && self.cfg.use_cas && self.vis_cas(o) != a.cas {
                         sh.cs[hd.class as usize].cas_badval += 1;
                         return out(StoreStatus::Exists, 0, hd.class);
                     }
-                    (o.r, hd.cas, hd.nbytes as usize, hd.flags, hd.exptime, hd.class)
+                    (
+                        o.r,
+                        hd.cas,
+                        hd.nbytes as usize,
+                        hd.flags,
+                        hd.exptime,
+                        hd.class,
+                    )
                 }
             };
             drop(sh);
             let nlen = olen + a.value.len();
-            if self.too_large(a.key.len(), nlen) {
+            if self.too_large(a.key.len(), nlen, oflags) {
                 return out(StoreStatus::NotStored, 0, ocl);
             }
             let Some(it) = self.new_item(a.key, oflags, oexp, nlen, si) else {
                 return out(StoreStatus::NoMemory, 0, 0);
             };
             it.write_value(&self.slabs, if append { olen } else { 0 }, a.value);
+            if a.key_binary {
+                it.hm().bits |= BIT_BINKEY;
+            }
             let now = self.clock.now();
             let mut sh = self.shard(si);
             match self.find_live(&mut sh, h, a.key, now) {
@@ -872,11 +929,19 @@ impl Store {
                     }
                     let class = it.h().class;
                     sh.cs[class as usize].cmd_set += 1;
-                    let cas = if a.set_cas != 0 { a.set_cas } else { self.take_cas() };
+                    let cas = if a.set_cas != 0 {
+                        a.set_cas
+                    } else {
+                        self.take_cas()
+                    };
                     it.hm().cas = cas;
                     self.remove(&mut sh, o, h);
                     self.link(&mut sh, it, h, now);
-                    return out(StoreStatus::Stored, if self.cfg.use_cas { cas } else { 0 }, class);
+                    return out(
+                        StoreStatus::Stored,
+                        if self.cfg.use_cas { cas } else { 0 },
+                        class,
+                    );
                 }
                 _ => {
                     drop(sh);
@@ -908,7 +973,8 @@ impl Store {
         match a.invalidate {
             Some(t) => {
                 let hd = it.hm();
-                hd.bits |= BIT_STALE;
+                // Stale, and the next fetch may win the recache token again.
+                hd.bits = (hd.bits | BIT_STALE) & !BIT_WIN;
                 hd.cas = self.take_cas();
                 if let Some(t) = t {
                     hd.exptime = t;
@@ -949,18 +1015,21 @@ impl Store {
                     s.set_cas = a.set_cas;
                     let o = self.store_plain(&s);
                     match o.status {
-                        StoreStatus::Stored => return res(ArithStatus::Created, init, o.cas, exp, o.class),
+                        StoreStatus::Stored => {
+                            return res(ArithStatus::Created, init, o.cas, exp, o.class)
+                        }
                         StoreStatus::NotStored => continue,
                         _ => return res(ArithStatus::NoMemory, 0, 0, 0, 0),
                     }
                 }
             };
             let hd = *o.h();
-            if a.cas != 0 && self.vis_cas(o) != a.cas {
-                return res(ArithStatus::Exists, 0, 0, hd.exptime, hd.class);
-            }
+            // memcached's order: empty or chained, then CAS, then parse.
             if hd.nbytes == 0 || o.chained() {
                 return res(ArithStatus::NonNumeric, 0, 0, hd.exptime, hd.class);
+            }
+            if a.cas != 0 && self.vis_cas(o) != a.cas {
+                return res(ArithStatus::Exists, 0, 0, hd.exptime, hd.class);
             }
             let Some(v) = o.segments(&self.slabs).next().and_then(parse_number) else {
                 return res(ArithStatus::NonNumeric, 0, 0, hd.exptime, hd.class);
@@ -981,10 +1050,20 @@ impl Store {
             if n <= hd.nbytes as usize {
                 // Same or shorter: rewrite in place, padded with spaces
                 // (as memcached does; "10" decr 1 reads back "9 ").
-                let mut pad = [b' '; 20];
-                pad[..n].copy_from_slice(&buf[..n]);
-                o.write_value(&self.slabs, 0, &pad[..hd.nbytes as usize]);
-                let cas = if a.set_cas != 0 { a.set_cas } else { self.take_cas() };
+                // The whole old length is rewritten, however long.
+                o.write_value(&self.slabs, 0, &buf[..n]);
+                let spaces = [b' '; 64];
+                let mut at = n;
+                while at < hd.nbytes as usize {
+                    let k = (hd.nbytes as usize - at).min(spaces.len());
+                    o.write_value(&self.slabs, at, &spaces[..k]);
+                    at += k;
+                }
+                let cas = if a.set_cas != 0 {
+                    a.set_cas
+                } else {
+                    self.take_cas()
+                };
                 let w = o.hm();
                 w.cas = cas;
                 w.exptime = exptime;
@@ -999,7 +1078,11 @@ impl Store {
             let mut sh = self.shard(si);
             match self.find_live(&mut sh, h, a.key, now) {
                 Ok(o2) if o2.r == o.r && o2.h().cas == hd.cas => {
-                    let cas = if a.set_cas != 0 { a.set_cas } else { self.take_cas() };
+                    let cas = if a.set_cas != 0 {
+                        a.set_cas
+                    } else {
+                        self.take_cas()
+                    };
                     it.hm().cas = cas;
                     it.hm().bits |= o2.h().bits & (BIT_FETCHED | BIT_STALE | BIT_WIN);
                     let class = it.h().class;
@@ -1026,14 +1109,23 @@ impl Store {
 
     /// Invalidate everything stored before `when` (0 = now), by time and
     /// CAS watermarks checked on access: no memory walk.
+    ///
+    /// Exactly memcached's arithmetic, quirks included: `when` = 1 (an
+    /// absolute time before the process started) sets the watermark to 0,
+    /// which flushes nothing; without CAS an immediate flush also
+    /// invalidates items stored later in the same second.
     pub fn flush(&self, when: RelTime) {
         let now = self.clock.now();
-        if when == 0 || when <= now {
-            self.oldest_cas
-                .store(self.next_cas.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.oldest_live.store(now.saturating_sub(1).max(1), Ordering::Relaxed);
+        let new_oldest = if when == 0 { now } else { when };
+        if self.cfg.use_cas {
+            let ol = new_oldest - 1;
+            if ol <= now {
+                self.oldest_cas
+                    .store(self.next_cas.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            self.oldest_live.store(ol, Ordering::Relaxed);
         } else {
-            self.oldest_live.store(when - 1, Ordering::Relaxed);
+            self.oldest_live.store(new_oldest, Ordering::Relaxed);
         }
     }
 
@@ -1051,17 +1143,32 @@ impl Store {
     /// The donor is the class whose oldest unfetched (COLD, else HOT)
     /// items are the oldest; a page moves when they are more than twice
     /// as old as the receiver's, so a steady mix does not pass pages back
-    /// and forth. The donor's first page is emptied (evicting what it
-    /// holds) and changes class.
-    fn move_page_to(&self, to: u8) -> bool {
+    /// and forth. A class with no page at all is served at once, from any
+    /// class with a page. The donor's first page is emptied (evicting what
+    /// it holds) and changes class.
+    fn move_page_to(&self, to: u8, force: bool) -> bool {
         let tick = self.move_tick.fetch_add(1, Ordering::Relaxed);
         let aggressive = self.cfg.slab_automove >= 2;
-        if !aggressive && tick % 32 != 0 {
+        // A class without any page (or with nothing left to evict) can
+        // store nothing: serve it at once.
+        let starving = force || self.slabs.class_state(to).pages.is_empty();
+        if !aggressive && !starving && !tick.is_multiple_of(32) {
             return false;
         }
-        let Ok(_one_mover) = self.mover.try_lock() else {
-            return false;
+        // Waiting is safe: the caller holds no lock, and the mover takes
+        // shard locks one at a time.
+        let _one_mover = if starving {
+            lock(&self.mover)
+        } else {
+            match self.mover.try_lock() {
+                Ok(g) => g,
+                Err(_) => return false,
+            }
         };
+        // Another thread may have just served this class.
+        if starving && self.slabs.class_free(to) {
+            return true;
+        }
         let largest = self.slabs.largest;
         let n = largest as usize + 1;
         let mut oldest = vec![u64::MAX; n];
@@ -1089,7 +1196,8 @@ impl Store {
         };
         let mut donor: Option<u8> = None;
         for c in 1..=largest {
-            if c == to || self.slabs.class_state(c).pages.len() < 2 {
+            let npages = self.slabs.class_state(c).pages.len();
+            if c == to || npages == 0 || (npages < 2 && !starving) {
                 continue;
             }
             if donor.is_none_or(|d| age(c as usize) > age(d as usize)) {
@@ -1099,7 +1207,7 @@ impl Store {
         let Some(donor) = donor else {
             return false;
         };
-        if !aggressive && age(donor as usize) <= 2 * age(to as usize) + 64 {
+        if !aggressive && !starving && age(donor as usize) <= 2 * age(to as usize) + 64 {
             return false;
         }
         if !self.slabs.release_empty_page(donor) {
@@ -1202,9 +1310,9 @@ impl Store {
                 t.moves_to_warm += a.moves_to_warm;
                 t.moves_within_lru += a.moves_within_lru;
                 t.direct_reclaims += a.direct_reclaims;
-                for k in 0..4 {
+                for (k, lru) in sh.lru[c].iter().enumerate() {
                     t.hits[k] += a.hits[k];
-                    counts[c][k] += sh.lru[c][k].count as u64;
+                    counts[c][k] += lru.count as u64;
                 }
                 t.get_hits += a.get_hits;
                 t.cmd_set += a.cmd_set;
@@ -1305,7 +1413,10 @@ impl Store {
         v.push(("active_slabs".into(), active.to_string()));
         v.push((
             "total_malloced".into(),
-            self.slabs.total_malloced.load(Ordering::Relaxed).to_string(),
+            self.slabs
+                .total_malloced
+                .load(Ordering::Relaxed)
+                .to_string(),
         ));
         v
     }

@@ -54,6 +54,8 @@ pub(crate) const BIT_STALE: u8 = 4;
 pub(crate) const BIT_WIN: u8 = 8;
 pub(crate) const BIT_CHAINED: u8 = 16;
 pub(crate) const BIT_LINKED: u8 = 32;
+/// The key was sent base64-encoded (meta `b`).
+pub(crate) const BIT_BINKEY: u8 = 64;
 
 /// Bytes of a continuation chunk used before its data.
 pub(crate) const CONT_HDR: usize = 8;
@@ -138,9 +140,7 @@ impl Item {
 
     fn set_next_chunk(&self, r: Ref) {
         // SAFETY: as `next_chunk`.
-        unsafe {
-            (self.base().add(HDR + self.h().nkey as usize) as *mut u32).write_unaligned(r)
-        }
+        unsafe { (self.base().add(HDR + self.h().nkey as usize) as *mut u32).write_unaligned(r) }
     }
 
     /// Start of the value in the head chunk and how many value bytes the
@@ -160,7 +160,16 @@ impl Item {
 
     /// Write a fresh header and key into an owned chunk.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn init(&self, key: &[u8], flags: u32, exptime: u32, nbytes: usize, class: u8, chained: bool, now: u32) {
+    pub(crate) fn init(
+        &self,
+        key: &[u8],
+        flags: u32,
+        exptime: u32,
+        nbytes: usize,
+        class: u8,
+        chained: bool,
+        now: u32,
+    ) {
         *self.hm() = Header {
             cas: 0,
             hnext: NULL,
@@ -188,7 +197,11 @@ impl Item {
             slabs,
             cur: p,
             cur_len: n,
-            next: if self.chained() { self.next_chunk() } else { NULL },
+            next: if self.chained() {
+                self.next_chunk()
+            } else {
+                NULL
+            },
             left: self.h().nbytes as usize,
             _item: std::marker::PhantomData,
         }
@@ -201,7 +214,9 @@ impl Item {
         let mut seg_start = 0usize;
         let mut segs = self.segments(slabs);
         while !src.is_empty() {
-            let Some((p, len)) = segs.next_raw() else { return };
+            let Some((p, len)) = segs.next_raw() else {
+                return;
+            };
             let seg_end = seg_start + len;
             if off < seg_end {
                 let at = off - seg_start;

@@ -94,6 +94,9 @@ pub(crate) struct Slabs {
     pool: Mutex<Pool>,
     classes: Vec<Class>,
     pub(crate) largest: u8,
+    /// Let a class with no page take one beyond the limit (for
+    /// configurations without a page mover).
+    pub(crate) first_page_grace: bool,
     pub(crate) total_malloced: AtomicU64,
     pub(crate) malloc_fails: AtomicU64,
 }
@@ -120,7 +123,11 @@ impl Slabs {
         let off_bits = (page_size / 8).trailing_zeros();
         let npages = 1usize << (32 - off_bits);
         let chunk_max = (chunk_max.clamp(64, page_size) / 8) * 8;
-        let factor = if factor.is_finite() && factor > 1.0 { factor } else { 1.25 };
+        let factor = if factor.is_finite() && factor > 1.0 {
+            factor
+        } else {
+            1.25
+        };
         let mut classes = vec![Class {
             size: 0,
             perpage: 0,
@@ -148,7 +155,9 @@ impl Slabs {
         Ok(Slabs {
             page_size,
             off_bits,
-            pages: (0..npages).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            pages: (0..npages)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
             pool: Mutex::new(Pool {
                 limit_pages: mem_limit / page_size,
                 mapped: 0,
@@ -158,6 +167,7 @@ impl Slabs {
             }),
             classes,
             largest,
+            first_page_grace: false,
             total_malloced: AtomicU64::new(0),
             malloc_fails: AtomicU64::new(0),
         })
@@ -252,13 +262,16 @@ impl Slabs {
     }
 
     /// A page for a class: an idle one, or a fresh mapping within the
-    /// limit. Like memcached, a class with no page at all gets its first
-    /// one even beyond the limit, so every size can be stored.
+    /// limit. A class's first page is granted past the limit only with
+    /// `first_page_grace` (as memcached does); otherwise `total_malloced`
+    /// never exceeds the limit and a class left without pages gets one
+    /// from the engine's page mover instead.
     fn new_page(&self, first: bool) -> Option<u32> {
         let mut pool = lock(&self.pool);
         let page = if let Some(p) = pool.idle.pop() {
             p
-        } else if pool.mapped < pool.limit_pages || (first && pool.mapped < pool.limit_pages + 64)
+        } else if pool.mapped < pool.limit_pages
+            || (first && self.first_page_grace && pool.mapped < pool.limit_pages + 64)
         {
             let pid = match pool.unused_ids.pop() {
                 Some(p) => p,
@@ -290,11 +303,18 @@ impl Slabs {
     pub(crate) fn release_empty_page(&self, from: u8) -> bool {
         let class = &self.classes[from as usize];
         let mut st = lock(&class.state);
-        if st.free_count < class.perpage {
+        let uncarved = st.free_end(class.perpage);
+        if st.free_count + uncarved < class.perpage {
             return false;
         }
-        // Count free chunks per page of this class.
-        let mut counts: Vec<(u32, u32)> = st.pages.iter().map(|&p| (p, 0)).collect();
+        // Count free chunks per page of this class (the carving page's
+        // never-cut chunks count as free).
+        let cur = st.cur_page;
+        let mut counts: Vec<(u32, u32)> = st
+            .pages
+            .iter()
+            .map(|&p| (p, if p == cur { uncarved } else { 0 }))
+            .collect();
         counts.sort_unstable();
         let mut r = st.free_head;
         while r != NULL {
@@ -305,10 +325,7 @@ impl Slabs {
             // SAFETY: free list walk under the class lock.
             r = unsafe { (self.ptr(r) as *const u32).read() };
         }
-        let Some(&(victim, _)) = counts
-            .iter()
-            .find(|&&(p, n)| n == class.perpage && p != st.cur_page)
-        else {
+        let Some(&(victim, _)) = counts.iter().find(|&&(_, n)| n == class.perpage) else {
             return false;
         };
         // Unthread the victim's chunks from the free list.
@@ -331,6 +348,10 @@ impl Slabs {
             r = next;
         }
         st.pages.retain(|&p| p != victim);
+        if st.cur_page == victim {
+            st.cur_page = 0;
+            st.carved = 0;
+        }
         drop(st);
         // Give the memory back to the system but keep the mapping.
         let base = self.pages[victim as usize].load(Ordering::Acquire);
@@ -348,10 +369,18 @@ impl Slabs {
         r >> self.off_bits
     }
 
+    /// Whether class `id` has a chunk to hand out without a new page.
+    pub(crate) fn class_free(&self, id: u8) -> bool {
+        let class = &self.classes[id as usize];
+        let st = lock(&class.state);
+        st.free_head != NULL || st.free_end(class.perpage) > 0
+    }
+
     pub(crate) fn limit_pages(&self) -> usize {
         lock(&self.pool).limit_pages
     }
 
+    #[cfg(test)]
     pub(crate) fn mapped_pages(&self) -> usize {
         lock(&self.pool).mapped
     }
@@ -475,12 +504,13 @@ mod tests {
     }
 
     #[test]
-    fn first_page_of_a_class_exceeds_limit() {
+    fn limit_is_never_exceeded() {
         let s = slabs(1);
         assert!(s.alloc(1).is_some());
-        // Class 1 took the only budgeted page; class 5 still gets one.
-        assert!(s.alloc(5).is_some());
-        assert_eq!(s.mapped_pages(), 2);
+        // Class 1 took the only page; class 5 gets none.
+        assert!(s.alloc(5).is_none());
+        assert_eq!(s.mapped_pages(), 1);
+        assert_eq!(s.total_malloced.load(Ordering::Relaxed), 1 << 20);
     }
 
     #[test]
@@ -490,15 +520,32 @@ mod tests {
         let per = s.class(a).perpage as usize;
         let got: Vec<Ref> = (0..per).filter_map(|_| s.alloc(a)).collect();
         assert_eq!(got.len(), per);
+        assert!(s.alloc(s.class_for(100)).is_none(), "budget spent");
         assert!(!s.release_empty_page(a), "page in use cannot move");
-        for r in &got {
+        for r in &got[1..] {
             s.free(a, *r);
         }
-        // cur_page is the only page; it can't be released while current.
-        assert!(s.alloc(a).is_some());
-        let more: Vec<Ref> = (0..per).filter_map(|_| s.alloc(a)).collect();
-        assert!(more.len() < per, "limit is one page (+ first-page grace)");
-        let _ = more;
+        assert!(!s.release_empty_page(a), "one chunk still used");
+        s.free(a, got[0]);
+        assert!(s.release_empty_page(a));
+        assert_eq!(s.idle_pages(), 1);
+        assert!(
+            s.alloc(s.class_for(100)).is_some(),
+            "the page changed class"
+        );
+        assert_eq!(s.idle_pages(), 0);
+        assert!(s.alloc(a).is_none(), "class a has no page left");
+    }
+
+    #[test]
+    fn partly_carved_page_can_move() {
+        let s = slabs(1);
+        let a = s.class_for(1000);
+        let r = s.alloc(a).unwrap();
+        assert!(!s.release_empty_page(a));
+        s.free(a, r);
+        assert!(s.release_empty_page(a));
+        assert!(s.alloc(2).is_some());
     }
 
     #[test]
