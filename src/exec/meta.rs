@@ -38,7 +38,6 @@ use super::{Action, Ctx};
 
 const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 
-
 /// For `ms`, before its data block is read: `Err(n)` when a reply was
 /// written and `n` input bytes (the block) must be discarded.
 ///
