@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the
-# tests need (memcached and libmemcached-tools as reference peers,
-# packaging tools), then runs format and lint checks, every cargo test,
-# and the packaging checks. CI runs exactly this (see .ci/run).
+# tests need (memcached and libmemcached-tools as reference peers; the
+# compatibility suite installs twemproxy and the Python clients in .venv;
+# the packaging checks install cargo-deb, cargo-generate-rpm, lintian...),
+# then runs format and lint checks, every cargo test, the compatibility
+# suite and the packaging checks. CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,9 @@ cargo clippy --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --all-targets
+
+log "compatibility suite (clients, twemproxy, mcrouter stream, exporter fields)"
+scripts/compat.sh
 
 if [ -x packaging/test.sh ]; then
     log "packaging checks"

@@ -7,7 +7,7 @@
 //! left in the input, untouched, for the next call.
 
 use crate::clock::RelTime;
-use crate::protocol::meta::{self as meta_proto, MetaCommand};
+use crate::protocol::meta::{self as meta_proto, MetaCommand, MetaError};
 use crate::protocol::text::{self as proto, Command, Frame, StoreCmd};
 use crate::store::{
     ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Miss, Mode, StoreArgs, StoreStatus,
@@ -132,7 +132,10 @@ impl Session {
                 Frame::Line { line, consumed } => (line, consumed),
             };
             let cmd = match proto::parse_line(line) {
-                Ok(cmd) => cmd,
+                Ok(cmd) => {
+                    super::watch::on_text_command(ctx, line, &cmd);
+                    cmd
+                }
                 Err(rej) => {
                     if !rej.noreply {
                         reply(out, rej.msg);
@@ -182,6 +185,9 @@ impl Session {
             if let Command::Meta { line } = cmd {
                 match meta_proto::parse_meta(line) {
                     Err(e) => {
+                        if e == MetaError::OpaqueTooLong {
+                            opaque_too_long_side_effects(ctx, line, out);
+                        }
                         reply(out, e.as_str());
                         if let Some(n) = meta_proto::rejected_data_len(line) {
                             self.swallow = n as usize + 2;
@@ -244,6 +250,32 @@ impl Session {
     }
 }
 
+/// memcached checks an `mg`/`ma` opaque's length only while writing the
+/// reply, after the command has acted (fetched, touched, vivified,
+/// counted). Replay those effects: run the command without its `O`
+/// token and throw its reply away. (An error path: the one allocation is
+/// fine here.)
+fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>) {
+    if !(line.starts_with(b"mg ") || line.starts_with(b"ma ")) {
+        return;
+    }
+    let mut stripped = Vec::with_capacity(line.len());
+    for (i, tok) in proto::Tokens::new(line).enumerate() {
+        if i >= 2 && tok.first() == Some(&b'O') {
+            continue;
+        }
+        if !stripped.is_empty() {
+            stripped.push(b' ');
+        }
+        stripped.extend_from_slice(tok);
+    }
+    if let Ok(req) = meta_proto::parse_meta(&stripped) {
+        let mark = out.len();
+        super::meta::run(ctx, &req, None, out);
+        out.truncate(mark);
+    }
+}
+
 /// Append `msg\r\n`.
 #[inline]
 fn reply(out: &mut Vec<u8>, msg: &str) {
@@ -295,6 +327,7 @@ fn run_store(
         }
     }
     let res = ctx.shared.store.store(&args);
+    super::watch::on_text_store(ctx, sc, key, exptime, &res, value.len());
     stats.ops.set_cmds.incr();
     stats.class(res.class).set_cmds.incr();
     let msg = match res.status {
@@ -381,6 +414,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             let res = shared.store.delete(&DeleteArgs::new(key));
             let msg = match res.status {
                 DeleteStatus::Deleted => {
+                    super::watch::deleted(key, "delete", res.class, 0);
                     stats.ops.delete_hits.incr();
                     stats.class(res.class).delete_hits.incr();
                     "DELETED"
@@ -544,6 +578,13 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             Action::Continue
         }
         Command::Meta { .. } => unreachable!("meta commands are run by process"),
+        Command::Admin {
+            name: b"watch",
+            args,
+        } => {
+            super::watch::start(ctx, args, out);
+            Action::Continue
+        }
         Command::Admin { name, args } => super::admin::run(ctx, name, args, out),
     }
 }
@@ -598,6 +639,7 @@ fn get(
                 if let Some(e) = exp {
                     item.set_exptime(e);
                 }
+                super::watch::item_get(key, super::watch::found(item.class_id(), item.value_len()));
                 let c = if cas { Some(item.cas()) } else { None };
                 proto::push_value_header(out, item.key(), item.flags(), item.value_len(), c);
                 for seg in item.value() {
@@ -607,6 +649,7 @@ fn get(
                 Some(item.class_id())
             }
             Err(miss) => {
+                super::watch::item_get(key, miss.into());
                 count_miss_reason(ctx, miss);
                 None
             }

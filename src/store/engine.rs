@@ -1067,6 +1067,9 @@ impl Store {
                 let w = o.hm();
                 w.cas = cas;
                 w.exptime = exptime;
+                // memcached: after an incr/decr the item reads as not
+                // fetched before (meta `h0`).
+                w.bits &= !BIT_FETCHED;
                 return res(ArithStatus::Ok, nv, self.vis(cas), exptime, hd.class);
             }
             drop(sh);
@@ -1083,8 +1086,9 @@ impl Store {
                     } else {
                         self.take_cas()
                     };
+                    // A longer number is a new item, as in memcached: not
+                    // fetched, not stale, no win token sent.
                     it.hm().cas = cas;
-                    it.hm().bits |= o2.h().bits & (BIT_FETCHED | BIT_STALE | BIT_WIN);
                     let class = it.h().class;
                     self.remove(&mut sh, o2, h);
                     self.link(&mut sh, it, h, now);
