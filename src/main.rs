@@ -98,6 +98,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BIND);
         }
     };
+    if let Err(e) = gannet::metrics::spawn(Arc::clone(&shared)) {
+        eprintln!("failed to listen for metrics: {e}");
+        return ExitCode::from(EXIT_BIND);
+    }
     if let Some(detached) = detached {
         if let Err(e) = detached.ready() {
             eprintln!("failed to detach: {e}");

@@ -108,6 +108,10 @@ pub struct ThreadStats {
     pub ops: Ops,
     /// Per slab class (index = class id).
     pub classes: [ClassOps; MAX_CLASSES],
+    /// Server-side latency per command family (`stats latency`).
+    pub latency: crate::latency::Latency,
+    /// Sampled hot-key table (`stats hotkeys`, `-o hotkeys=N`).
+    pub hot: crate::hotkeys::Table,
 }
 
 impl Default for ThreadStats {
@@ -115,6 +119,8 @@ impl Default for ThreadStats {
         ThreadStats {
             ops: Ops::default(),
             classes: std::array::from_fn(|_| ClassOps::default()),
+            latency: crate::latency::Latency::default(),
+            hot: crate::hotkeys::Table::default(),
         }
     }
 }
@@ -129,6 +135,8 @@ impl ThreadStats {
         for c in &self.classes {
             c.reset();
         }
+        self.latency.reset();
+        self.hot.reset();
     }
 }
 
@@ -204,6 +212,9 @@ pub struct GeneralStats<'a> {
     pub conns: &'a ConnStats,
     pub store: &'a StoreStats,
     pub log_watchers: u64,
+    /// Watch lines delivered / dropped because a watcher was slow.
+    pub log_watcher_sent: u64,
+    pub log_watcher_skipped: u64,
 }
 
 /// Append one `STAT <name> <value>\r\n` line.
@@ -315,9 +326,9 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "lru_maintainer_juggles", 0);
     push_stat(out, "malloc_fails", st.malloc_fails);
     push_stat(out, "log_worker_dropped", 0);
-    push_stat(out, "log_worker_written", 0);
-    push_stat(out, "log_watcher_skipped", 0);
-    push_stat(out, "log_watcher_sent", 0);
+    push_stat(out, "log_worker_written", s.log_watcher_sent);
+    push_stat(out, "log_watcher_skipped", s.log_watcher_skipped);
+    push_stat(out, "log_watcher_sent", s.log_watcher_sent);
     push_stat(out, "log_watchers", s.log_watchers);
     push_stat(out, "unexpected_napi_ids", 0);
     push_stat(out, "round_robin_fallback", 0);
@@ -388,6 +399,8 @@ mod tests {
                 conns: &conns,
                 store: &store,
                 log_watchers: 0,
+                log_watcher_sent: 0,
+                log_watcher_skipped: 0,
             },
         );
         let text = String::from_utf8(out).unwrap();

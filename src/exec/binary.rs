@@ -220,6 +220,10 @@ impl Session {
             error(out, req, Status::AuthError);
             return Action::Close;
         }
+        crate::latency::note_binary(ctx.stats, req.opcode.as_u8());
+        if !req.key.is_empty() && req.opcode.loud() != Opcode::Stat {
+            crate::hotkeys::record(ctx, req.key);
+        }
         match req.opcode.loud() {
             Opcode::Get | Opcode::GetK | Opcode::Touch | Opcode::Gat | Opcode::GatK => {
                 get(ctx, req, out)
@@ -684,6 +688,8 @@ fn stat(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
             b"items" => Group::Items,
             b"slabs" => Group::Slabs,
             b"sizes" => Group::Sizes,
+            b"latency" => Group::Latency,
+            b"hotkeys" => Group::Hotkeys,
             _ => return error(out, req, Status::KeyNotFound),
         }
     };

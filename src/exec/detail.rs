@@ -23,6 +23,9 @@ struct Counts {
     hit: u64,
     set: u64,
     del: u64,
+    /// Order of first use (memcached lists newer prefixes of a hash
+    /// bucket first).
+    seq: u64,
 }
 
 /// The prefix table.
@@ -53,7 +56,11 @@ impl Detail {
             return;
         };
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let c = table.entry(key[..end].to_vec()).or_default();
+        let seq = table.len() as u64;
+        let c = table.entry(key[..end].to_vec()).or_insert(Counts {
+            seq,
+            ..Counts::default()
+        });
         match op {
             Op::Get { hit } => {
                 c.get += 1;
@@ -64,11 +71,15 @@ impl Detail {
         }
     }
 
-    /// memcached's dump: one `PREFIX` line per prefix, then `END`.
+    /// memcached's dump: one `PREFIX` line per prefix, then `END`, in
+    /// memcached's order: by hash bucket (MurmurHash3 of the prefix, 256
+    /// buckets), newest first within a bucket.
     pub fn dump(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        for (prefix, c) in table.iter() {
+        let mut rows: Vec<(&Vec<u8>, &Counts)> = table.iter().collect();
+        rows.sort_by_key(|(p, c)| (murmur3_32(p) % 256, std::cmp::Reverse(c.seq)));
+        for (prefix, c) in rows {
             out.extend_from_slice(b"PREFIX ");
             out.extend_from_slice(prefix);
             let _ = write!(
@@ -83,6 +94,34 @@ impl Detail {
     pub fn clear(&self) {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+}
+
+/// MurmurHash3 (x86, 32-bit, seed 0): memcached 1.6's default hash,
+/// which places prefixes in its table.
+pub fn murmur3_32(data: &[u8]) -> u32 {
+    const C1: u32 = 0xcc9e_2d51;
+    const C2: u32 = 0x1b87_3593;
+    let mix = |k: u32| k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+    let mut h: u32 = 0;
+    let mut blocks = data.chunks_exact(4);
+    for b in blocks.by_ref() {
+        h ^= mix(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+    }
+    let tail = blocks.remainder();
+    if !tail.is_empty() {
+        let mut k = 0u32;
+        for (i, &b) in tail.iter().enumerate() {
+            k |= (b as u32) << (8 * i);
+        }
+        h ^= mix(k);
+    }
+    h ^= data.len() as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 #[cfg(test)]
@@ -103,8 +142,14 @@ mod tests {
         d.dump(&mut out);
         assert_eq!(
             out,
-            b"PREFIX a get 2 hit 1 set 1 del 0\r\nPREFIX b get 0 hit 0 set 0 del 1\r\nEND\r\n"
+            b"PREFIX b get 0 hit 0 set 0 del 1\r\nPREFIX a get 2 hit 1 set 1 del 0\r\nEND\r\n"
         );
+        // memcached's buckets: murmur3 % 256 of a, b, user, foo, bar.
+        let b: Vec<u32> = ["a", "b", "user", "foo", "bar"]
+            .iter()
+            .map(|p| murmur3_32(p.as_bytes()) % 256)
+            .collect();
+        assert_eq!(b, [178, 3, 13, 32, 141]);
         d.clear();
         out.clear();
         d.dump(&mut out);

@@ -13,8 +13,9 @@ pub mod detail;
 pub mod meta;
 pub mod session;
 pub mod text;
+pub mod watch;
 
-mod stats_cmd;
+pub(crate) mod stats_cmd;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;

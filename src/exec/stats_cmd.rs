@@ -25,6 +25,10 @@ pub(crate) enum Group {
     Sizes,
     /// `stats conns` (text only: memcached's binary STAT does not know it).
     Conns,
+    /// `stats latency` (gannet): per command family count and quantiles.
+    Latency,
+    /// `stats hotkeys` (gannet): the most accessed keys, with `-o hotkeys=N`.
+    Hotkeys,
 }
 
 /// The text `stats [group]` command.
@@ -42,6 +46,19 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
         Some(b"slabs") => Group::Slabs,
         Some(b"sizes") => Group::Sizes,
         Some(b"conns") => Group::Conns,
+        Some(b"hotkeys") => Group::Hotkeys,
+        Some(b"latency") => match toks.next() {
+            None => Group::Latency,
+            Some(b"on") | Some(b"off") => {
+                crate::latency::set_enabled(args.ends_with(b"on"));
+                out.extend_from_slice(b"OK\r\n");
+                return;
+            }
+            Some(_) => {
+                out.extend_from_slice(b"CLIENT_ERROR usage: stats latency [on|off]\r\n");
+                return;
+            }
+        },
         Some(b"detail") => {
             match toks.next() {
                 Some(b"on") => {
@@ -90,6 +107,10 @@ pub(crate) fn write_group(ctx: &Ctx, group: Group, out: &mut Vec<u8>) {
                 .conn_table
                 .write(out, crate::stats::current_fd(), ctx.shared.clock.now())
         }
+        Group::Latency => crate::latency::write_stats(out, &thread_refs(ctx)),
+        Group::Hotkeys => {
+            crate::hotkeys::write_stats(out, ctx.shared.settings.hotkeys, &thread_refs(ctx))
+        }
     }
 }
 
@@ -132,6 +153,7 @@ fn general(ctx: &Ctx, out: &mut Vec<u8>) {
     let shared = ctx.shared;
     let ops = OpsTotals::sum(&thread_refs(ctx));
     let store = shared.store.stats();
+    let (log_watchers, log_watcher_sent, log_watcher_skipped) = super::watch::counters();
     stats::write_general(
         out,
         &GeneralStats {
@@ -145,7 +167,9 @@ fn general(ctx: &Ctx, out: &mut Vec<u8>) {
             ops: &ops,
             conns: &shared.conns,
             store: &store,
-            log_watchers: 0,
+            log_watchers,
+            log_watcher_sent,
+            log_watcher_skipped,
         },
     );
 }

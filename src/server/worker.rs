@@ -53,6 +53,8 @@ pub struct Worker {
     accept_backoff: bool,
     /// memcached-style names of the listeners (`tcp:ip:port`), by index.
     listener_names: Vec<String>,
+    /// Connections that became `watch` streams (connection key, handle).
+    watchers: Vec<(usize, crate::exec::watch::Watcher)>,
 }
 
 /// Handle to stop a worker from another thread.
@@ -118,6 +120,7 @@ impl Worker {
             ready: Vec::new(),
             running: Arc::clone(&running),
             accept_backoff: false,
+            watchers: Vec::new(),
         };
         for (i, l) in w.listeners.iter_mut().enumerate() {
             let t = Token(LISTENER_BASE + i);
@@ -138,6 +141,8 @@ impl Worker {
                 Duration::ZERO
             } else if self.accept_backoff {
                 Duration::from_millis(10)
+            } else if !self.watchers.is_empty() {
+                Duration::from_millis(crate::exec::watch::DRAIN_MS)
             } else {
                 Duration::from_millis(1000)
             };
@@ -170,6 +175,9 @@ impl Worker {
                 for key in ready {
                     self.drive(key);
                 }
+            }
+            if !self.watchers.is_empty() {
+                self.drain_watchers();
             }
             let now = self.shared.clock.now();
             if now != last_idle_check {
@@ -245,6 +253,7 @@ impl Worker {
                 last_cmd: AtomicU32::new(now),
             });
             let fd = stream.fd();
+            crate::exec::watch::conn_new(&info.addr, fd);
             self.shared.conn_table.insert(fd, Arc::clone(&info));
             entry.insert(Conn::new(stream, now, info, fd));
             log::debug!("worker {}: new connection {}", self.id, key);
@@ -253,10 +262,68 @@ impl Worker {
 
     fn close(&mut self, key: usize) {
         if let Some(mut c) = self.conns.try_remove(key) {
+            crate::exec::watch::conn_close(&c.entry.addr, "normal", c.fd);
+            self.watchers.retain(|w| w.0 != key);
             self.shared.conn_table.remove(c.fd);
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.shared.conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
             log::debug!("worker {}: closed connection {}", self.id, key);
+        }
+    }
+
+    /// A watcher connection: its input is ignored; end of input closes it.
+    fn drive_watcher(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        loop {
+            match conn.stream.read(&mut self.rbuf[..]) {
+                Ok(0) => return self.close(key),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.close(key),
+            }
+        }
+    }
+
+    /// Move the lines waiting for this worker's watchers to their sockets.
+    /// A watcher whose socket is still full gets nothing more this turn,
+    /// so its rings fill and the producers skip (never wait).
+    fn drain_watchers(&mut self) {
+        let mut i = 0;
+        while i < self.watchers.len() {
+            let key = self.watchers[i].0;
+            i += 1;
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if !conn.pending.is_empty() {
+                match conn.flush_pending() {
+                    Ok(n) => self.stats.ops.bytes_written.add(n as u64),
+                    Err(_) => {
+                        self.close(key);
+                        i -= 1;
+                        continue;
+                    }
+                }
+                if !conn.pending.is_empty() {
+                    continue;
+                }
+            }
+            self.watchers[i - 1].1.drain(&mut self.wbuf, OUT_LIMIT / 4);
+            if self.wbuf.is_empty() {
+                continue;
+            }
+            let r = conn.send(&self.wbuf);
+            self.wbuf.clear();
+            match r {
+                Ok(n) => self.stats.ops.bytes_written.add(n as u64),
+                Err(_) => {
+                    self.close(key);
+                    i -= 1;
+                }
+            }
         }
     }
 
@@ -293,6 +360,9 @@ impl Worker {
         }
         if conn.closing {
             return self.close(key);
+        }
+        if self.watchers.iter().any(|w| w.0 == key) {
+            return self.drive_watcher(key);
         }
         crate::stats::set_current_fd(conn.fd);
         let ctx = Ctx {
@@ -339,6 +409,11 @@ impl Worker {
             } else {
                 conn.input.data()
             };
+            let t0 = if input.is_empty() {
+                None
+            } else {
+                crate::latency::start()
+            };
             let p = if input.is_empty() {
                 Progress::idle()
             } else {
@@ -355,6 +430,7 @@ impl Worker {
                 conn.input.consume(p.consumed);
             }
             if !self.wbuf.is_empty() {
+                crate::exec::watch::log_replies(conn.fd, &self.wbuf);
                 let r = conn.send(&self.wbuf);
                 self.wbuf.clear();
                 match r {
@@ -364,6 +440,12 @@ impl Worker {
                         break;
                     }
                 }
+            }
+            crate::latency::finish(&self.stats.latency, t0);
+            if let Some(w) = crate::exec::watch::take_started() {
+                // This connection is a `watch` stream from now on.
+                self.watchers.push((key, w));
+                break;
             }
             match p.action {
                 Action::Continue | Action::Swallow(_) => {}

@@ -1,0 +1,948 @@
+//! Observability: every `stats` group against memcached 1.6's, `watch`
+//! streams, `-vv` logging, `stats latency`, `stats hotkeys`, and the
+//! Prometheus `/metrics` endpoint (checked by a strict text-format parser
+//! written here, values compared with `stats`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Kind, Server};
+
+/// A plain blocking connection with a read deadline.
+struct Conn {
+    s: TcpStream,
+}
+
+impl Conn {
+    fn new(port: u16) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        Conn { s }
+    }
+
+    fn send(&mut self, b: &[u8]) {
+        self.s.write_all(b).expect("write");
+    }
+
+    /// Read until the buffer ends with one of `ends` (or 5 s pass).
+    fn read_until(&mut self, ends: &[&[u8]]) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while Instant::now() < deadline {
+            if ends.iter().any(|e| out.ends_with(e)) {
+                break;
+            }
+            match self.s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => continue,
+            }
+        }
+        out
+    }
+
+    fn cmd(&mut self, line: &str, ends: &[&[u8]]) -> String {
+        self.send(line.as_bytes());
+        String::from_utf8_lossy(&self.read_until(ends)).into_owned()
+    }
+
+    /// `stats <group>` as (name, value) pairs, in order.
+    fn stats(&mut self, group: &str) -> Vec<(String, String)> {
+        let line = if group.is_empty() {
+            "stats\r\n".to_string()
+        } else {
+            format!("stats {group}\r\n")
+        };
+        let text = self.cmd(&line, &[b"END\r\n", b"ERROR\r\n"]);
+        assert!(text.ends_with("END\r\n"), "stats {group}: {text:?}");
+        text.lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+
+    fn stat_map(&mut self, group: &str) -> HashMap<String, String> {
+        self.stats(group).into_iter().collect()
+    }
+
+    /// Lines that arrive within `wait` (a watch stream).
+    fn lines_for(&mut self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while Instant::now() < deadline {
+            match self.s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => continue,
+            }
+        }
+        String::from_utf8_lossy(&out)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn num(m: &HashMap<String, String>, k: &str) -> u64 {
+    m.get(k)
+        .unwrap_or_else(|| panic!("no stat {k}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("stat {k} not a number: {:?}", m.get(k)))
+}
+
+/// A small workload run the same way against both servers.
+fn workload(c: &mut Conn) {
+    for (cmd, end) in [
+        ("set a:1 0 0 3\r\nabc\r\n", "STORED\r\n"),
+        ("set b:2 5 100 5\r\nhello\r\n", "STORED\r\n"),
+        ("get a:1 b:2 nope\r\n", "END\r\n"),
+        ("delete a:1\r\n", "DELETED\r\n"),
+        ("incr nope 1\r\n", "NOT_FOUND\r\n"),
+        ("touch b:2 10\r\n", "TOUCHED\r\n"),
+    ] {
+        let r = c.cmd(cmd, &[end.as_bytes(), b"ERROR\r\n"]);
+        assert!(r.ends_with(end), "{cmd:?} -> {r:?}");
+    }
+}
+
+fn names(v: &[(String, String)]) -> Vec<&str> {
+    v.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+/// Field names, in order, of every group against memcached with the same
+/// flags and the same workload.
+#[test]
+fn stats_groups_have_memcached_names_and_order() {
+    let mc = Server::start(Kind::Memcached, &[]);
+    let gn = Server::start(Kind::Gannet, &[]);
+    let mut m = Conn::new(mc.port());
+    let mut g = Conn::new(gn.port());
+    workload(&mut m);
+    workload(&mut g);
+    for group in ["", "settings", "items", "slabs", "sizes"] {
+        let a = m.stats(group);
+        let b = g.stats(group);
+        assert_eq!(
+            names(&a),
+            names(&b),
+            "stats {group}: memcached vs gannet field names"
+        );
+    }
+    // Values that must agree exactly after the same workload.
+    let (a, b) = (m.stat_map(""), g.stat_map(""));
+    for k in [
+        "cmd_get",
+        "cmd_set",
+        "get_hits",
+        "get_misses",
+        "delete_hits",
+        "incr_misses",
+        "touch_hits",
+        "curr_items",
+        "total_items",
+        "threads",
+        "max_connections",
+        "limit_maxbytes",
+    ] {
+        assert_eq!(a[k], b[k], "stats {k}");
+    }
+    // Value formats: rusage is sec.usec, version and libevent are words.
+    let ru = &b["rusage_user"];
+    let (s, us) = ru.split_once('.').expect("rusage_user sec.usec");
+    assert!(s.parse::<u64>().is_ok() && us.len() == 6, "{ru}");
+    // Per-class rows of the same class hold the same counts.
+    let (a, b) = (m.stat_map("slabs"), g.stat_map("slabs"));
+    for k in [
+        "cmd_set",
+        "get_hits",
+        "delete_hits",
+        "touch_hits",
+        "used_chunks",
+    ] {
+        let ka = a.keys().find(|n| n.ends_with(&format!(":{k}"))).unwrap();
+        let kb = b.keys().find(|n| n.ends_with(&format!(":{k}"))).unwrap();
+        assert_eq!(a[ka], b[kb], "slabs {k}");
+    }
+    // stats conns: the same fields per connection.
+    let field_set = |v: Vec<(String, String)>| {
+        let mut f: Vec<String> = v
+            .into_iter()
+            .filter_map(|(k, _)| k.split_once(':').map(|(_, f)| f.to_string()))
+            .collect();
+        f.sort();
+        f.dedup();
+        f
+    };
+    assert_eq!(field_set(m.stats("conns")), field_set(g.stats("conns")));
+    // Unknown group, detail usage, reset: byte for byte.
+    for line in [
+        "stats nosuch\r\n",
+        "stats detail\r\n",
+        "stats detail on\r\n",
+        "stats reset\r\n",
+    ] {
+        let ends: &[&[u8]] = &[b"\r\n"];
+        assert_eq!(m.cmd(line, ends), g.cmd(line, ends), "{line:?}");
+    }
+}
+
+/// `stats sizes` without `-o track_sizes` and `stats detail dump` agree
+/// byte for byte; detail counts per prefix.
+#[test]
+fn detail_dump_and_sizes_status_match_memcached() {
+    let mc = Server::start(Kind::Memcached, &[]);
+    let gn = Server::start(Kind::Gannet, &[]);
+    let mut out = Vec::new();
+    for s in [&mc, &gn] {
+        let mut c = Conn::new(s.port());
+        let sizes = c.cmd("stats sizes\r\n", &[b"END\r\n"]);
+        let on = c.cmd("stats detail on\r\n", &[b"OK\r\n"]);
+        workload(&mut c);
+        let r = c.cmd("get a:1 a:2 b:2\r\n", &[b"END\r\n"]);
+        let dump = c.cmd("stats detail dump\r\n", &[b"END\r\n"]);
+        let off = c.cmd("stats detail off\r\n", &[b"OK\r\n"]);
+        out.push((sizes, on, r, dump, off));
+    }
+    assert_eq!(out[0], out[1]);
+    assert_eq!(out[1].0, "STAT sizes_status disabled\r\nEND\r\n");
+    assert!(
+        out[1].3.contains("PREFIX a get 3 hit 1 set 1 del 1"),
+        "{}",
+        out[1].3
+    );
+}
+
+#[test]
+fn counters_move_as_commands_run() {
+    let gn = Server::start(Kind::Gannet, &["-t", "2"]);
+    let mut c = Conn::new(gn.port());
+    let before = c.stat_map("");
+    workload(&mut c);
+    let after = c.stat_map("");
+    let d = |k: &str| num(&after, k) - num(&before, k);
+    assert_eq!(d("cmd_get"), 3);
+    assert_eq!(d("get_hits"), 2);
+    assert_eq!(d("get_misses"), 1);
+    assert_eq!(d("cmd_set"), 2);
+    assert_eq!(d("delete_hits"), 1);
+    assert_eq!(d("incr_misses"), 1);
+    assert_eq!(d("touch_hits"), 1);
+    assert_eq!(d("cmd_touch"), 1);
+    assert!(
+        d("bytes_read") > 60,
+        "bytes_read moved by {}",
+        d("bytes_read")
+    );
+    assert!(d("bytes_written") > 40);
+    assert_eq!(num(&after, "curr_items"), 1);
+    // reset zeroes counters, not gauges.
+    assert_eq!(c.cmd("stats reset\r\n", &[b"RESET\r\n"]), "RESET\r\n");
+    let reset = c.stat_map("");
+    assert_eq!(num(&reset, "cmd_get"), 0);
+    assert_eq!(num(&reset, "curr_items"), 1);
+    let lat = c.stat_map("latency");
+    assert_eq!(num(&lat, "get:count"), 0, "stats reset clears latency");
+}
+
+/// Does a watch stream line have memcached's shape: `ts=S.U gid=N type=T`
+/// then `key=value` pairs with exactly these keys?
+fn check_line(line: &str, ty: &str, keys: &[&str]) -> HashMap<String, String> {
+    let mut parts = line.split(' ');
+    let ts = parts.next().unwrap().strip_prefix("ts=").expect(line);
+    let (s, us) = ts.split_once('.').expect(line);
+    assert!(s.parse::<u64>().unwrap() > 1_600_000_000, "{line}");
+    assert!(us.parse::<u32>().unwrap() < 1_000_000, "{line}");
+    let gid = parts.next().unwrap().strip_prefix("gid=").expect(line);
+    assert!(gid.parse::<u64>().is_ok(), "{line}");
+    assert_eq!(parts.next(), Some(format!("type={ty}").as_str()), "{line}");
+    let kv: Vec<(String, String)> = parts
+        .map(|p| {
+            let (k, v) = p.split_once('=').expect(line);
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert_eq!(
+        kv.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        keys,
+        "{line}"
+    );
+    kv.into_iter().collect()
+}
+
+/// The watch lines of the same commands on both servers, by type.
+fn watch_session(port: u16, kinds: &str, run: &[(&str, &str)]) -> Vec<String> {
+    let mut w = Conn::new(port);
+    assert_eq!(w.cmd(&format!("watch {kinds}\r\n"), &[b"\r\n"]), "OK\r\n");
+    std::thread::sleep(Duration::from_millis(50));
+    {
+        let mut c = Conn::new(port);
+        for (cmd, end) in run {
+            let r = c.cmd(cmd, &[end.as_bytes()]);
+            assert!(r.ends_with(end), "{cmd:?}: {r:?}");
+        }
+    }
+    w.lines_for(Duration::from_millis(400))
+}
+
+#[test]
+fn watch_streams_fetchers_mutations_and_connevents_like_memcached() {
+    let run: &[(&str, &str)] = &[
+        ("set foo 0 0 3\r\nbar\r\n", "STORED\r\n"),
+        ("get foo\r\n", "END\r\n"),
+        ("get nope\r\n", "END\r\n"),
+        ("add foo 0 0 1\r\nx\r\n", "NOT_STORED\r\n"),
+        ("get \x01k\r\n", "END\r\n"),
+    ];
+    let mc = Server::start(Kind::Memcached, &[]);
+    let gn = Server::start(Kind::Gannet, &[]);
+    let m = watch_session(mc.port(), "fetchers mutations connevents", run);
+    let g = watch_session(gn.port(), "fetchers mutations connevents", run);
+    let get_keys = ["key", "status", "clsid", "cfd", "size"];
+    let store_keys = ["key", "status", "cmd", "ttl", "clsid", "cfd", "size"];
+    for lines in [&m, &g] {
+        // memcached also logs the lookups a store makes; compare the
+        // events both servers log: every item_get of a get, every store.
+        let gets: Vec<_> = lines
+            .iter()
+            .filter(|l| l.contains("type=item_get"))
+            .map(|l| check_line(l, "item_get", &get_keys))
+            .filter(|kv| kv["key"] != "foo" || kv["status"] == "found")
+            .map(|kv| (kv["key"].clone(), kv["status"].clone(), kv["size"].clone()))
+            .collect();
+        assert!(
+            gets.contains(&("foo".into(), "found".into(), "3".into())),
+            "{lines:?}"
+        );
+        assert!(gets.contains(&("nope".into(), "not_found".into(), "0".into())));
+        assert!(gets.contains(&("%01k".into(), "not_found".into(), "0".into())));
+        let stores: Vec<_> = lines
+            .iter()
+            .filter(|l| l.contains("type=item_store"))
+            .map(|l| check_line(l, "item_store", &store_keys))
+            .map(|kv| (kv["key"].clone(), kv["status"].clone(), kv["cmd"].clone()))
+            .collect();
+        assert_eq!(
+            stores,
+            vec![
+                ("foo".into(), "stored".into(), "set".into()),
+                ("foo".into(), "not_stored".into(), "add".into())
+            ]
+        );
+        let new = lines
+            .iter()
+            .find(|l| l.contains("type=conn_new"))
+            .expect("conn_new");
+        let kv = check_line(new, "conn_new", &["rip", "rport", "transport", "cfd"]);
+        assert_eq!(
+            (kv["rip"].as_str(), kv["transport"].as_str()),
+            ("127.0.0.1", "tcp")
+        );
+        let close = lines
+            .iter()
+            .find(|l| l.contains("type=conn_close"))
+            .expect("conn_close");
+        let kv2 = check_line(
+            close,
+            "conn_close",
+            &["rip", "rport", "transport", "reason", "cfd"],
+        );
+        assert_eq!(kv2["reason"], "normal");
+        assert_eq!(kv2["cfd"], kv["cfd"]);
+    }
+    // Only the kinds asked for.
+    let only = watch_session(gn.port(), "mutations", run);
+    assert!(
+        !only.is_empty() && only.iter().all(|l| l.contains("type=item_store")),
+        "{only:?}"
+    );
+}
+
+#[test]
+fn watch_deletions_and_replies() {
+    let gn = Server::start(Kind::Gannet, &[]);
+    let lines = watch_session(
+        gn.port(),
+        "deletions",
+        &[
+            ("set d 0 0 1\r\nx\r\n", "STORED\r\n"),
+            ("delete d\r\n", "DELETED\r\n"),
+            ("delete d\r\n", "NOT_FOUND\r\n"),
+        ],
+    );
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let kv = check_line(&lines[0], "deleted", &["key", "cmd", "clsid", "size"]);
+    assert_eq!((kv["key"].as_str(), kv["cmd"].as_str()), ("d", "delete"));
+    // Replies memcached gives: unknown kind, and -W.
+    let mut c = Conn::new(gn.port());
+    assert_eq!(c.cmd("watch bogus\r\n", &[b"\r\n"]), "ERROR\r\n");
+    let off = Server::start(Kind::Gannet, &["-W"]);
+    let mc = Server::start(Kind::Memcached, &["-W"]);
+    let a = Conn::new(off.port()).cmd("watch fetchers\r\n", &[b"\r\n"]);
+    let b = Conn::new(mc.port()).cmd("watch fetchers\r\n", &[b"\r\n"]);
+    assert_eq!(a, b);
+    assert_eq!(a, "CLIENT_ERROR watch commands not allowed\r\n");
+    // The watcher count follows watchers coming and going.
+    let mut w = Conn::new(gn.port());
+    assert_eq!(w.cmd("watch\r\n", &[b"\r\n"]), "OK\r\n");
+    assert_eq!(num(&c.stat_map(""), "log_watchers"), 1);
+    drop(w);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while num(&c.stat_map(""), "log_watchers") != 0 {
+        assert!(Instant::now() < deadline, "watcher never went away");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A watcher that never reads is skipped: the workers keep their pace and
+/// `log_watcher_skipped` counts what it lost.
+#[test]
+fn slow_watcher_is_skipped_not_waited_for() {
+    let gn = Server::start(Kind::Gannet, &[]);
+    // A watcher with a small receive buffer, so the kernel cannot absorb
+    // the whole stream for it.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", gn.port()).parse().unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut w = Conn { s };
+    assert_eq!(w.cmd("watch fetchers\r\n", &[b"\r\n"]), "OK\r\n");
+    let mut c = Conn::new(gn.port());
+    let key = "k".repeat(240);
+    let batch: String = (0..100).map(|_| format!("get {key}\r\n")).collect();
+    let rounds = 400;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        c.send(batch.as_bytes());
+        let mut n = 0;
+        while n < 100 {
+            let got = c.read_until(&[b"END\r\n".as_slice()]);
+            assert!(!got.is_empty(), "server stopped answering");
+            n += got.windows(5).filter(|w| *w == b"END\r\n").count();
+        }
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "{} gets took {took:?}",
+        rounds * 100
+    );
+    let s = c.stat_map("");
+    let (sent, skipped) = (num(&s, "log_watcher_sent"), num(&s, "log_watcher_skipped"));
+    assert!(skipped > 0, "{s:?}");
+    assert!(sent > 0);
+    assert_eq!(sent + skipped, rounds as u64 * 100);
+    // Once it reads everything, the next line it gets says how much it
+    // missed first.
+    let _ = w.lines_for(Duration::from_millis(1500));
+    c.cmd("get after\r\n", &[b"END\r\n"]);
+    let lines = w.lines_for(Duration::from_millis(300));
+    assert!(
+        lines[0].starts_with("skipped="),
+        "{:?}",
+        &lines[..lines.len().min(3)]
+    );
+    assert!(lines[1].contains("key=after"), "{lines:?}");
+}
+
+#[test]
+fn verbose_logs_requests_and_replies() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut args = vec![
+        "-p".to_string(),
+        port.to_string(),
+        "-l".into(),
+        "127.0.0.1".into(),
+        "-U".into(),
+        "0".into(),
+        "-vv".into(),
+    ];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        args.extend(["-u".to_string(), "nobody".to_string()]);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gannet"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut c = loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            break Conn { s };
+        }
+        assert!(Instant::now() < deadline, "gannet -vv did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    c.s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    c.cmd("set vv 0 0 2\r\nhi\r\n", &[b"STORED\r\n"]);
+    c.cmd("get vv\r\n", &[b"END\r\n"]);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let want = ["get vv", "sending key vv", "END", "set vv 0 0 2", "STORED"];
+    while Instant::now() < deadline
+        && !want
+            .iter()
+            .all(|w| seen.iter().any(|l: &String| l.ends_with(w)))
+    {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for w in want {
+        let hit = seen.iter().find(|l| l.ends_with(w));
+        let hit = hit.unwrap_or_else(|| panic!("no -vv line ending {w:?} in {seen:?}"));
+        // `<fd request` and `>fd reply`, as memcached prints them.
+        let marker = if w.starts_with("get") || w.starts_with("set") {
+            '<'
+        } else {
+            '>'
+        };
+        let tail = &hit[hit.find(marker).expect(hit) + 1..];
+        let (fd, _) = tail.split_once(' ').unwrap();
+        assert!(fd.parse::<i32>().is_ok(), "{hit}");
+    }
+}
+
+#[test]
+fn latency_counts_match_requests_sent() {
+    let gn = Server::start(Kind::Gannet, &["-t", "2"]);
+    let mut c = Conn::new(gn.port());
+    for i in 0..37 {
+        c.cmd(&format!("set k{i} 0 0 1\r\nx\r\n"), &[b"STORED\r\n"]);
+    }
+    for i in 0..50 {
+        c.cmd(&format!("get k{i}\r\n"), &[b"END\r\n"]);
+    }
+    // A pipelined batch counts each request.
+    let batch: String = (0..20).map(|i| format!("delete k{i}\r\n")).collect();
+    c.send(batch.as_bytes());
+    let mut got = Vec::new();
+    while got.windows(2).filter(|w| *w == b"\r\n").count() < 20 {
+        got.extend(c.read_until(&[b"\r\n".as_slice()]));
+    }
+    c.cmd("incr k30 1\r\n", &[b"\r\n"]);
+    c.cmd("touch k31 10\r\n", &[b"\r\n"]);
+    c.cmd("mn\r\n", &[b"MN\r\n"]);
+    let lat = c.stat_map("latency");
+    assert_eq!(num(&lat, "set:count"), 37);
+    assert_eq!(num(&lat, "get:count"), 50);
+    assert_eq!(num(&lat, "delete:count"), 20);
+    assert_eq!(num(&lat, "arith:count"), 1);
+    assert_eq!(num(&lat, "touch:count"), 1);
+    assert_eq!(num(&lat, "meta:count"), 1);
+    let us = |k: &str| lat[k].parse::<f64>().unwrap();
+    for f in ["get", "set", "delete"] {
+        let (p50, p99, max) = (
+            us(&format!("{f}:p50_us")),
+            us(&format!("{f}:p99_us")),
+            us(&format!("{f}:max_us")),
+        );
+        assert!(
+            p50 > 0.0 && p50 <= p99 && p99 <= max,
+            "{f}: {p50} {p99} {max}"
+        );
+        assert!(max < 1_000_000.0, "{f} max {max} us");
+    }
+    // Off: nothing more is counted.
+    assert_eq!(c.cmd("stats latency off\r\n", &[b"\r\n"]), "OK\r\n");
+    c.cmd("get k1\r\n", &[b"END\r\n"]);
+    assert_eq!(num(&c.stat_map("latency"), "get:count"), 50);
+    assert_eq!(c.cmd("stats latency on\r\n", &[b"\r\n"]), "OK\r\n");
+}
+
+#[test]
+fn hotkeys_finds_the_hot_key_of_a_skewed_workload() {
+    let off = Server::start(Kind::Gannet, &[]);
+    assert_eq!(
+        Conn::new(off.port()).stats("hotkeys"),
+        vec![("hotkeys_status".to_string(), "disabled".to_string())]
+    );
+    let gn = Server::start(Kind::Gannet, &["-t", "2", "-o", "hotkeys=3"]);
+    let mut conns: Vec<Conn> = (0..2).map(|_| Conn::new(gn.port())).collect();
+    let mut x: u64 = 7;
+    for round in 0..40 {
+        let mut batch = String::new();
+        for _ in 0..100 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (x >> 33) % 100;
+            let key = if r < 30 {
+                "user:hot".to_string()
+            } else if r < 45 {
+                "user:warm".to_string()
+            } else {
+                format!("user:{}", (x >> 40) % 5000)
+            };
+            batch.push_str(&format!("get {key}\r\n"));
+        }
+        let c = &mut conns[round % 2];
+        c.send(batch.as_bytes());
+        let mut n = 0;
+        while n < 100 {
+            let got = c.read_until(&[b"END\r\n".as_slice()]);
+            assert!(!got.is_empty(), "no reply");
+            n += got.windows(5).filter(|w| *w == b"END\r\n").count();
+        }
+    }
+    let hk = conns[0].stat_map("hotkeys");
+    assert_eq!(hk["hotkeys_status"], "enabled");
+    assert_eq!(hk["hotkey:1:key"], "user:hot", "{hk:?}");
+    assert_eq!(hk["hotkey:2:key"], "user:warm", "{hk:?}");
+    // 4000 gets, about 1200 of the hot key; sampled 1 in 8.
+    let est = num(&hk, "hotkey:1:count");
+    assert!((500..=1800).contains(&est), "estimate {est}");
+    assert!(!hk.contains_key("hotkey:4:key"), "top 3 only");
+}
+
+// ---- /metrics ----
+
+/// One sample of the Prometheus text format.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut ch = n.chars();
+    matches!(ch.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && ch.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// A strict parser of the text exposition format (version 0.0.4): every
+/// line is a HELP, a TYPE, or a sample; a sample's family was declared by
+/// TYPE before it; families are contiguous; label values are escaped.
+fn parse_exposition(body: &str) -> Vec<Sample> {
+    assert!(body.ends_with('\n'), "body must end with a newline");
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut helps: HashMap<String, ()> = HashMap::new();
+    let mut finished: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    let mut out = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        let ctx = format!("line {}: {line:?}", i + 1);
+        assert!(!line.is_empty(), "{ctx}: empty line");
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect(&ctx);
+            assert!(valid_name(name), "{ctx}");
+            assert!(!help.is_empty(), "{ctx}");
+            assert!(
+                helps.insert(name.to_string(), ()).is_none(),
+                "{ctx}: HELP twice"
+            );
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').expect(&ctx);
+            assert!(valid_name(name), "{ctx}");
+            assert!(
+                ["counter", "gauge", "summary", "histogram", "untyped"].contains(&ty),
+                "{ctx}"
+            );
+            assert!(
+                types.insert(name.to_string(), ty.to_string()).is_none(),
+                "{ctx}: TYPE twice"
+            );
+            assert!(!finished.contains(&name.to_string()), "{ctx}");
+            if let Some(c) = current.take() {
+                finished.push(c);
+            }
+            current = Some(name.to_string());
+            continue;
+        }
+        assert!(!line.starts_with('#'), "{ctx}: unknown comment");
+        // name{labels} value
+        let (name_labels, value) = line.rsplit_once(' ').expect(&ctx);
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().unwrap_or_else(|_| panic!("{ctx}: bad value")),
+        };
+        let (name, labels) = match name_labels.split_once('{') {
+            None => (name_labels, Vec::new()),
+            Some((n, rest)) => {
+                let body = rest.strip_suffix('}').expect(&ctx);
+                let mut labels = Vec::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let mut k = String::new();
+                    for c in chars.by_ref() {
+                        if c == '=' {
+                            break;
+                        }
+                        k.push(c);
+                    }
+                    assert!(valid_name(&k) && !k.contains(':'), "{ctx}: label {k:?}");
+                    assert_eq!(chars.next(), Some('"'), "{ctx}");
+                    let mut v = String::new();
+                    loop {
+                        match chars.next().expect(&ctx) {
+                            '\\' => match chars.next().expect(&ctx) {
+                                'n' => v.push('\n'),
+                                '\\' => v.push('\\'),
+                                '"' => v.push('"'),
+                                c => panic!("{ctx}: bad escape \\{c}"),
+                            },
+                            '"' => break,
+                            c => v.push(c),
+                        }
+                    }
+                    labels.push((k, v));
+                    match chars.next() {
+                        None => break,
+                        Some(',') => {}
+                        Some(c) => panic!("{ctx}: unexpected {c:?}"),
+                    }
+                }
+                (n, labels)
+            }
+        };
+        assert!(valid_name(name), "{ctx}");
+        let family = current.clone().expect(&ctx);
+        let ty = &types[&family];
+        let ok = name == family
+            || (ty == "summary"
+                && (name == format!("{family}_count") || name == format!("{family}_sum")));
+        assert!(ok, "{ctx}: sample outside its family {family}");
+        if ty == "counter" || name.ends_with("_count") {
+            assert!(value >= 0.0, "{ctx}");
+        }
+        out.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    for t in types.keys() {
+        assert!(helps.contains_key(t), "{t} has no HELP");
+    }
+    out
+}
+
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("http head");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("content-length")
+        .parse()
+        .unwrap();
+    assert_eq!(body.len(), len, "content-length");
+    (head.to_string(), body.to_string())
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+        .value
+}
+
+#[test]
+fn metrics_endpoint_is_valid_and_equals_stats() {
+    let mport = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let opt = format!("hotkeys=4,metrics_listen=127.0.0.1:{mport}");
+    let gn = Server::start(Kind::Gannet, &["-o", &opt]);
+    let mut c = Conn::new(gn.port());
+    workload(&mut c);
+    for _ in 0..64 {
+        c.cmd("get b:2\r\n", &[b"END\r\n"]);
+    }
+    let (head, body) = http_get(mport, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let samples = parse_exposition(&body);
+    let s = c.stat_map("");
+    let slabs = c.stat_map("slabs");
+    let items = c.stat_map("items");
+    let lat = c.stat_map("latency");
+    let eq = |metric: &str, labels: &[(&str, &str)], stat: u64| {
+        assert_eq!(
+            value(&samples, metric, labels),
+            stat as f64,
+            "{metric} {labels:?}"
+        );
+    };
+    eq("memcached_up", &[], 1);
+    eq("memcached_current_items", &[], num(&s, "curr_items"));
+    eq("memcached_items_total", &[], num(&s, "total_items"));
+    eq("memcached_items_evicted_total", &[], num(&s, "evictions"));
+    eq("memcached_current_bytes", &[], num(&s, "bytes"));
+    eq("memcached_limit_bytes", &[], num(&s, "limit_maxbytes"));
+    eq(
+        "memcached_connections_total",
+        &[],
+        num(&s, "total_connections"),
+    );
+    eq(
+        "memcached_current_connections",
+        &[],
+        num(&s, "curr_connections"),
+    );
+    eq("memcached_max_connections", &[], num(&s, "max_connections"));
+    eq(
+        "memcached_commands_total",
+        &[("command", "get"), ("status", "hit")],
+        num(&s, "get_hits"),
+    );
+    eq(
+        "memcached_commands_total",
+        &[("command", "get"), ("status", "miss")],
+        num(&s, "get_misses"),
+    );
+    eq(
+        "memcached_commands_total",
+        &[("command", "set"), ("status", "hit")],
+        num(&s, "cmd_set"),
+    );
+    eq(
+        "memcached_commands_total",
+        &[("command", "delete"), ("status", "hit")],
+        num(&s, "delete_hits"),
+    );
+    eq(
+        "memcached_commands_total",
+        &[("command", "incr"), ("status", "miss")],
+        num(&s, "incr_misses"),
+    );
+    eq(
+        "memcached_commands_total",
+        &[("command", "touch"), ("status", "hit")],
+        num(&s, "touch_hits"),
+    );
+    assert!(value(&samples, "memcached_uptime_seconds", &[]) <= num(&s, "uptime") as f64);
+    // bytes_read grows with every request (the stats call itself): the
+    // scrape saw what was read before it.
+    assert!(value(&samples, "memcached_read_bytes_total", &[]) <= num(&s, "bytes_read") as f64);
+    assert!(value(&samples, "memcached_read_bytes_total", &[]) > 0.0);
+    let v = samples
+        .iter()
+        .find(|x| x.name == "memcached_version")
+        .unwrap();
+    assert_eq!(v.labels[0], ("version".to_string(), s["version"].clone()));
+    // Per slab: the class the items live in.
+    let (class, _) = slabs
+        .keys()
+        .find(|k| k.ends_with(":used_chunks"))
+        .unwrap()
+        .split_once(':')
+        .unwrap();
+    let sl = [("slab", class)];
+    eq(
+        "memcached_slab_chunks_used",
+        &sl,
+        num(&slabs, &format!("{class}:used_chunks")),
+    );
+    eq(
+        "memcached_slab_chunk_size_bytes",
+        &sl,
+        num(&slabs, &format!("{class}:chunk_size")),
+    );
+    eq(
+        "memcached_slab_current_items",
+        &sl,
+        num(&items, &format!("items:{class}:number")),
+    );
+    eq(
+        "memcached_slab_commands_total",
+        &[("slab", class), ("command", "get"), ("status", "hit")],
+        num(&slabs, &format!("{class}:get_hits")),
+    );
+    // Latency and hot keys.
+    let gets = value(
+        &samples,
+        "gannet_request_duration_seconds_count",
+        &[("family", "get")],
+    );
+    assert!(
+        gets >= 65.0 && gets <= num(&lat, "get:count") as f64,
+        "{gets}"
+    );
+    let p50 = value(
+        &samples,
+        "gannet_request_duration_seconds",
+        &[("family", "get"), ("quantile", "0.5")],
+    );
+    assert!(p50 > 0.0 && p50 < 1.0, "{p50}");
+    let hot = samples
+        .iter()
+        .find(|x| x.name == "gannet_hotkey_accesses")
+        .expect("hot keys");
+    assert!(
+        hot.labels.contains(&("key".to_string(), "b:2".to_string())),
+        "{hot:?}"
+    );
+    // Every TYPE'd family has samples; other paths answer 404.
+    let (head404, _) = http_get(mport, "/nope");
+    assert!(head404.starts_with("HTTP/1.1 404"), "{head404}");
+}
+
+#[test]
+fn text_format_checker_rejects_bad_exposition() {
+    for bad in [
+        "x 1\n",                                    // no TYPE
+        "# TYPE x gauge\nx 1\n",                    // no HELP
+        "# HELP x h\n# TYPE x gauge\nx{a=\"b} 1\n", // unterminated
+        "# HELP x h\n# TYPE x gauge\nx one\n",      // bad value
+        "# HELP x h\n# TYPE x gauge\ny 1\n",        // outside family
+    ] {
+        let r = std::panic::catch_unwind(|| parse_exposition(bad));
+        assert!(r.is_err(), "accepted {bad:?}");
+    }
+    let ok = parse_exposition("# HELP x h\n# TYPE x gauge\nx{a=\"q\\\"\"} 1.5\n");
+    assert_eq!(ok[0].labels[0].1, "q\"");
+}
