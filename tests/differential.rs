@@ -950,7 +950,7 @@ impl MetaGen {
                     rng,
                     &[
                         "v", "v", "f", "t", "c", "k", "s", "h", "q", "O123", &ttl, "N3600", "N0",
-                        "R30", "R4000", "E77",
+                        "R30", "R4000", "S77",
                     ],
                     6,
                 );
@@ -1013,7 +1013,7 @@ impl MetaGen {
                 }
             }
             60..=69 => {
-                let f = Self::flags(rng, &["q", "I", "T30", "k", "O1", "C*", "x"], 3);
+                let f = Self::flags(rng, &["q", "I", "T30", "k", "O1", "C*", "zz"], 3);
                 s.raw(b"md ");
                 s.raw(&key);
                 Self::emit_flags(s, &key, &f);
@@ -1094,7 +1094,7 @@ impl MetaGen {
                     "mg !!!! b v",
                     "md",
                     "ma",
-                    "md k0 q x",
+                    "md k0 q zz",
                     "mg k\x01 v",
                     "ma k0 MI D1 N0 J5 v",
                     "mg k0 v t T-1",

@@ -425,7 +425,7 @@ fn errors_and_data_blocks_match_memcached() {
         "md foo q zz\\r\\n",
         "ma foo q MX\\r\\n",
         "ma foo Mi\\r\\n",
-        "mg foo E5\\r\\n",
+        "mg foo S5\\r\\n",
         "mg foo v v\\r\\n",
         // Refused ms line: block swallowed after the length is known...
         "ms foo 2 zz\\r\\nab\\r\\n",
@@ -609,4 +609,170 @@ fn thousand_quiet_misses_then_mn_is_only_mn() {
             kind.name()
         );
     }
+}
+
+// ------------------------------------------------------------------------
+// Gannet only: `E` and `x`.
+//
+// memcached 1.6.18 refuses both flags (checked first below), so these
+// steps cannot be compared with it; gannet's replies are pinned to what
+// memcached's current doc/protocol.txt ("Meta Commands") defines instead:
+// `E(token)` is the CAS value of an item `mg` creates (`N`), of what `ms`
+// stores, of an item `md` keeps (`I`, `x`) and of an `ma` result; `md x`
+// removes the value but leaves the item. See docs/meta-notes.md.
+// ------------------------------------------------------------------------
+
+/// The number after `letter` in the flags of a one-line reply.
+fn flag_number(reply: &[u8], letter: char) -> Option<i64> {
+    let line = String::from_utf8_lossy(reply);
+    let first = line.lines().next()?.to_string();
+    first
+        .split(' ')
+        .skip(1)
+        .find_map(|t| t.strip_prefix(letter)?.parse().ok())
+}
+
+#[test]
+fn memcached_1_6_18_refuses_e_and_x() {
+    let lines = steps(&[
+        "mg foo E5\\r\\n",
+        "mg foo x\\r\\n",
+        "ms foo 2 E5\\r\\nab\\r\\n",
+        "md foo x\\r\\n",
+        "md foo E5\\r\\n",
+        "ma foo E5\\r\\n",
+    ]);
+    let (want, _) = run(Kind::Memcached, &lines);
+    let shown: Vec<String> = want.iter().map(|r| show(r)).collect();
+    assert_eq!(
+        shown,
+        [
+            "CLIENT_ERROR invalid flag\\r\\n",
+            "CLIENT_ERROR invalid flag\\r\\n",
+            "CLIENT_ERROR invalid flag\\r\\n",
+            "CLIENT_ERROR invalid or duplicate flag\\r\\n",
+            "CLIENT_ERROR invalid or duplicate flag\\r\\n",
+            "CLIENT_ERROR invalid or duplicate flag\\r\\n",
+        ]
+    );
+}
+
+#[test]
+fn gannet_new_cas_flag_follows_protocol_txt() {
+    let lines = steps(&[
+        // 0-5 ms: the stored item takes E as its CAS, in every mode.
+        "ms a 2 E100 c\\r\\nab\\r\\n",
+        "mg a c v\\r\\n",
+        "ms a 2 C100 E200 c\\r\\nxy\\r\\n",
+        "ms a 2 C100 E250\\r\\nzz\\r\\n",
+        "ms a 1 MA E300 c\\r\\nq\\r\\n",
+        "mg a v c\\r\\n",
+        // 6-8 mg: E is the CAS of the item N creates; a hit is not
+        // modified by mg, so E leaves its CAS alone.
+        "mg n N30 E400 c v\\r\\n",
+        "mg n c\\r\\n",
+        "mg a T60 E999 c\\r\\n",
+        // 9-10 ma: created and updated values take E.
+        "ma cnt N0 J5 E500 c v\\r\\n",
+        "ma cnt E501 c v\\r\\n",
+        // 11-13 md I: the stale item takes E instead of a new CAS.
+        "md a I E600\\r\\n",
+        "mg a c v\\r\\n",
+        "ms a 2 C600 E700 c\\r\\nok\\r\\n",
+        // 14 a bad E token.
+        "mg a Ex\\r\\n",
+        // 15-16 E0 is the same as no E: the next CAS is taken.
+        "ms z 1 E0 c\\r\\n1\\r\\n",
+        "mg z c\\r\\n",
+    ]);
+    let (got, stats) = run(Kind::Gannet, &lines);
+    let shown: Vec<String> = got.iter().map(|r| show(r)).collect();
+    assert_eq!(
+        shown[..15],
+        [
+            "HD c100\\r\\n",
+            "VA 2 c100\\r\\nab\\r\\n",
+            "HD c200\\r\\n",
+            "EX\\r\\n",
+            "HD c300\\r\\n",
+            "VA 3 c300\\r\\nxyq\\r\\n",
+            "VA 0 c400 W\\r\\n\\r\\n",
+            "HD c400 Z\\r\\n",
+            "HD c300\\r\\n",
+            "VA 1 c500\\r\\n5\\r\\n",
+            "VA 1 c501\\r\\n6\\r\\n",
+            "HD\\r\\n",
+            "VA 3 c600 X W\\r\\nxyq\\r\\n",
+            "HD c700\\r\\n",
+            "CLIENT_ERROR bad token in command line format\\r\\n",
+        ]
+    );
+    let c0 = flag_number(&got[15], 'c').expect("c on E0 store");
+    assert!(c0 > 0 && ![100, 200, 300, 400, 500, 501, 600, 700].contains(&c0));
+    assert_eq!(flag_number(&got[16], 'c'), Some(c0));
+    assert_eq!(stats.get("cas_hits").map(String::as_str), Some("2"));
+    assert_eq!(stats.get("cas_badval").map(String::as_str), Some("1"));
+}
+
+#[test]
+fn gannet_md_x_clears_the_value_and_keeps_the_item() {
+    let lines = steps(&[
+        // 0-3: x alone: value gone, item kept with flags 0, its ttl and
+        // its CAS; a hit, not a stale item.
+        "ms b 5 F7 T100 c E800\\r\\nhello\\r\\n",
+        "md b x\\r\\n",
+        "mg b s f c v\\r\\n",
+        "mg b t\\r\\n",
+        // 4-7: quiet, C checked, E sets the kept item's CAS.
+        "md b x q\\r\\n",
+        "md b x C1\\r\\n",
+        "md b x C800 E900 k O7\\r\\n",
+        "mg b c\\r\\n",
+        // 8: a miss.
+        "md nokey x\\r\\n",
+        // 9-10: with I and T: a stale empty tombstone, new ttl, E CAS.
+        "md b x I E1000 T30\\r\\n",
+        "mg b c v t\\r\\n",
+        // 11-12: the tombstone can still be deleted.
+        "md b\\r\\n",
+        "mg b v\\r\\n",
+        // 13-15: x with I and no E bumps the CAS like I alone.
+        "ms d 3 c E50\\r\\nabc\\r\\n",
+        "md d x I\\r\\n",
+        "mg d c s\\r\\n",
+    ]);
+    let (got, stats) = run(Kind::Gannet, &lines);
+    let shown: Vec<String> = got.iter().map(|r| show(r)).collect();
+    assert_eq!(show(&got[0]), "HD c800\\r\\n");
+    assert_eq!(show(&got[1]), "HD\\r\\n");
+    assert_eq!(show(&got[2]), "VA 0 s0 f0 c800\\r\\n\\r\\n");
+    let t = flag_number(&got[3], 't').expect("ttl kept");
+    assert!((98..=100).contains(&t), "ttl {t}: {}", shown[3]);
+    assert_eq!(
+        shown[4..10],
+        [
+            "",
+            "EX\\r\\n",
+            "HD kb O7\\r\\n",
+            "HD c900\\r\\n",
+            "NF\\r\\n",
+            "HD\\r\\n",
+        ]
+    );
+    assert!(
+        shown[10].starts_with("VA 0 c1000 t") && shown[10].ends_with(" X W\\r\\n\\r\\n"),
+        "{}",
+        shown[10]
+    );
+    let t = flag_number(&got[10], 't').expect("ttl from T");
+    assert!((28..=30).contains(&t), "ttl {t}: {}", shown[10]);
+    assert_eq!(shown[11..13], ["HD\\r\\n", "EN\\r\\n"]);
+    assert_eq!(shown[13], "HD c50\\r\\n");
+    let c = flag_number(&got[15], 'c').expect("c after md x I");
+    assert!(c != 50 && c > 0, "{}", shown[15]);
+    assert_eq!(flag_number(&got[15], 's'), Some(0));
+    // x without I is a delete hit (steps 1, 4, 6 and the plain md at 11);
+    // the C mismatch and the miss are delete misses.
+    assert_eq!(stats.get("delete_hits").map(String::as_str), Some("4"));
+    assert_eq!(stats.get("delete_misses").map(String::as_str), Some("2"));
 }

@@ -20,6 +20,13 @@
 //!   it has `T`), `ms` a set (a CAS set with `C`), `md` a delete, `ma` an
 //!   incr/decr; `cmd_meta` counts only `me`, as in memcached 1.6.18.
 //!
+//! - Beyond 1.6.18, as memcached's current `doc/protocol.txt` defines
+//!   them: `E(token)` gives the item `mg N` creates, an `ms` store, an
+//!   `md I`/`md x` item and an `ma` result the CAS `token` instead of the
+//!   next one; `md x` replaces the item by an empty one in place (client
+//!   flags 0, exptime kept, CAS kept unless `I` or `E`), which with `I` is
+//!   a stale tombstone. `E0` is the same as no `E`.
+//!
 //! The parser (`protocol::meta`) has already refused malformed lines, so
 //! everything here is infallible: no input can make it panic, and replies
 //! are appended to `out` without intermediate allocation.
@@ -184,6 +191,7 @@ fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
         }
         let mut args = StoreArgs::new(Mode::Add, key, 0, ttls.created(req), b"");
         args.win_sent = true;
+        args.set_cas = req.new_cas.unwrap_or(0);
         let res = shared.store.store(&args);
         match res.status {
             StoreStatus::Stored => {
@@ -356,6 +364,7 @@ fn ms(ctx: &Ctx, req: &MetaRequest, block: &[u8], out: &mut Vec<u8>) {
     let mut args = StoreArgs::new(mode, key, flags, exptime, value);
     // An appended item is a new allocation that memcached does not mark.
     args.key_binary = req.is_base64() && !concat;
+    args.set_cas = req.new_cas.unwrap_or(0);
     let res = match req.compare_cas {
         Some(0) if cas_cmd => cas_zero(ctx, key),
         Some(cas) if mode != Mode::Add => {
@@ -442,6 +451,8 @@ fn md(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
     if req.flags.has(b'I') {
         args.invalidate = Some(rel(ctx, req.ttl));
     }
+    args.set_cas = req.new_cas.unwrap_or(0);
+    args.clear_value = req.flags.has(b'x');
     let status = match req.compare_cas {
         // `C0` is compared too: it matches only an item without a CAS.
         Some(0) if !ctx.shared.settings.no_cas => match cas_zero(ctx, key).status {
@@ -451,6 +462,10 @@ fn md(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
         cas => {
             args.cas = cas.unwrap_or(0);
             let res = ctx.shared.store.delete(&args);
+            if res.no_memory {
+                out.extend_from_slice(b"SERVER_ERROR out of memory\r\n");
+                return;
+            }
             if res.status == DeleteStatus::Deleted && args.invalidate.is_none() {
                 stats.ops.delete_hits.incr();
                 stats.class(res.class).delete_hits.incr();
@@ -496,6 +511,7 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
     let late_ttl = ttls.ttl.filter(|_| t_first);
     let mut args = ArithArgs::new(key, incr, req.delta_or_default());
     args.cas = req.compare_cas.unwrap_or(0);
+    args.set_cas = req.new_cas.unwrap_or(0);
     if req.vivify_ttl.is_some() {
         args.create = Some((req.initial.unwrap_or(0), ttls.created(req)));
     }

@@ -19,6 +19,13 @@
 //!   stores: `T2147483648` is a ttl of `i32::MIN`, `F4294967296` is flags 0;
 //! - the opaque limit of 32 bytes counts the `O` itself.
 //!
+//! One deliberate departure: the flags `E(token)` (new CAS value) and `x`
+//! (`md`: clear the value, keep the item), which 1.6.18 refuses with
+//! `CLIENT_ERROR invalid flag`, are accepted as memcached's current
+//! `doc/protocol.txt` defines them. Like every other flag they are
+//! accepted by every keyed command; `E` takes an unsigned 64-bit number
+//! (a bad one is `CLIENT_ERROR bad token in command line format`).
+//!
 //! The parser borrows every token from the line and never allocates, so it
 //! can run on hostile input at line rate and be fuzzed on arbitrary bytes.
 //! The command semantics (what `N`, `R`, `I` do to an item, which reply is
@@ -235,6 +242,9 @@ pub struct MetaRequest<'a> {
     pub recache_ttl: Option<i32>,
     /// `C`: compare-and-swap value.
     pub compare_cas: Option<u64>,
+    /// `E`: the CAS value a created or modified item gets (memcached's
+    /// current protocol; 1.6.18 refuses the flag).
+    pub new_cas: Option<u64>,
     /// `F`: client flags (truncated to 32 bits as memcached does).
     pub client_flags: Option<u32>,
     /// `M`: the raw mode byte (validated for `ms` and `ma` only).
@@ -398,6 +408,7 @@ fn parse_inner(line: &[u8]) -> Result<MetaRequest<'_>, Reject> {
         vivify_ttl: None,
         recache_ttl: None,
         compare_cas: None,
+        new_cas: None,
         client_flags: None,
         mode: None,
         initial: None,
@@ -537,6 +548,10 @@ fn walk_flags(req: &mut MetaRequest<'_>) -> Result<(), MetaError> {
                 Some(v) => req.compare_cas = Some(v),
                 None => pending = Some(MetaError::BadToken),
             },
+            b'E' => match c_strtoull(value) {
+                Some(v) => req.new_cas = Some(v),
+                None => pending = Some(MetaError::BadToken),
+            },
             b'M' => match value {
                 [m] => req.mode = Some(*m),
                 _ => pending = Some(MetaError::ModeLength),
@@ -550,7 +565,7 @@ fn walk_flags(req: &mut MetaRequest<'_>) -> Result<(), MetaError> {
                 None => pending = Some(MetaError::InvalidDelta),
             },
             b'P' | b'L' | b'l' | b'k' | b's' | b't' | b'c' | b'f' | b'v' | b'h' | b'u' | b'q'
-            | b'I' => {}
+            | b'I' | b'x' => {}
             _ => return Err(MetaError::InvalidFlag),
         }
     }
@@ -946,6 +961,26 @@ mod tests {
     }
 
     #[test]
+    fn new_cas_and_clear_value_flags() {
+        for line in [
+            &b"mg foo E5 x"[..],
+            b"ms foo 1 E5 x",
+            b"md foo E5 x",
+            b"ma foo E5 x",
+        ] {
+            let r = ok(line);
+            assert_eq!(r.new_cas, Some(5), "{:?}", line);
+            assert!(r.flags.has(b'E') && r.flags.has(b'x'), "{:?}", line);
+        }
+        assert_eq!(ok(b"md foo E18446744073709551615").new_cas, Some(u64::MAX));
+        assert_eq!(ok(b"md foo E0").new_cas, Some(0));
+        assert_eq!(ok(b"md foo E+7").new_cas, Some(7));
+        assert_eq!(ok(b"md foo x").new_cas, None);
+        assert_eq!(err(b"ms foo 1 E18446744073709551616"), MetaError::BadToken);
+        assert_eq!(rejected_data_len(b"ms foo 1 Ex"), Some(1));
+    }
+
+    #[test]
     fn decoded_tokens() {
         let r = ok(b"ms foo 5 T-1 N40 R5 C18446744073709551615 F4294967295 MA O12 q k c");
         assert_eq!(r.data_len, 5);
@@ -1076,8 +1111,17 @@ mod tests {
     #[test]
     fn flag_errors_and_precedence() {
         let cases: &[(&[u8], Option<MetaError>)] = &[
-            (b"mg foo E5", Some(MetaError::InvalidFlag)),
-            (b"mg foo x", Some(MetaError::InvalidFlag)),
+            (b"mg foo E5", None),
+            (b"mg foo x", None),
+            (b"mg foo Ex", Some(MetaError::BadToken)),
+            (b"mg foo E", Some(MetaError::BadToken)),
+            (b"mg foo E-1", Some(MetaError::BadToken)),
+            (b"mg foo Ex zz", Some(MetaError::InvalidFlag)),
+            (b"mg foo x x", Some(MetaError::DuplicateFlag)),
+            (b"ms foo 2 E5 E6", Some(MetaError::DuplicateFlag)),
+            (b"md foo Ex", Some(MetaError::InvalidOrDuplicateFlag)),
+            (b"md foo x E5 I", None),
+            (b"ma foo E5 x", None),
             (b"mg foo S3", Some(MetaError::InvalidFlag)),
             (b"mg foo \t", Some(MetaError::InvalidFlag)),
             (b"mg foo v v", Some(MetaError::DuplicateFlag)),

@@ -953,39 +953,80 @@ impl Store {
     }
 
     pub fn delete(&self, a: &DeleteArgs) -> DeleteOutcome {
-        let h = self.hash(a.key);
-        let now = self.clock.now();
-        let mut sh = self.shard(Self::shard_of(h));
-        let Ok(it) = self.find_live(&mut sh, h, a.key, now) else {
-            return DeleteOutcome {
-                status: DeleteStatus::NotFound,
-                class: 0,
-            };
+        let out = |status, class| DeleteOutcome {
+            status,
+            class,
+            no_memory: false,
         };
-        let class = it.h().class;
-        if a.cas != 0 && self.vis_cas(it) != a.cas {
-            return DeleteOutcome {
-                status: DeleteStatus::Exists,
-                class,
-            };
-        }
-        sh.cs[class as usize].delete_hits += 1;
-        match a.invalidate {
-            Some(t) => {
-                let hd = it.hm();
-                // Stale, and the next fetch may win the recache token again.
-                hd.bits = (hd.bits | BIT_STALE) & !BIT_WIN;
-                hd.cas = self.take_cas();
-                if let Some(t) = t {
-                    hd.exptime = t;
+        let h = self.hash(a.key);
+        let si = Self::shard_of(h);
+        // Meta `x`: the empty replacement is allocated before the key's
+        // lock is taken (allocation may evict from any shard).
+        let empty = if a.clear_value {
+            match self.new_item(a.key, 0, 0, 0, si) {
+                Some(it) => Some(it),
+                None => {
+                    return DeleteOutcome {
+                        no_memory: true,
+                        ..out(DeleteStatus::NotFound, 0)
+                    }
                 }
             }
-            None => self.remove(&mut sh, it, h),
+        } else {
+            None
+        };
+        let now = self.clock.now();
+        let mut sh = self.shard(si);
+        let found = match self.find_live(&mut sh, h, a.key, now) {
+            Ok(it) if a.cas != 0 && self.vis_cas(it) != a.cas => {
+                Err(out(DeleteStatus::Exists, it.h().class))
+            }
+            Ok(it) => Ok(it),
+            Err(_) => Err(out(DeleteStatus::NotFound, 0)),
+        };
+        let it = match found {
+            Ok(it) => it,
+            Err(res) => {
+                drop(sh);
+                if let Some(e) = empty {
+                    self.free_item(e);
+                }
+                return res;
+            }
+        };
+        let class = it.h().class;
+        sh.cs[class as usize].delete_hits += 1;
+        // The item that stays in place, if any.
+        let kept = match empty {
+            Some(e) => {
+                let (oh, eh) = (it.h(), e.hm());
+                eh.exptime = oh.exptime;
+                eh.bits |= oh.bits & BIT_BINKEY;
+                eh.cas = if a.set_cas != 0 { a.set_cas } else { oh.cas };
+                self.remove(&mut sh, it, h);
+                self.link(&mut sh, e, h, now);
+                Some(e)
+            }
+            None if a.invalidate.is_some() => Some(it),
+            None => {
+                self.remove(&mut sh, it, h);
+                None
+            }
+        };
+        if let (Some(it), Some(t)) = (kept, a.invalidate) {
+            let hd = it.hm();
+            // Stale, and the next fetch may win the recache token again.
+            hd.bits = (hd.bits | BIT_STALE) & !BIT_WIN;
+            hd.cas = if a.set_cas != 0 {
+                a.set_cas
+            } else {
+                self.take_cas()
+            };
+            if let Some(t) = t {
+                hd.exptime = t;
+            }
         }
-        DeleteOutcome {
-            status: DeleteStatus::Deleted,
-            class,
-        }
+        out(DeleteStatus::Deleted, class)
     }
 
     pub fn arith(&self, a: &ArithArgs) -> ArithOutcome {

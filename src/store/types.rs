@@ -138,6 +138,17 @@ pub struct DeleteArgs<'a> {
     /// and clear its win-token-sent mark (so the next fetch wins); with
     /// `Some(t)` also set its exptime to `t` (meta `T`).
     pub invalidate: Option<Option<RelTime>>,
+    /// Meta `E`: the CAS value an item that stays in place gets (with
+    /// `invalidate` or `clear_value`); 0 = as without `E` (`invalidate`
+    /// takes the next CAS, `clear_value` alone keeps the item's CAS).
+    pub set_cas: u64,
+    /// Meta `x`: instead of removing the item, atomically replace it with
+    /// an empty one under the same key. The empty item keeps the exptime
+    /// (and the base64-key mark); its client flags are 0 and it is neither
+    /// stale nor marked win-sent unless `invalidate` makes it so. Counts
+    /// as a delete hit. When no memory is found for the empty item nothing
+    /// changes and the outcome has `no_memory` set.
+    pub clear_value: bool,
 }
 
 impl<'a> DeleteArgs<'a> {
@@ -146,6 +157,8 @@ impl<'a> DeleteArgs<'a> {
             key,
             cas: 0,
             invalidate: None,
+            set_cas: 0,
+            clear_value: false,
         }
     }
 }
@@ -161,6 +174,9 @@ pub enum DeleteStatus {
 pub struct DeleteOutcome {
     pub status: DeleteStatus,
     pub class: u8,
+    /// Only with `DeleteArgs::clear_value`: no memory for the empty item
+    /// (status is then `NotFound` and the old item is untouched).
+    pub no_memory: bool,
 }
 
 /// One arithmetic request (`incr`/`decr`, binary INCR/DECR, meta `ma`).
