@@ -946,3 +946,35 @@ fn text_format_checker_rejects_bad_exposition() {
     let ok = parse_exposition("# HELP x h\n# TYPE x gauge\nx{a=\"q\\\"\"} 1.5\n");
     assert_eq!(ok[0].labels[0].1, "q\"");
 }
+
+/// `watch evictions`: the store's evictions reach the watcher, with the
+/// fields memcached's eviction lines carry.
+#[test]
+fn watch_evictions_has_memcached_fields() {
+    let fill: Vec<(String, String)> = (0..160)
+        .map(|i| {
+            (
+                format!("set ev{i} 0 0 100000\r\n{}\r\n", "v".repeat(100_000)),
+                "STORED\r\n".to_string(),
+            )
+        })
+        .collect();
+    let run: Vec<(&str, &str)> = fill.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let field_names = |kind: Kind| -> Vec<String> {
+        let s = Server::start(kind, &["-m", "8"]);
+        let lines = watch_session(s.port(), "evictions", &run);
+        let first = lines
+            .iter()
+            .find(|l| l.contains("type=eviction"))
+            .unwrap_or_else(|| panic!("{}: no eviction line in {lines:?}", kind.name()))
+            .clone();
+        first
+            .split(' ')
+            .skip(3)
+            .map(|p| p.split_once('=').expect(&first).0.to_string())
+            .collect()
+    };
+    let want = field_names(Kind::Memcached);
+    let got = field_names(Kind::Gannet);
+    assert_eq!(got, want, "eviction line fields differ from memcached's");
+}

@@ -67,7 +67,9 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(settings: Settings, clock: Arc<Clock>) -> Shared {
-        let store = Store::new(settings.store_config(), Arc::clone(&clock));
+        let mut store_cfg = settings.store_config();
+        store_cfg.on_evict = Some(watch::eviction_hook);
+        let store = Store::new(store_cfg, Arc::clone(&clock));
         let tunables = admin::Tunables::new(&settings);
         let threads = (0..settings.threads.max(1))
             .map(|_| Arc::new(ThreadStats::default()))

@@ -496,6 +496,27 @@ pub fn eviction(key: &[u8], fetched: bool, ttl: i64, la: u32, clsid: u8, size: u
     publish(EVICTIONS, &l);
 }
 
+/// The store's eviction hook (`StoreConfig::on_evict`): one `eviction`
+/// line when a watcher asked for evictions.
+pub fn eviction_hook(ev: &crate::store::Eviction<'_>, now: u32) {
+    if !wants(EVICTIONS) {
+        return;
+    }
+    let ttl = if ev.exptime == 0 {
+        -1
+    } else {
+        ev.exptime as i64 - now as i64
+    };
+    eviction(
+        ev.key,
+        ev.fetched,
+        ttl,
+        now.saturating_sub(ev.last_access),
+        ev.class,
+        ev.size,
+    );
+}
+
 /// `connevents`: a client connected. `peer` is its `stats conns` address
 /// (`tcp:ip:port`, or the unix socket's form).
 pub fn conn_new(peer: &str, cfd: i32) {

@@ -380,13 +380,19 @@ impl Worker {
         conn.has_more = false;
         loop {
             let (mut got, mut eof, mut blocked) = (0, false, false);
-            let from_scratch = read_first && conn.input.is_empty();
+            let mut from_scratch = false;
             if read_first {
-                let res = if from_scratch {
-                    conn.stream.read(&mut self.rbuf[..])
+                // Read into the worker's scratch buffer and keep only the
+                // bytes that arrived, so a connection holding a partial
+                // request costs that request's size, not a whole read
+                // buffer. Only a large data block of known size is read
+                // straight into the connection's buffer.
+                let len = conn.input.len();
+                let direct = len > 0 && need > len + READ_CHUNK;
+                let res = if direct {
+                    conn.input.read_from(&mut conn.stream, need - len)
                 } else {
-                    let want = need.saturating_sub(conn.input.len()).max(READ_CHUNK);
-                    conn.input.read_from(&mut conn.stream, want)
+                    conn.stream.read(&mut self.rbuf[..])
                 };
                 match res {
                     Ok(0) => eof = true,
@@ -394,6 +400,13 @@ impl Worker {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => blocked = true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => eof = true,
+                }
+                if !direct && got > 0 {
+                    if len == 0 {
+                        from_scratch = true;
+                    } else {
+                        conn.input.extend_from_slice(&self.rbuf[..got]);
+                    }
                 }
             }
             read_first = true;

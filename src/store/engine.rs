@@ -373,7 +373,10 @@ impl Store {
         )
         .or_else(|_| Slabs::new(1 << 20, cfg.mem_limit, min_item, 1.25, 512 * 1024))
         .unwrap_or_else(|_| unreachable!("1 MiB pages are always accepted"));
-        slabs.first_page_grace = cfg.slab_automove == 0;
+        // Without page moves (automove off, or -M, where a move would
+        // evict), a class's first page may exceed the budget, as in
+        // memcached's do_slabs_newslab.
+        slabs.first_page_grace = cfg.slab_automove == 0 || !cfg.evict_to_free;
         let per_shard = (1usize << cfg.hashpower_init.clamp(10, 32)) / NSHARDS;
         let nclasses = slabs.nclasses() as usize + 1;
         let shards = (0..NSHARDS)
@@ -608,6 +611,18 @@ impl Store {
                 if bits & BIT_ACTIVE != 0 {
                     c.evicted_active += 1;
                 }
+                if let Some(hook) = self.cfg.on_evict {
+                    let hd = it.h();
+                    let ev = Eviction {
+                        key: it.key(),
+                        fetched: bits & BIT_FETCHED != 0,
+                        exptime: hd.exptime,
+                        last_access: hd.atime,
+                        class: class as u8,
+                        size: crate::store::item::ntotal(it.key().len(), hd.nbytes as usize),
+                    };
+                    hook(&ev, now);
+                }
                 let h = self.hash(it.key());
                 self.remove(sh, it, h);
                 return Pull::Freed;
@@ -627,7 +642,10 @@ impl Store {
             // Consider a page move first, and insist (wait for the mover,
             // skip the age test) once this class has nothing to evict.
             let force = empty_shards > 0 && empty_shards % 8 == 0;
+            // Under -M nothing may be evicted, and a page move evicts what
+            // the page holds: no moves then (memcached keeps every item).
             if self.cfg.slab_automove > 0
+                && self.cfg.evict_to_free
                 && (attempt == 0 || force)
                 && self.move_page_to(class, force)
             {

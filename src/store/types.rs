@@ -241,6 +241,24 @@ pub enum MemLimitError {
     TooSmall,
 }
 
+/// An item the store evicted to make room, as `watch evictions` shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Eviction<'a> {
+    pub key: &'a [u8],
+    pub fetched: bool,
+    /// 0 = never expires.
+    pub exptime: RelTime,
+    pub last_access: RelTime,
+    pub class: u8,
+    /// Bytes of item memory (header, key, value).
+    pub size: usize,
+}
+
+/// Called for every eviction, under the evicted key's lock: it must be
+/// cheap and must not call back into the store. The store stays ignorant
+/// of who listens (the `watch` command, in `exec`).
+pub type EvictionHook = fn(&Eviction<'_>, RelTime);
+
 /// What the engine needs from the command line.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -274,6 +292,8 @@ pub struct StoreConfig {
     pub lru_segmented: bool,
     /// `-L`: preallocate all memory up front.
     pub prealloc: bool,
+    /// Told about every eviction (see `EvictionHook`).
+    pub on_evict: Option<EvictionHook>,
 }
 
 impl Default for StoreConfig {
@@ -296,6 +316,7 @@ impl Default for StoreConfig {
             slab_automove: 1,
             lru_segmented: true,
             prealloc: false,
+            on_evict: None,
         }
     }
 }
