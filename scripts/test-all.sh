@@ -3,8 +3,8 @@
 # tests need (memcached and libmemcached-tools as reference peers; the
 # compatibility suite installs twemproxy and the Python clients in .venv;
 # the packaging checks install cargo-deb, cargo-generate-rpm, lintian...),
-# then runs format and lint checks, every cargo test, the compatibility
-# suite and the packaging checks. CI runs exactly this (see .ci/run).
+# then runs format and lint checks, every cargo test, a short run of
+# every fuzz target, the compatibility suite and the packaging checks. CI runs exactly this (see .ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,9 @@ cargo clippy --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --all-targets
+
+log "fuzz smoke (every target, a short fixed time, committed seeds)"
+scripts/fuzz.sh smoke
 
 log "compatibility suite (clients, twemproxy, mcrouter stream, exporter fields)"
 scripts/compat.sh

@@ -1,0 +1,203 @@
+//! The memory ceiling: under a write storm of mixed sizes (10 B .. 100 KB,
+//! several connections, far more data than fits) at `-m 64`, gannet's
+//! resident memory stays below a stated bound, the cache fills and evicts,
+//! and its own accounting never passes the limit.
+//!
+//! The bound, and how it was measured, is explained in docs/RELIABILITY.md
+//! ("Memory ceiling"): 64 MiB of item pages, the hash index, per-connection
+//! and per-worker buffers, and the fixed cost of the binary and its
+//! threads. The storm runs about 8 s.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Kind, Server};
+
+/// `-m` for the test.
+const LIMIT_MB: u64 = 64;
+/// Resident memory allowed above `-m`, in MiB: index, buffers, fixed cost
+/// (see docs/RELIABILITY.md for the measured budget).
+const OVERHEAD_MB: u64 = 16;
+const WRITERS: usize = 4;
+const STORM: Duration = Duration::from_secs(8);
+
+fn pid_of(server: &Server) -> i32 {
+    let port = server.port().to_string();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_gannet = args.first().is_some_and(|a| a.ends_with(b"gannet"));
+        let has_port = args
+            .windows(2)
+            .any(|w| w[0] == b"-p" && w[1] == port.as_bytes());
+        if is_gannet && has_port {
+            return pid;
+        }
+    }
+    panic!("gannet process for port {port} not found");
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// xorshift64*: a fast deterministic generator for sizes and keys.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Log-uniform in 10 ..= 100_000: as many tiny as huge values.
+    fn size(&mut self) -> usize {
+        let exp = (self.next() % 10_000) as f64 / 10_000.0 * 4.0; // 10^1 .. 10^5
+        (10.0 * 10f64.powf(exp)) as usize
+    }
+}
+
+fn read_until(s: &mut TcpStream, end: &[u8], limit: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(end) {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("no reply within {limit:?}"));
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("timeout");
+        match s.read(&mut buf) {
+            Ok(0) => panic!("server closed the connection"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    got
+}
+
+fn stats(port: u16, cmd: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(format!("{cmd}\r\n").as_bytes()).expect("send");
+    String::from_utf8_lossy(&read_until(&mut s, b"END\r\n", Duration::from_secs(5))).into_owned()
+}
+
+fn stat(text: &str, name: &str) -> u64 {
+    let prefix = format!("STAT {name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in stats"))
+        .trim()
+        .parse()
+        .expect("number")
+}
+
+#[test]
+fn write_storm_stays_under_the_memory_ceiling() {
+    let mut server = Server::start(Kind::Gannet, &["-m", &LIMIT_MB.to_string(), "-t", "4"]);
+    let pid = pid_of(&server);
+    let port = server.port();
+    let rss_idle = rss_kb(pid);
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let stop = Arc::clone(&stop);
+            let written = Arc::clone(&written);
+            thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.set_nodelay(true).expect("nodelay");
+                s.set_write_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((w as u64 + 1) * 0x1234_5678));
+                let filler = vec![b'x'; 100_000];
+                let mut batch = Vec::with_capacity(1 << 20);
+                while !stop.load(Ordering::Relaxed) {
+                    batch.clear();
+                    // About 512 KiB of sets with noreply, then one sync.
+                    while batch.len() < 512 * 1024 {
+                        let len = rng.size();
+                        let key = rng.next() % 500_000;
+                        batch.extend_from_slice(
+                            format!("set storm:{key} 0 0 {len} noreply\r\n").as_bytes(),
+                        );
+                        batch.extend_from_slice(&filler[..len]);
+                        batch.extend_from_slice(b"\r\n");
+                    }
+                    batch.extend_from_slice(b"version\r\n");
+                    s.write_all(&batch).expect("write storm batch");
+                    let r = read_until(&mut s, b"\r\n", Duration::from_secs(20));
+                    assert!(
+                        r.starts_with(b"VERSION "),
+                        "a storm batch was answered with {:?}",
+                        String::from_utf8_lossy(&r[..r.len().min(200)])
+                    );
+                    written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    let start = Instant::now();
+    let mut rss_max = 0;
+    while start.elapsed() < STORM {
+        rss_max = rss_max.max(rss_kb(pid));
+        thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("a storm writer failed");
+    }
+    rss_max = rss_max.max(rss_kb(pid));
+    let text = stats(port, "stats");
+    let slabs = stats(port, "stats slabs");
+    let written_mb = written.load(Ordering::Relaxed) >> 20;
+    let bytes = stat(&text, "bytes");
+    let limit = stat(&text, "limit_maxbytes");
+    let malloced = stat(&slabs, "total_malloced");
+    let evictions = stat(&text, "evictions");
+    let bound_kb = (LIMIT_MB + OVERHEAD_MB) * 1024;
+    eprintln!(
+        "memory ceiling: wrote {written_mb} MiB in {:?}; RSS idle {rss_idle} KiB, max {rss_max} KiB \
+         (bound {bound_kb} KiB); bytes {bytes}, total_malloced {malloced}, evictions {evictions}",
+        start.elapsed()
+    );
+    assert!(
+        written_mb >= 2 * LIMIT_MB,
+        "the storm wrote only {written_mb} MiB: the cache was never full"
+    );
+    assert!(
+        evictions > 0,
+        "no evictions after {written_mb} MiB into -m {LIMIT_MB}"
+    );
+    assert_eq!(limit, LIMIT_MB << 20);
+    assert!(bytes <= limit, "bytes {bytes} above limit_maxbytes {limit}");
+    assert!(
+        malloced <= limit,
+        "total_malloced {malloced} above limit_maxbytes {limit}"
+    );
+    assert!(
+        rss_max <= bound_kb,
+        "RSS reached {rss_max} KiB, above the {bound_kb} KiB ceiling for -m {LIMIT_MB}"
+    );
+    server.assert_alive("a write storm");
+}
