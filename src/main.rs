@@ -36,6 +36,15 @@ fn main() -> ExitCode {
     }
     init_logging(settings.verbose);
 
+    // -Y: an unreadable or malformed auth file stops the start (exit 1, as
+    // memcached); loading it here also keeps file reads off the workers.
+    if let Some(path) = &settings.auth_file {
+        if let Err(msg) = gannet::exec::auth::check_at_start(path) {
+            eprintln!("{msg}");
+            return ExitCode::from(1);
+        }
+    }
+
     // Before anything happens: root needs -u, and -u must exist (64, 67).
     let user = match daemon::resolve_user(settings.user.as_deref()) {
         Ok(user) => user,
@@ -110,7 +119,16 @@ fn main() -> ExitCode {
     log::info!("gannet {} ready", env!("CARGO_PKG_VERSION"));
     loop {
         match wait_signal(&signals) {
-            libc::SIGHUP => continue,
+            libc::SIGHUP => {
+                // memcached reloads the -Y auth file on SIGHUP and keeps
+                // the old one when the new one does not load.
+                if let Some(path) = &shared.settings.auth_file {
+                    if let Err(e) = gannet::exec::auth::reload(path) {
+                        log::warn!("SIGHUP: keeping the old auth file: {e:?}");
+                    }
+                }
+                continue;
+            }
             libc::SIGUSR1 => {
                 log::info!("SIGUSR1: graceful stop");
                 break;

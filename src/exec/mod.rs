@@ -8,6 +8,7 @@
 //! command means.
 
 pub mod admin;
+pub mod auth;
 pub mod binary;
 pub mod detail;
 pub mod meta;

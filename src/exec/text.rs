@@ -28,6 +28,8 @@ pub struct Session {
     /// offset (in its key list) of the next key. The get's line stays at
     /// the front of the input until it completes.
     get_resume: Option<usize>,
+    /// `-Y` authentication state (see `exec::auth`).
+    auth: super::auth::TextAuth,
 }
 
 /// Result of one `process` call.
@@ -125,6 +127,17 @@ impl Session {
             let buf = &input[pos..];
             if buf.is_empty() {
                 return progress(pos, requests, Action::Continue, 0);
+            }
+            let gate = super::auth::text_hook(&mut self.auth, ctx, buf, out, pos, requests);
+            if let Some(gate) = gate {
+                match gate {
+                    Ok(n) => {
+                        pos += n;
+                        requests += 1;
+                        continue;
+                    }
+                    Err(p) => return p,
+                }
             }
             let (line, line_len) = match proto::frame(buf, max_get_line) {
                 Frame::Incomplete => return progress(pos, requests, Action::Continue, 0),
