@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{show, Kind, Server};
+use common::{rss_kb, show, Kind, Server};
 
 /// One hostile scenario at a time (they measure RSS and timings).
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -43,37 +43,6 @@ fn raise_own_nofile(want: u64) -> u64 {
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
     }
     lim.rlim_cur
-}
-
-/// Pid of the gannet process listening on the server's port.
-fn pid_of(server: &Server) -> i32 {
-    let port = server.port().to_string();
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let is_gannet = args.first().is_some_and(|a| a.ends_with(b"gannet"));
-        let has_port = args
-            .windows(2)
-            .any(|w| w[0] == b"-p" && w[1] == port.as_bytes());
-        if is_gannet && has_port {
-            return pid;
-        }
-    }
-    panic!("gannet process for port {port} not found");
-}
-
-fn rss_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/pid/status")
 }
 
 fn fd_count(pid: i32) -> usize {
@@ -206,7 +175,7 @@ fn store_values(server: &Server, prefix: &str, count: usize, len: usize) {
 fn slow_readers_of_huge_multigets_keep_rss_bounded_and_others_served() {
     let _g = serial();
     let mut server = Server::start(Kind::Gannet, &["-m", "64", "-t", "2"]);
-    let pid = pid_of(&server);
+    let pid = server.pid();
     // 20 items of 200 KB: each get line below names them 10 times over,
     // 40 MB of replies per line, 120 MB per hog.
     store_values(&server, "big", 20, 200_000);
@@ -280,7 +249,7 @@ fn slowloris_thousands_of_half_sent_commands() {
         N + 200
     );
     let mut server = Server::start(Kind::Gannet, &["-c", "4000", "-t", "2"]);
-    let pid = pid_of(&server);
+    let pid = server.pid();
     let rss_before = rss_kb(pid);
     let fds_before = fd_count(pid);
     let partial: [&[u8]; 4] = [
@@ -354,7 +323,7 @@ fn slowloris_thousands_of_half_sent_commands() {
 fn ten_megabytes_without_newline_are_refused_while_others_are_served() {
     let _g = serial();
     let mut server = Server::start(Kind::Gannet, &["-t", "2"]);
-    let pid = pid_of(&server);
+    let pid = server.pid();
     let base = rss_kb(pid);
     let port = server.port();
     // Plain junk, and a `get` whose key list never ends (the multi-get
@@ -489,7 +458,7 @@ fn connection_churn_leaks_no_descriptors_and_no_memory() {
     let _g = serial();
     const CYCLES: usize = 20_000;
     let mut server = Server::start(Kind::Gannet, &["-t", "2"]);
-    let pid = pid_of(&server);
+    let pid = server.pid();
     let port = server.port();
     // Warm up allocator arenas and the connection slab first.
     let mut warm: Vec<Raw> = (0..200).map(|_| Raw::connect(&server)).collect();
@@ -601,7 +570,7 @@ fn pipeline_of_100k_requests_in_one_write_is_answered_in_order() {
 fn peer_reset_and_broken_pipe_mid_write_never_kill_the_server() {
     let _g = serial();
     let mut server = Server::start(Kind::Gannet, &["-t", "2"]);
-    let pid = pid_of(&server);
+    let pid = server.pid();
     store_values(&server, "mb", 4, 1_000_000);
     let get = b"get mb0 mb1 mb2 mb3 mb0 mb1 mb2 mb3\r\n";
     for round in 0..60 {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Kind, Server};
+use common::{rss_kb, Kind, Server};
 
 /// `-m` for the test.
 const LIMIT_MB: u64 = 64;
@@ -26,36 +26,6 @@ const LIMIT_MB: u64 = 64;
 const OVERHEAD_MB: u64 = 16;
 const WRITERS: usize = 4;
 const STORM: Duration = Duration::from_secs(8);
-
-fn pid_of(server: &Server) -> i32 {
-    let port = server.port().to_string();
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let is_gannet = args.first().is_some_and(|a| a.ends_with(b"gannet"));
-        let has_port = args
-            .windows(2)
-            .any(|w| w[0] == b"-p" && w[1] == port.as_bytes());
-        if is_gannet && has_port {
-            return pid;
-        }
-    }
-    panic!("gannet process for port {port} not found");
-}
-
-fn rss_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
 
 /// xorshift64*: a fast deterministic generator for sizes and keys.
 struct Rng(u64);
@@ -114,7 +84,7 @@ fn stat(text: &str, name: &str) -> u64 {
 #[test]
 fn write_storm_stays_under_the_memory_ceiling() {
     let mut server = Server::start(Kind::Gannet, &["-m", &LIMIT_MB.to_string(), "-t", "4"]);
-    let pid = pid_of(&server);
+    let pid = server.pid();
     let port = server.port();
     let rss_idle = rss_kb(pid);
     let stop = Arc::new(AtomicBool::new(false));

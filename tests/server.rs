@@ -180,7 +180,7 @@ fn client_that_never_reads_gets_bounded_output() {
     line.extend_from_slice(b"\r\n");
     hog.send(&line);
     std::thread::sleep(Duration::from_millis(1500));
-    let rss_kb = rss_kb_of_port(&server);
+    let rss_kb = common::rss_kb(server.pid());
     // 400 MiB of replies would be queued by a server that does not bound
     // output; the bound is about 1 MiB plus one item plus socket buffers.
     assert!(
@@ -189,32 +189,6 @@ fn client_that_never_reads_gets_bounded_output() {
     );
     server.assert_alive("a client that never reads");
     drop(hog);
-}
-
-/// RSS of the gannet process listening on the server's port, in KiB.
-fn rss_kb_of_port(server: &Server) -> u64 {
-    let port = server.port().to_string();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let is_gannet = args
-            .first()
-            .map(|a| a.ends_with(b"gannet"))
-            .unwrap_or(false);
-        let has_port = args
-            .windows(2)
-            .any(|w| w[0] == b"-p" && w[1] == port.as_bytes());
-        if is_gannet && has_port {
-            let status = std::fs::read_to_string(entry.path().join("status")).unwrap();
-            return status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap();
-        }
-    }
-    panic!("gannet process for port {port} not found");
 }
 
 #[test]

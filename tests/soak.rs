@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Kind, Server};
+use common::{rss_kb, Kind, Server};
 
 fn env_or(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -286,35 +286,6 @@ fn worker(port: u16, w: u64, workers: u64, keys: u64, stop: Arc<AtomicBool>, tot
     }
 }
 
-fn pid_of(server: &Server) -> i32 {
-    let port = server.port().to_string();
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let is_gannet = args.first().is_some_and(|a| a.ends_with(b"gannet"));
-        let has_port = args
-            .windows(2)
-            .any(|w| w[0] == b"-p" && w[1] == port.as_bytes());
-        if is_gannet && has_port {
-            return pid;
-        }
-    }
-    panic!("gannet process for port {port} not found");
-}
-
-fn rss_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
 fn stat(port: u16, name: &str) -> u64 {
     let mut c = Conn::open(port);
     c.send(b"stats\r\n");
@@ -361,7 +332,7 @@ fn soak() {
     let keys = env_or("GANNET_SOAK_KEYS", 50_000);
     let mut server = Server::start(Kind::Gannet, &["-m", "64", "-t", "4", "-c", "4096"]);
     let port = server.port();
-    let pid = pid_of(&server);
+    let pid = server.pid();
     let stop = Arc::new(AtomicBool::new(false));
     let totals = Arc::new(Totals {
         ops: AtomicU64::new(0),

@@ -48,7 +48,7 @@ use crate::protocol::binary::{
     self as proto, BinError, ErrorAction, Extras, Opcode, Parsed, Request, Status,
 };
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Miss, Mode, StoreArgs, StoreStatus,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Mode, StoreArgs, StoreStatus,
 };
 
 use super::detail::Op as DetailOp;
@@ -342,16 +342,6 @@ fn error(out: &mut Vec<u8>, req: &Request, status: Status) {
     proto::write_error(out, req.opcode.as_u8(), status, req.opaque);
 }
 
-/// Counts why a lookup missed (`get_expired`, `get_flushed`), as every
-/// memcached item lookup does.
-fn count_miss_reason(ctx: &Ctx, miss: Miss) {
-    match miss {
-        Miss::Expired => ctx.stats.ops.get_expired.incr(),
-        Miss::Flushed => ctx.stats.ops.get_flushed.incr(),
-        Miss::NotFound => {}
-    }
-}
-
 /// Counts `op` for `key`'s prefix while `stats detail on` is in force.
 fn record_detail(ctx: &Ctx, key: &[u8], op: DetailOp) {
     let shared = ctx.shared;
@@ -404,7 +394,7 @@ fn get(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
             Some(item.class_id())
         }
         Err(miss) => {
-            count_miss_reason(ctx, miss);
+            super::count_miss_reason(ctx, miss);
             None
         }
     });

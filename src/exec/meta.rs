@@ -36,7 +36,7 @@ use crate::protocol::meta::{
     self as proto, ArithMode, MetaCommand, MetaRequest, MetaStatus, SetMode, DECODED_KEY_MAX,
 };
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemRef, Miss, Mode, StoreArgs, StoreOutcome,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemRef, Mode, StoreArgs, StoreOutcome,
     StoreStatus,
 };
 
@@ -120,14 +120,6 @@ fn write_opaque_key(out: &mut Vec<u8>, req: &MetaRequest, key: &[u8]) {
     }
 }
 
-fn count_miss_reason(ctx: &Ctx, miss: Miss) {
-    match miss {
-        Miss::Expired => ctx.stats.ops.get_expired.incr(),
-        Miss::Flushed => ctx.stats.ops.get_flushed.incr(),
-        Miss::NotFound => {}
-    }
-}
-
 /// The absolute times of a request's `T` and `N`.
 #[derive(Clone, Copy)]
 struct Ttls {
@@ -184,7 +176,7 @@ fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
             Err(miss) => miss,
         };
         if round == 0 {
-            count_miss_reason(ctx, miss);
+            super::count_miss_reason(ctx, miss);
         }
         if round > 0 || ttls.vivify.is_none() {
             break;
@@ -668,7 +660,7 @@ fn me(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
         Err(miss) => Err(miss),
     });
     if let Err(miss) = found {
-        count_miss_reason(ctx, miss);
+        super::count_miss_reason(ctx, miss);
         proto::write_status(out, MetaStatus::En);
         proto::end_line(out);
     }

@@ -118,6 +118,16 @@ pub struct Ctx<'a> {
     pub stats: &'a ThreadStats,
 }
 
+/// Count why a lookup missed (`get_expired`, `get_flushed`), the same for
+/// every front end.
+pub(crate) fn count_miss_reason(ctx: &Ctx, miss: crate::store::Miss) {
+    match miss {
+        crate::store::Miss::Expired => ctx.stats.ops.get_expired.incr(),
+        crate::store::Miss::Flushed => ctx.stats.ops.get_flushed.incr(),
+        crate::store::Miss::NotFound => {}
+    }
+}
+
 /// What the connection must do after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -10,7 +10,7 @@ use crate::clock::RelTime;
 use crate::protocol::meta::{self as meta_proto, MetaCommand, MetaError};
 use crate::protocol::text::{self as proto, Command, Frame, StoreCmd};
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Miss, Mode, StoreArgs, StoreStatus,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Mode, StoreArgs, StoreStatus,
 };
 
 use super::detail::Op as DetailOp;
@@ -495,7 +495,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                     Some(item.class_id())
                 }
                 Err(miss) => {
-                    count_miss_reason(ctx, miss);
+                    super::count_miss_reason(ctx, miss);
                     None
                 }
             });
@@ -602,14 +602,6 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
     }
 }
 
-fn count_miss_reason(ctx: &Ctx, miss: Miss) {
-    match miss {
-        Miss::Expired => ctx.stats.ops.get_expired.incr(),
-        Miss::Flushed => ctx.stats.ops.get_flushed.incr(),
-        Miss::NotFound => {}
-    }
-}
-
 /// `get`/`gets`/`gat`/`gats`: one `VALUE` block per hit, then `END`.
 ///
 /// Starts at byte `from` of `keys`. When `out` grows past `out_limit`
@@ -663,7 +655,7 @@ fn get(
             }
             Err(miss) => {
                 super::watch::item_get(key, miss.into());
-                count_miss_reason(ctx, miss);
+                super::count_miss_reason(ctx, miss);
                 None
             }
         });

@@ -168,6 +168,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// The TCP port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
@@ -339,6 +344,18 @@ impl Client {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
+}
+
+/// Resident set size of process `pid` in KiB (VmRSS of /proc/pid/status).
+pub fn rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/pid/status")
 }
 
 /// Printable form of protocol bytes: printable ASCII kept, `\r` `\n` and
