@@ -209,7 +209,9 @@ pub struct TextAuth {
     authenticated: bool,
     /// Where the last gate reply sits in the output buffer: the next gate
     /// reply replaces it while it is still the buffer's tail.
-    last_reply: Option<(usize, usize)>,
+    /// (u32 offsets: the output buffer of one batch stays far below
+    /// 4 GiB, and this lives in every connection.)
+    last_reply: Option<(u32, u32)>,
 }
 
 /// What the gate did with the front of the input.
@@ -295,12 +297,13 @@ impl TextAuth {
         let start = out.len();
         out.extend_from_slice(msg.as_bytes());
         out.extend_from_slice(b"\r\n");
-        self.last_reply = Some((start, out.len()));
+        self.last_reply = Some((start as u32, out.len() as u32));
     }
 
     /// Remove the previous gate reply if it is still unsent at the tail.
     fn drop_pending(&mut self, out: &mut Vec<u8>) {
         if let Some((start, end)) = self.last_reply.take() {
+            let (start, end) = (start as usize, end as usize);
             if out.len() == end && start < end {
                 out.truncate(start);
             }

@@ -16,18 +16,23 @@ use crate::store::{
 use super::detail::Op as DetailOp;
 use super::{Action, Ctx, StopRequest, WIRE_VERSION};
 
+const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
+
 /// Per-connection text protocol state that outlives one read.
 #[derive(Debug, Default)]
 pub struct Session {
     /// Bytes of a refused data block still to discard.
-    swallow: usize,
-    /// The reply to send once the swallow is done: memcached answers a
-    /// refused data block only after it has read the whole block.
-    after_swallow: Option<&'static str>,
+    /// (u32: a data block is at most 2^31 bytes; this struct lives in
+    /// every connection, so its size matters.)
+    swallow: u32,
+    /// Send "object too large" once the swallow is done: memcached
+    /// answers a refused data block only after it has read the whole
+    /// block.
+    too_large_after_swallow: bool,
     /// A multi-get stopped because its output reached the limit: the
     /// offset (in its key list) of the next key. The get's line stays at
     /// the front of the input until it completes.
-    get_resume: Option<usize>,
+    get_resume: Option<u32>,
     /// `-Y` authentication state (see `exec::auth`).
     auth: super::auth::TextAuth,
 }
@@ -105,14 +110,14 @@ impl Session {
         };
         loop {
             if self.swallow > 0 {
-                let n = self.swallow.min(input.len() - pos);
-                self.swallow -= n;
+                let n = (self.swallow as usize).min(input.len() - pos);
+                self.swallow -= n as u32;
                 pos += n;
                 if self.swallow > 0 {
                     return progress(pos, requests, Action::Continue, 0);
                 }
-                if let Some(msg) = self.after_swallow.take() {
-                    reply(out, msg);
+                if std::mem::take(&mut self.too_large_after_swallow) {
+                    reply(out, TOO_LARGE);
                 }
             }
             if requests >= budget {
@@ -174,7 +179,7 @@ impl Session {
                 {
                     ctx.stats.ops.store_too_large.incr();
                     if !noreply {
-                        self.after_swallow = Some("SERVER_ERROR object too large for cache");
+                        self.too_large_after_swallow = true;
                     }
                     if sc == StoreCmd::Set {
                         // A failed set must not leave the old value behind.
@@ -182,7 +187,7 @@ impl Session {
                     }
                     pos += line_len;
                     requests += 1;
-                    self.swallow = bytes + 2;
+                    self.swallow = (bytes + 2) as u32;
                     continue;
                 }
                 let total = line_len + bytes + 2;
@@ -203,13 +208,13 @@ impl Session {
                         }
                         reply(out, e.as_str());
                         if let Some(n) = meta_proto::rejected_data_len(line) {
-                            self.swallow = n as usize + 2;
+                            self.swallow = n + 2;
                         }
                         pos += line_len;
                     }
                     Ok(req) if req.command == MetaCommand::Set => {
                         if let Err(n) = super::meta::ms_precheck(ctx, &req, out) {
-                            self.swallow = n;
+                            self.swallow = n as u32;
                             pos += line_len;
                         } else {
                             let total = line_len + req.data_len as usize + 2;
@@ -232,11 +237,11 @@ impl Session {
                 continue;
             }
             if let Command::Get { keys, cas, touch } = cmd {
-                let from = self.get_resume.take().unwrap_or(0);
+                let from = self.get_resume.take().unwrap_or(0) as usize;
                 match get(ctx, keys, from, cas, touch, out, out_limit) {
                     Some(next) => {
                         // Output is full: send it, then come back here.
-                        self.get_resume = Some(next);
+                        self.get_resume = Some(next as u32);
                         return Progress {
                             more: true,
                             ..progress(pos, requests, Action::Continue, 0)
@@ -254,7 +259,7 @@ impl Session {
             let action = run(ctx, cmd, out);
             if action != Action::Continue {
                 if let Action::Swallow(n) = action {
-                    self.swallow = n;
+                    self.swallow = n as u32;
                     continue;
                 }
                 return progress(pos, requests, action, 0);
