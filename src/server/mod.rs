@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod udp;
 pub mod worker;
 
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use worker::{Listener, Worker, WorkerHandle};
 /// The bound listeners, before any worker runs.
 pub struct Bound {
     per_worker: Vec<Vec<Listener>>,
+    /// Each worker's UDP sockets (`-U`), one per address.
+    udp: Vec<Vec<mio::net::UdpSocket>>,
 }
 
 /// Bind every listener the settings ask for: `threads` copies of each TCP
@@ -38,7 +41,13 @@ pub fn bind(shared: &Shared) -> Result<Bound, BindError> {
             }
         }
     }
-    Ok(Bound { per_worker })
+    let mut udp: Vec<Vec<mio::net::UdpSocket>> = (0..threads).map(|_| Vec::new()).collect();
+    for addr in udp::udp_addrs(s)? {
+        for w in udp.iter_mut() {
+            w.push(udp::bind_udp(addr)?);
+        }
+    }
+    Ok(Bound { per_worker, udp })
 }
 
 /// Running workers.
@@ -52,8 +61,9 @@ impl Server {
     pub fn start(shared: Arc<Shared>, bound: Bound) -> std::io::Result<Server> {
         let mut handles = Vec::new();
         let mut threads = Vec::new();
-        for (id, listeners) in bound.per_worker.into_iter().enumerate() {
-            let (worker, handle) = Worker::new(id, listeners, Arc::clone(&shared))?;
+        let udp = bound.udp.into_iter();
+        for (id, (listeners, udp)) in bound.per_worker.into_iter().zip(udp).enumerate() {
+            let (worker, handle) = Worker::new(id, listeners, udp, Arc::clone(&shared))?;
             handles.push(handle);
             threads.push(
                 std::thread::Builder::new()

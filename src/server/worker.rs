@@ -25,6 +25,8 @@ use super::conn::{Conn, Stream};
 
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1024;
+/// Tokens of the UDP sockets (`-U`), below the listeners'.
+const UDP_BASE: usize = LISTENER_BASE - 1024;
 /// Size of the shared read buffer; also the read size for split requests.
 const READ_CHUNK: usize = 64 * 1024;
 /// Stop running requests for a connection once this much output waits,
@@ -42,6 +44,7 @@ pub struct Worker {
     id: usize,
     poll: Poll,
     listeners: Vec<Listener>,
+    udp: Vec<mio::net::UdpSocket>,
     conns: Slab<Conn>,
     shared: Arc<Shared>,
     stats: Arc<ThreadStats>,
@@ -74,6 +77,7 @@ impl Worker {
     pub fn new(
         id: usize,
         listeners: Vec<Listener>,
+        udp: Vec<mio::net::UdpSocket>,
         shared: Arc<Shared>,
     ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
@@ -112,6 +116,7 @@ impl Worker {
             id,
             poll,
             listeners,
+            udp,
             conns: Slab::new(),
             shared,
             stats,
@@ -128,6 +133,10 @@ impl Worker {
                 Listener::Tcp(l) => w.poll.registry().register(l, t, Interest::READABLE)?,
                 Listener::Unix(l) => w.poll.registry().register(l, t, Interest::READABLE)?,
             }
+        }
+        for (i, u) in w.udp.iter_mut().enumerate() {
+            let t = Token(UDP_BASE + i);
+            w.poll.registry().register(u, t, Interest::READABLE)?;
         }
         Ok((w, WorkerHandle { waker, running }))
     }
@@ -160,6 +169,13 @@ impl Worker {
                 }
                 if t >= LISTENER_BASE {
                     self.accept(t - LISTENER_BASE);
+                } else if t >= UDP_BASE {
+                    let ctx = Ctx {
+                        shared: &self.shared,
+                        stats: &self.stats,
+                    };
+                    let sock = &self.udp[t - UDP_BASE];
+                    super::udp::serve(sock, &ctx, &mut self.rbuf, &mut self.wbuf);
                 } else {
                     self.drive(t);
                 }
@@ -230,7 +246,7 @@ impl Worker {
             let grows = self.conns.len() == self.conns.capacity();
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            if key >= LISTENER_BASE {
+            if key >= UDP_BASE {
                 conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
