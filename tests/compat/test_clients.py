@@ -84,6 +84,9 @@ def test_pymemcache_noreply(gannet):
     assert c.delete("q2") is True
     assert c.touch("q", 10) is True
     c.flush_all(noreply=True)
+    # noreply sends nothing back: a request that does answer, on the same
+    # connection, proves the flush ran before another connection reads.
+    assert c.version().startswith(b"1.6.18")
     c2 = pm(gannet, default_noreply=False)
     assert c2.get("q") is None
     assert c2.version().startswith(b"1.6.18")
