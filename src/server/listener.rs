@@ -54,15 +54,24 @@ pub fn tcp_addrs(settings: &Settings) -> Result<Vec<SocketAddr>, BindError> {
     if settings.port == 0 && settings.listen.iter().all(|l| l.port.is_none()) {
         return Ok(Vec::new());
     }
-    let mut out = Vec::new();
+    resolve(settings, settings.port, |l| l.port.unwrap_or(settings.port))
+}
+
+/// Resolve the `-l` hosts, each on the port `port_of` gives it, without
+/// duplicates; with no `-l`, all interfaces on `default_port`. Shared by
+/// the TCP and UDP listeners.
+pub fn resolve(
+    settings: &Settings,
+    default_port: u16,
+    port_of: impl Fn(&crate::config::ListenAddr) -> u16,
+) -> Result<Vec<SocketAddr>, BindError> {
     if settings.listen.is_empty() {
-        out.push(SocketAddr::from(([0, 0, 0, 0], settings.port)));
-        return Ok(out);
+        return Ok(vec![SocketAddr::from(([0, 0, 0, 0], default_port))]);
     }
+    let mut out = Vec::new();
     for l in &settings.listen {
-        let port = l.port.unwrap_or(settings.port);
         let host = l.host.trim_start_matches('[').trim_end_matches(']');
-        let resolved = (host, port)
+        let resolved = (host, port_of(l))
             .to_socket_addrs()
             .map_err(|err| BindError::Resolve {
                 host: l.host.clone(),

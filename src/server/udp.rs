@@ -31,7 +31,7 @@
 //! requests still ran. Large values belong on TCP.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use mio::net::UdpSocket;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -68,25 +68,7 @@ pub fn udp_addrs(s: &Settings) -> Result<Vec<SocketAddr>, BindError> {
     if s.udp_port == 0 || s.socket_path.is_some() {
         return Ok(Vec::new());
     }
-    if s.listen.is_empty() {
-        return Ok(vec![SocketAddr::from(([0, 0, 0, 0], s.udp_port))]);
-    }
-    let mut out = Vec::new();
-    for l in &s.listen {
-        let host = l.host.trim_start_matches('[').trim_end_matches(']');
-        let resolved = (host, s.udp_port)
-            .to_socket_addrs()
-            .map_err(|err| BindError::Resolve {
-                host: l.host.clone(),
-                err,
-            })?;
-        for a in resolved {
-            if !out.contains(&a) {
-                out.push(a);
-            }
-        }
-    }
-    Ok(out)
+    super::listener::resolve(s, s.udp_port, |_| s.udp_port)
 }
 
 /// Bind one non-blocking UDP socket with SO_REUSEPORT (one per worker).
