@@ -25,8 +25,6 @@ mod common;
 
 use common::{show, Client, Kind, Server, MEMCCAPABLE};
 use std::collections::HashMap;
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -1103,42 +1101,7 @@ fn memccapable_binary_suite_passes() {
         "{MEMCCAPABLE} missing (apt-get install libmemcached-tools)"
     );
     let gn = Server::start(Kind::Gannet, &[]);
-    let port = gn.port().to_string();
-    let mut child = Command::new(MEMCCAPABLE)
-        .args(["-h", "127.0.0.1", "-p", &port, "-t", "5", "-b"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start memccapable");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let (out, err) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
+    let (status, out, err) = common::run_memccapable(gn.port(), "-b");
     let report = format!("stdout:\n{out}\nstderr:\n{err}");
     assert!(status.is_some(), "memccapable timed out\n{report}");
     assert!(status.unwrap().success(), "memccapable failed\n{report}");

@@ -10,10 +10,6 @@
 mod common;
 
 use common::{require_file, Kind, Server, MEMCCAPABLE};
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 /// The ASCII tests memccapable 1.x runs with `-a`.
 const ASCII_TESTS: &[&str] = &[
@@ -49,40 +45,7 @@ const ASCII_TESTS: &[&str] = &[
 fn run_memccapable(kind: Kind) {
     require_file(MEMCCAPABLE);
     let server = Server::start(kind, &[]);
-    let port = server.port().to_string();
-    let mut child = Command::new(MEMCCAPABLE)
-        .args(["-h", "127.0.0.1", "-p", &port, "-t", "5", "-a"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start memccapable");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err_reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
-    let out = out_reader.join().expect("stdout reader");
-    let err = err_reader.join().expect("stderr reader");
+    let (status, out, err) = common::run_memccapable(server.port(), "-a");
     let report = format!(
         "{} memccapable -a: status {status:?}\n--- stdout\n{out}\n--- stderr\n{err}",
         server.describe()

@@ -346,6 +346,53 @@ impl Client {
     }
 }
 
+/// Run `memccapable -h 127.0.0.1 -p <port> -t 5 <mode>` (mode `-a` or
+/// `-b`), killing it after 60 s. Returns its exit status (`None` on
+/// timeout), stdout and stderr.
+pub fn run_memccapable(
+    port: u16,
+    mode: &str,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    require_file(MEMCCAPABLE);
+    let port = port.to_string();
+    let mut child = Command::new(MEMCCAPABLE)
+        .args(["-h", "127.0.0.1", "-p", &port, "-t", "5", mode])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start memccapable");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
 /// Resident set size of process `pid` in KiB (VmRSS of /proc/pid/status).
 pub fn rss_kb(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
