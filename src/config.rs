@@ -430,6 +430,7 @@ impl Settings {
             slab_automove: self.slab_automove,
             lru_segmented: self.lru_segmented,
             prealloc: self.large_pages,
+            track_sizes: self.track_sizes,
             on_evict: None,
         }
     }

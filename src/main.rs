@@ -62,6 +62,11 @@ fn main() -> ExitCode {
     let signals = block_signals();
     let clock = Clock::new();
     let shared = Arc::new(Shared::new(settings, Arc::clone(&clock)));
+    // -L: reserve and touch item memory now, or refuse to start (exit 1).
+    if let Err(e) = shared.store.reserve_memory() {
+        eprintln!("{e}");
+        return ExitCode::from(1);
+    }
     // Bind as root (ports below 1024), then drop privileges.
     let bound = match server::bind(&shared) {
         Ok(b) => b,

@@ -990,6 +990,43 @@ fn flush_under_dash_f_is_an_auth_error_as_memcached() {
     assert_eq!(stat_of(&bin_stats(&gn, b""), "cmd_flush"), "0");
 }
 
+/// `sizes_enable` / `sizes_disable` answer with the status pair alone and
+/// no closing packet (memcached's quirk), and switch the histogram.
+#[test]
+fn stat_sizes_switch_matches_memcached() {
+    setup();
+    let mc = Server::start(Kind::Memcached, &[]);
+    let gn = Server::start(Kind::Gannet, &[]);
+    let mut seen = Vec::new();
+    for server in [&mc, &gn] {
+        let mut c = Conn::new(server);
+        c.send(&simple(STAT, b"sizes_enable", 7));
+        c.send(&set(SET, b"sz:k", b"v", 0, 0, 1));
+        c.send(&simple(STAT, b"sizes", 8));
+        c.send(&simple(STAT, b"sizes_disable", 9));
+        c.send(&simple(STAT, b"sizes", 10));
+        c.sync();
+        let (list, rest) = packets(&c.got);
+        assert!(rest.is_empty());
+        let stat: Vec<(u32, Vec<u8>)> = list
+            .iter()
+            .filter(|p| p.opcode == STAT)
+            .map(|p| (p.opaque, p.body.clone()))
+            .collect();
+        seen.push(stat);
+    }
+    assert_eq!(seen[0], seen[1]);
+    let want: Vec<(u32, Vec<u8>)> = vec![
+        (7, b"sizes_statusenabled".to_vec()),
+        (8, b"641".to_vec()),
+        (8, Vec::new()),
+        (9, b"sizes_statusdisabled".to_vec()),
+        (10, b"sizes_statusdisabled".to_vec()),
+        (10, Vec::new()),
+    ];
+    assert_eq!(seen[1], want);
+}
+
 #[test]
 fn stat_groups_are_one_packet_per_pair_closed_by_an_empty_packet() {
     setup();

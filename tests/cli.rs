@@ -256,6 +256,21 @@ fn binary_rejects_like_memcached() {
     }
 }
 
+/// `-L` with a budget too small to give every class its first page:
+/// memcached's two lines on stderr and exit 1, after parsing succeeded.
+#[test]
+fn prealloc_refusal_matches_memcached() {
+    for extra in [&["-m", "2"][..], &["-m", "2", "-f", "4"], &["-m", "38"]] {
+        let port = free_port().to_string();
+        let mut args = vec!["-u", "nobody", "-U", "0", "-p", &port, "-L"];
+        args.extend_from_slice(extra);
+        let mc = memcached(&args);
+        assert_eq!(mc.0, 1, "memcached {args:?}: {mc:?}");
+        assert!(mc.2.contains("megabytes"), "{mc:?}");
+        assert_eq!(gannet(&args), mc, "gannet {args:?}");
+    }
+}
+
 #[test]
 fn parse_rejects_like_memcached() {
     for args in BAD {

@@ -65,6 +65,19 @@ fn read_until(s: &mut TcpStream, end: &[u8], limit: Duration) -> Vec<u8> {
     got
 }
 
+/// Send a batch of noreply requests closed by `version`, and wait for the
+/// `VERSION` line: the server has then handled every request of it.
+fn send_synced(s: &mut TcpStream, batch: &mut Vec<u8>) {
+    batch.extend_from_slice(b"version\r\n");
+    s.write_all(batch).expect("write batch");
+    let r = read_until(s, b"\r\n", Duration::from_secs(30));
+    assert!(
+        r.starts_with(b"VERSION "),
+        "a batch was answered with {:?}",
+        String::from_utf8_lossy(&r[..r.len().min(200)])
+    );
+}
+
 fn stats(port: u16, cmd: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.write_all(format!("{cmd}\r\n").as_bytes()).expect("send");
@@ -113,14 +126,7 @@ fn write_storm_stays_under_the_memory_ceiling() {
                         batch.extend_from_slice(&filler[..len]);
                         batch.extend_from_slice(b"\r\n");
                     }
-                    batch.extend_from_slice(b"version\r\n");
-                    s.write_all(&batch).expect("write storm batch");
-                    let r = read_until(&mut s, b"\r\n", Duration::from_secs(20));
-                    assert!(
-                        r.starts_with(b"VERSION "),
-                        "a storm batch was answered with {:?}",
-                        String::from_utf8_lossy(&r[..r.len().min(200)])
-                    );
+                    send_synced(&mut s, &mut batch);
                     written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
             })
@@ -170,4 +176,137 @@ fn write_storm_stays_under_the_memory_ceiling() {
         "RSS reached {rss_max} KiB, above the {bound_kb} KiB ceiling for -m {LIMIT_MB}"
     );
     server.assert_alive("a write storm");
+}
+
+/// The storage issue's check: `-m 64` and ten million distinct sets of
+/// 100-byte values. The cache holds about 360,000 of them, so almost all
+/// are evicted; RSS must stay under 64 MiB of pages + the hash table as
+/// `stats` reports it (`hash_bytes`) + `OVERHEAD_MB` of buffers and fixed
+/// cost. `GANNET_DISTINCT_SETS` lowers the count for a quick local run.
+#[test]
+fn ten_million_distinct_sets_stay_under_the_ceiling() {
+    let total: u64 = std::env::var("GANNET_DISTINCT_SETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let mut server = Server::start(Kind::Gannet, &["-m", &LIMIT_MB.to_string(), "-t", "2"]);
+    let pid = server.pid();
+    let port = server.port();
+    let done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                s.set_nodelay(true).expect("nodelay");
+                // One request, its 8-digit key number rewritten in place.
+                let mut req = b"set distinct:00000000 0 0 100 noreply\r\n".to_vec();
+                req.extend_from_slice(&[b'v'; 100]);
+                req.extend_from_slice(b"\r\n");
+                let mut batch = Vec::with_capacity(1 << 20);
+                let mut next = w * total / 2;
+                let end = (w + 1) * total / 2;
+                while next < end {
+                    batch.clear();
+                    while next < end && batch.len() < 512 * 1024 {
+                        let mut n = next;
+                        for d in req[13..21].iter_mut().rev() {
+                            *d = b'0' + (n % 10) as u8;
+                            n /= 10;
+                        }
+                        batch.extend_from_slice(&req);
+                        next += 1;
+                    }
+                    send_synced(&mut s, &mut batch);
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut rss_max = 0;
+    let sampler = {
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            let mut max = 0;
+            while !done.load(Ordering::Relaxed) {
+                max = max.max(rss_kb(pid));
+                thread::sleep(Duration::from_millis(50));
+            }
+            max
+        })
+    };
+    for w in writers {
+        w.join().expect("a writer failed");
+    }
+    done.store(true, Ordering::Relaxed);
+    rss_max = rss_max
+        .max(sampler.join().expect("sampler"))
+        .max(rss_kb(pid));
+    let text = stats(port, "stats");
+    let slabs = stats(port, "stats slabs");
+    let sets = stat(&text, "cmd_set");
+    let evictions = stat(&text, "evictions");
+    let items = stat(&text, "curr_items");
+    let hash_kb = stat(&text, "hash_bytes") / 1024;
+    let malloced = stat(&slabs, "total_malloced");
+    let bound_kb = (LIMIT_MB + OVERHEAD_MB) * 1024 + hash_kb;
+    eprintln!(
+        "{total} distinct sets in {:?}: RSS max {rss_max} KiB (bound {bound_kb} KiB = \
+         {LIMIT_MB} MiB + hash {hash_kb} KiB + {OVERHEAD_MB} MiB), curr_items {items}, \
+         evictions {evictions}, total_malloced {malloced}",
+        start.elapsed()
+    );
+    assert_eq!(sets, total, "every set arrived");
+    assert!(
+        evictions >= total - items,
+        "{total} sets, {items} items, only {evictions} evictions"
+    );
+    assert!(malloced <= LIMIT_MB << 20);
+    assert!(
+        rss_max <= bound_kb,
+        "RSS reached {rss_max} KiB, above {bound_kb} KiB"
+    );
+    server.assert_alive("ten million sets");
+}
+
+/// `-L`: every class gets its first page at start (as memcached: 39 pages
+/// with the default classes), the pages are resident, and the cache then
+/// works and keeps to its budget.
+#[test]
+fn large_pages_preallocate_one_page_per_class() {
+    let mc = Server::start(Kind::Memcached, &["-L", "-m", "64"]);
+    let gn = Server::start(Kind::Gannet, &["-L", "-m", "64"]);
+    let mut seen = Vec::new();
+    for s in [&mc, &gn] {
+        let slabs = stats(s.port(), "stats slabs");
+        seen.push((stat(&slabs, "active_slabs"), stat(&slabs, "total_malloced")));
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "memcached vs gannet (active_slabs, total_malloced)"
+    );
+    assert!(seen[1].0 >= 30, "{:?}", seen[1]);
+    let rss = rss_kb(gn.pid());
+    assert!(
+        rss * 1024 >= seen[1].1,
+        "preallocated pages are not resident: RSS {rss} KiB, total_malloced {}",
+        seen[1].1
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", gn.port())).expect("connect");
+    let value = [b'z'; 3000];
+    for i in 0..30_000 {
+        c.write_all(format!("set pre:{i} 0 0 3000 noreply\r\n").as_bytes())
+            .unwrap();
+        c.write_all(&value).unwrap();
+        c.write_all(b"\r\n").unwrap();
+    }
+    c.write_all(b"get pre:29999\r\n").unwrap();
+    let r = read_until(&mut c, b"END\r\n", Duration::from_secs(30));
+    assert!(
+        r.starts_with(b"VALUE pre:29999 0 3000\r\n"),
+        "{:?}",
+        &r[..r.len().min(80)]
+    );
+    let text = stats(gn.port(), "stats");
+    assert!(stat(&text, "evictions") > 0);
+    assert!(stat(&stats(gn.port(), "stats slabs"), "total_malloced") <= 64 << 20);
 }

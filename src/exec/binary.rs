@@ -659,6 +659,16 @@ fn stat(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
         return proto::write_stat_end(out, req.opaque);
     } else if key.starts_with(b"settings") {
         Group::Settings
+    } else if key == b"sizes_enable" || key == b"sizes_disable" {
+        // As memcached: the status packet alone, no terminating packet.
+        ctx.shared.store.set_track_sizes(key == b"sizes_enable");
+        let status: &[u8] = if key == b"sizes_enable" {
+            b"enabled"
+        } else {
+            b"disabled"
+        };
+        let _ = proto::write_stat(out, req.opaque, b"sizes_status", status);
+        return;
     } else if let Some(sub) = key.strip_prefix(b"detail") {
         let detail = &ctx.shared.detail;
         if sub.starts_with(b" dump") {

@@ -45,6 +45,11 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
         Some(b"items") => Group::Items,
         Some(b"slabs") => Group::Slabs,
         Some(b"sizes") => Group::Sizes,
+        Some(b"sizes_enable") | Some(b"sizes_disable") => {
+            // memcached answers these with the new status and no `END`.
+            sizes_switch(ctx, args.starts_with(b"sizes_enable"), out);
+            return;
+        }
         Some(b"conns") => Group::Conns,
         Some(b"hotkeys") => Group::Hotkeys,
         Some(b"latency") => match toks.next() {
@@ -81,6 +86,13 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
     };
     write_group(ctx, group, out);
     out.extend_from_slice(b"END\r\n");
+}
+
+/// `stats sizes_enable|sizes_disable`: switch the size histogram and
+/// write the one `STAT sizes_status` line memcached answers with.
+pub(crate) fn sizes_switch(ctx: &Ctx, on: bool, out: &mut Vec<u8>) {
+    ctx.shared.store.set_track_sizes(on);
+    stats::push_stat(out, "sizes_status", if on { "enabled" } else { "disabled" });
 }
 
 /// `stats reset`: zero every resettable counter.
@@ -214,6 +226,7 @@ fn settings(ctx: &Ctx, out: &mut Vec<u8>) {
     rt.maxbytes = ctx.shared.store.stats().limit_maxbytes;
     rt.verbosity = ctx.shared.verbosity.load(Ordering::Relaxed);
     rt.detail_enabled = ctx.shared.detail.enabled();
+    rt.track_sizes = ctx.shared.store.track_sizes();
     let t = &ctx.shared.tunables;
     rt.slab_automove = t.slab_automove.load(Ordering::Relaxed);
     rt.lru_crawler = t.lru_crawler.load(Ordering::Relaxed);

@@ -37,6 +37,7 @@ use super::item::{
     chain_len, ntotal, Item, Segments, BIT_ACTIVE, BIT_BINKEY, BIT_FETCHED, BIT_LINKED, BIT_STALE,
     BIT_WIN,
 };
+use super::sizes::Sizes;
 use super::slab::{Ref, Slabs, MAX_CLASSES, NULL};
 use super::types::*;
 use crate::clock::{is_expired, Clock, RelTime};
@@ -118,6 +119,8 @@ pub struct Store {
     mover: Mutex<()>,
     /// Counts allocation failures; a page move is considered every 32nd.
     move_tick: AtomicU64,
+    /// `stats sizes` histogram (`-o track_sizes`).
+    sizes: Sizes,
 }
 
 /// A live item borrowed inside `Store::get`'s closure, under its shard lock.
@@ -383,7 +386,6 @@ impl Store {
             .map(|_| ShardSlot(Mutex::new(Shard::new(per_shard.max(16), nclasses))))
             .collect();
         Store {
-            cfg,
             clock,
             slabs,
             shards,
@@ -396,6 +398,8 @@ impl Store {
             reassign_evictions: AtomicU64::new(0),
             mover: Mutex::new(()),
             move_tick: AtomicU64::new(0),
+            sizes: Sizes::new(cfg.item_size_max, cfg.track_sizes),
+            cfg,
         }
     }
 
@@ -466,6 +470,7 @@ impl Store {
         sh.hash_insert(it, h);
         sh.lru_push(&self.slabs, it, seg);
         sh.count += 1;
+        self.sizes.add(it.ntotal());
         let c = &mut sh.cs[class];
         c.mem_requested += it.ntotal() as u64;
         c.total_items += 1;
@@ -479,6 +484,7 @@ impl Store {
         sh.hash_remove(&self.slabs, it, h);
         sh.lru_remove(&self.slabs, it);
         sh.count -= 1;
+        self.sizes.remove(it.ntotal());
         sh.cs[it.h().class as usize].mem_requested -= it.ntotal() as u64;
         it.hm().bits &= !BIT_LINKED;
     }
@@ -1484,9 +1490,32 @@ impl Store {
         v
     }
 
-    /// `stats sizes`: size tracking is off (as memcached by default).
+    /// `-L`: map the whole budget up front and give every class its
+    /// first page (see `Slabs::preallocate`). Does nothing without
+    /// `prealloc`; the daemon calls it once at start-up.
+    pub fn reserve_memory(&self) -> Result<(), PreallocError> {
+        if !self.cfg.prealloc {
+            return Ok(());
+        }
+        self.slabs
+            .preallocate()
+            .map_err(|min_mb| PreallocError { min_mb })
+    }
+
+    /// `stats sizes`: the item size histogram, or `sizes_status disabled`.
     pub fn stats_sizes(&self) -> Vec<(String, String)> {
-        vec![("sizes_status".into(), "disabled".into())]
+        self.sizes.report()
+    }
+
+    /// `stats sizes_enable` / `sizes_disable`: switch the histogram at run
+    /// time (enabling starts from zero counts, as memcached).
+    pub fn set_track_sizes(&self, on: bool) {
+        self.sizes.set_enabled(on);
+    }
+
+    /// Whether `stats sizes` is being kept (`track_sizes` in `stats settings`).
+    pub fn track_sizes(&self) -> bool {
+        self.sizes.enabled()
     }
 
     /// `stats reset`: zero the event counters (not the gauges).

@@ -22,6 +22,7 @@ pub use types::*;
 
 mod engine;
 mod item;
+mod sizes;
 mod slab;
 
 pub use engine::{ItemRef, Store};

@@ -77,6 +77,20 @@ struct Pool {
     /// Page ids whose mapping was released and can be reused.
     unused_ids: Vec<u32>,
     next_id: u32,
+    /// `-L`: one reservation of the whole budget, handed out page by page
+    /// before any fresh `mmap` (see [`Slabs::preallocate`]).
+    region: Region,
+}
+
+/// A reserved range of address space for preallocated pages.
+/// Invariant: `base` is null, or the start of a private anonymous mapping
+/// of `pages` pages of which the first `used` have been handed out as
+/// pages (and are unmapped one by one like any other page) while the rest
+/// are still mapped and owned by the region.
+struct Region {
+    base: *mut u8,
+    pages: usize,
+    used: usize,
 }
 
 /// Why `Slabs::new` refused a configuration.
@@ -164,6 +178,11 @@ impl Slabs {
                 idle: Vec::new(),
                 unused_ids: Vec::new(),
                 next_id: 1,
+                region: Region {
+                    base: std::ptr::null_mut(),
+                    pages: 0,
+                    used: 0,
+                },
             }),
             classes,
             largest,
@@ -281,7 +300,12 @@ impl Slabs {
                 }
                 None => return None,
             };
-            let Some(mem) = map_page(self.page_size) else {
+            let from_region = (pool.region.used < pool.region.pages).then(|| {
+                let r = &mut pool.region;
+                r.used += 1;
+                r.base.wrapping_add((r.used - 1) * self.page_size)
+            });
+            let Some(mem) = from_region.or_else(|| map_page(self.page_size)) else {
                 pool.unused_ids.push(pid);
                 self.malloc_fails.fetch_add(1, Ordering::Relaxed);
                 return None;
@@ -295,6 +319,47 @@ impl Slabs {
             return None;
         };
         Some(page)
+    }
+
+    /// `-L` (memcached's preallocation): reserve the whole page budget in
+    /// one mapping advised for transparent huge pages, and give every
+    /// class its first page now, touched so it is resident. Fails, with
+    /// the number of megabytes needed, when the budget cannot give each
+    /// class a page (memcached refuses to start then, too).
+    pub(crate) fn preallocate(&self) -> Result<(), usize> {
+        let nclasses = self.largest as usize;
+        let mut pool = lock(&self.pool);
+        if pool.limit_pages < nclasses {
+            return Err(nclasses * self.page_size / (1 << 20));
+        }
+        if pool.region.base.is_null() && pool.mapped == 0 {
+            let pages = pool.limit_pages;
+            if let Some(base) = map_huge_region(pages * self.page_size) {
+                pool.region = Region {
+                    base,
+                    pages,
+                    used: 0,
+                };
+            }
+        }
+        drop(pool);
+        for id in 1..=self.largest {
+            let mut st = self.class_state(id);
+            if !st.pages.is_empty() {
+                continue;
+            }
+            let Some(page) = self.new_page(true) else {
+                return Err(nclasses * self.page_size / (1 << 20));
+            };
+            let base = self.pages[page as usize].load(Ordering::Acquire);
+            // SAFETY: the page was just mapped for this class and no chunk
+            // of it has been handed out; zeroing it makes it resident.
+            unsafe { std::ptr::write_bytes(base, 0, self.page_size) };
+            st.pages.push(page);
+            st.cur_page = page;
+            st.carved = 0;
+        }
+        Ok(())
     }
 
     /// Take a whole page away from class `from`, if it has a page all of
@@ -433,8 +498,43 @@ fn map_page(size: usize) -> Option<*mut u8> {
     }
 }
 
+/// One mapping of `size` bytes starting on a 2 MiB boundary, advised for
+/// transparent huge pages (memcached's `alloc_large_chunk`). `None` when
+/// the system refuses; the caller then maps pages one by one as usual.
+fn map_huge_region(size: usize) -> Option<*mut u8> {
+    const HUGE: usize = 2 << 20;
+    let span = size.checked_add(HUGE)?;
+    let raw = map_page(span)?;
+    let start = (raw as usize).next_multiple_of(HUGE);
+    let head = start - raw as usize;
+    let tail = span - head - size;
+    // SAFETY: trimming the unaligned ends of our own fresh mapping, then
+    // an advice call on what remains; neither can touch other memory.
+    unsafe {
+        if head > 0 {
+            libc::munmap(raw.cast(), head);
+        }
+        if tail > 0 {
+            libc::munmap((start + size) as *mut libc::c_void, tail);
+        }
+        libc::madvise(start as *mut libc::c_void, size, libc::MADV_HUGEPAGE);
+    }
+    Some(start as *mut u8)
+}
+
 impl Drop for Slabs {
     fn drop(&mut self) {
+        let pool = self.pool.get_mut().unwrap_or_else(|e| e.into_inner());
+        let r = &pool.region;
+        if !r.base.is_null() && r.used < r.pages {
+            // SAFETY: the part of the region never handed out is ours.
+            unsafe {
+                libc::munmap(
+                    r.base.wrapping_add(r.used * self.page_size).cast(),
+                    (r.pages - r.used) * self.page_size,
+                )
+            };
+        }
         for p in self.pages.iter() {
             let base = p.swap(std::ptr::null_mut(), Ordering::AcqRel);
             if !base.is_null() {
@@ -481,6 +581,31 @@ mod tests {
             Slabs::new(1000, 1 << 20, 88, 1.25, 512),
             Err(SlabError::BadPageSize)
         ));
+    }
+
+    #[test]
+    fn preallocate_gives_each_class_a_page_within_the_budget() {
+        let small = slabs(4);
+        let n = small.nclasses() as usize;
+        assert!(n > 4);
+        assert_eq!(small.preallocate(), Err(n));
+        let s = slabs(n + 2);
+        s.preallocate().unwrap();
+        assert_eq!(s.mapped_pages(), n);
+        for id in 1..=s.nclasses() {
+            assert_eq!(s.class_state(id).pages.len(), 1, "class {id}");
+            let r = s.alloc(id).unwrap();
+            // SAFETY: a fresh chunk of a mapped page.
+            assert_eq!(unsafe { s.ptr(r).read() }, 0);
+        }
+        // The rest of the budget still comes from the region, then stops.
+        let big = s.nclasses();
+        let mut pages = 1;
+        while s.alloc(big).is_some() {
+            pages = s.class_state(big).pages.len();
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(s.mapped_pages(), n + 2);
     }
 
     #[test]

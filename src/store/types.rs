@@ -241,6 +241,25 @@ pub enum MemLimitError {
     TooSmall,
 }
 
+/// `-L` could not give every size class its first page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreallocError {
+    /// The smallest `-m`, in megabytes, that would do.
+    pub min_mb: usize,
+}
+
+impl std::fmt::Display for PreallocError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // memcached's two lines, word for word.
+        write!(
+            f,
+            "Error while preallocating slab memory!\nIf using -L or other prealloc options, \
+             max memory must be at least {} megabytes.",
+            self.min_mb
+        )
+    }
+}
+
 /// An item the store evicted to make room, as `watch evictions` shows it.
 #[derive(Debug, Clone, Copy)]
 pub struct Eviction<'a> {
@@ -292,6 +311,8 @@ pub struct StoreConfig {
     pub lru_segmented: bool,
     /// `-L`: preallocate all memory up front.
     pub prealloc: bool,
+    /// `-o track_sizes`: keep the `stats sizes` histogram from the start.
+    pub track_sizes: bool,
     /// Told about every eviction (see `EvictionHook`).
     pub on_evict: Option<EvictionHook>,
 }
@@ -316,6 +337,7 @@ impl Default for StoreConfig {
             slab_automove: 1,
             lru_segmented: true,
             prealloc: false,
+            track_sizes: false,
             on_evict: None,
         }
     }

@@ -954,3 +954,39 @@ fn a_class_without_pages_still_stores_when_memory_is_full() {
         }
     }
 }
+
+#[test]
+fn size_histogram_follows_links_and_unlinks() {
+    let clock = Clock::new();
+    let s = Store::new(
+        StoreConfig {
+            track_sizes: true,
+            ..cfg(8)
+        },
+        clock,
+    );
+    let big = vec![b'x'; 600 * 1024];
+    set(&s, b"c", &[b'y'; 5000]);
+    set(&s, b"big", &big);
+    set(&s, b"a", b"v");
+    // Sizes are gannet's: header + key + value, rounded up to 32.
+    let want = |v: &[(usize, u64)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let big_bucket = (crate::store::item::HDR + 3 + big.len()).div_ceil(32) * 32;
+    assert_eq!(
+        s.stats_sizes(),
+        want(&[(64, 1), (5056, 1), (big_bucket, 1)])
+    );
+    s.delete(&DeleteArgs::new(b"big"));
+    set(&s, b"a", b"w");
+    assert_eq!(s.stats_sizes(), want(&[(64, 1), (5056, 1)]));
+    assert!(s.track_sizes());
+    s.set_track_sizes(false);
+    assert_eq!(
+        s.stats_sizes(),
+        vec![("sizes_status".to_string(), "disabled".to_string())]
+    );
+}
