@@ -19,7 +19,7 @@
 #   4 100-key multi-get
 #   5 100 KB values
 #   6 IDLE_CONNS idle connections (default 10000) + 10 active
-#   7 memory per item (1M items) and cache-aside Zipf(1) hit ratio at -m 32/64
+#   7 memory per item (1M items, 100 B and 50-500 B values) and cache-aside Zipf(1) hit ratio at -m 32/64
 #   8 unbounded pipelining (client writes as fast as it can): ops/s, max RSS
 # Environment: DURATION (s, default 10), WARMUP (s, default 2), ROUNDS
 # (default 3), KEYS (default 1000000), RATE, IDLE_CONNS, HR_WARMUP (s of
@@ -289,6 +289,8 @@ for s in "${SCENARIOS[@]}"; do
         7)
             run_case 7 "1M items: RSS/item" 1024 1024 --key-size 32 --value-size 100 \
                 -n 1000000 --prefill -w 0 -d 0
+            run_case 7 "1M items, 50-500 B values: RSS/item" 1024 1024 --key-size 32 \
+                --value-size 50-500 -n 1000000 --prefill -w 0 -d 0
             for m in 32 64; do
                 run_case 7 "cache-aside zipf 1, -m $m" "$m" 1024 --ratio 1:0 --key-size 32 \
                     --value-size 100 -n 1000000 --zipf 1 --cache-aside -m 10 -c 10 -P 4 \
