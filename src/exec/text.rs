@@ -14,6 +14,7 @@ use crate::store::{
 };
 
 use super::detail::Op as DetailOp;
+use super::watch;
 use super::{Action, Ctx, StopRequest, WIRE_VERSION};
 
 const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
@@ -151,7 +152,7 @@ impl Session {
             };
             let cmd = match proto::parse_line(line) {
                 Ok(cmd) => {
-                    super::watch::on_text_command(ctx, line, &cmd);
+                    watch::on_text_command(ctx, line, &cmd);
                     cmd
                 }
                 Err(rej) => {
@@ -337,15 +338,23 @@ fn run_store(
             .record(key, shared.settings.prefix_delimiter, DetailOp::Set);
     }
     let mut args = StoreArgs::new(mode, key, flags, exptime, value);
+    // memcached looks up the item a store replaces (a watcher sees it).
+    let old = watch::lookup(ctx, key, watch::FETCHERS | watch::MUTATIONS);
+    let wreq = watch::StoreReq {
+        key,
+        cmd: watch::store_cmd_name(sc),
+        exptime,
+        value_len: value.len(),
+    };
     if sc == StoreCmd::Cas {
         // memcached compares even a zero CAS: "cas k 0 0 1 0" never matches.
         args.cas = cas;
         if cas == 0 {
-            return finish_cas_zero(ctx, key, noreply, out);
+            return finish_cas_zero(ctx, &wreq, old, noreply, out);
         }
     }
     let res = ctx.shared.store.store(&args);
-    super::watch::on_text_store(ctx, sc, key, exptime, &res, value.len());
+    watch::stored(ctx, &wreq, old, res.status, res.class);
     stats.ops.set_cmds.incr();
     stats.class(res.class).set_cmds.incr();
     let msg = match res.status {
@@ -393,13 +402,24 @@ fn run_store(
 /// `cas` with a CAS of 0: memcached treats it as "no item can match",
 /// even with `-C` (where every item's CAS is 0): a missing key is
 /// NOT_FOUND, an existing one EXISTS.
-fn finish_cas_zero(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut Vec<u8>) {
+fn finish_cas_zero(
+    ctx: &Ctx,
+    wreq: &watch::StoreReq<'_>,
+    old: Option<watch::Looked>,
+    noreply: bool,
+    out: &mut Vec<u8>,
+) {
     let stats = ctx.stats;
     stats.ops.set_cmds.incr();
     let found = ctx
         .shared
         .store
-        .get(key, false, |r| r.map(|i| i.class_id()).ok());
+        .get(wreq.key, false, |r| r.map(|i| i.class_id()).ok());
+    let status = match found {
+        Some(_) => StoreStatus::Exists,
+        None => StoreStatus::NotFound,
+    };
+    watch::stored(ctx, wreq, old, status, found.unwrap_or(0));
     let msg = match found {
         Some(class) => {
             stats.class(class).set_cmds.incr();
@@ -429,10 +449,11 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                 let d = shared.settings.prefix_delimiter;
                 shared.detail.record(key, d, DetailOp::Delete);
             }
+            let old = watch::lookup(ctx, key, watch::FETCHERS | watch::DELETIONS);
             let res = shared.store.delete(&DeleteArgs::new(key));
             let msg = match res.status {
                 DeleteStatus::Deleted => {
-                    super::watch::deleted(key, "delete", res.class, 0);
+                    watch::deleted(key, "delete", res.class, watch::looked_size(old));
                     stats.ops.delete_hits.incr();
                     stats.class(res.class).delete_hits.incr();
                     "DELETED"
@@ -453,6 +474,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             delta,
             noreply,
         } => {
+            watch::lookup(ctx, key, watch::FETCHERS);
             let res = shared.store.arith(&ArithArgs::new(key, incr, delta));
             let (hits, misses) = if incr {
                 (&stats.ops.incr_hits, &stats.ops.incr_misses)
@@ -496,10 +518,12 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             stats.ops.touch_cmds.incr();
             let hit = shared.store.get(key, true, |r| match r {
                 Ok(item) => {
+                    watch::item_get(key, watch::found(item.class_id(), item.value_len()));
                     item.set_exptime(exp);
                     Some(item.class_id())
                 }
                 Err(miss) => {
+                    watch::item_get(key, miss.into());
                     super::count_miss_reason(ctx, miss);
                     None
                 }
@@ -600,7 +624,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             name: b"watch",
             args,
         } => {
-            super::watch::start(ctx, args, out);
+            watch::start(ctx, args, out);
             Action::Continue
         }
         Command::Admin { name, args } => super::admin::run(ctx, name, args, out),
@@ -649,7 +673,7 @@ fn get(
                 if let Some(e) = exp {
                     item.set_exptime(e);
                 }
-                super::watch::item_get(key, super::watch::found(item.class_id(), item.value_len()));
+                watch::item_get(key, watch::found(item.class_id(), item.value_len()));
                 let c = if cas { Some(item.cas()) } else { None };
                 proto::push_value_header(out, item.key(), item.flags(), item.value_len(), c);
                 for seg in item.value() {
@@ -659,7 +683,7 @@ fn get(
                 Some(item.class_id())
             }
             Err(miss) => {
-                super::watch::item_get(key, miss.into());
+                watch::item_get(key, miss.into());
                 super::count_miss_reason(ctx, miss);
                 None
             }
