@@ -465,52 +465,91 @@ fn slow_watcher_is_skipped_not_waited_for() {
     assert!(lines[1].contains("key=after"), "{lines:?}");
 }
 
+/// A server process whose stderr lines arrive on a channel.
+struct Logged {
+    child: std::process::Child,
+    port: u16,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Logged {
+    fn start(program: &str, extra: &[&str]) -> Logged {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut args = vec![
+            "-p".to_string(),
+            port.to_string(),
+            "-l".into(),
+            "127.0.0.1".into(),
+            "-U".into(),
+            "0".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            args.extend(["-u".to_string(), "nobody".to_string()]);
+        }
+        let mut child = Command::new(program)
+            .args(&args)
+            .env_remove("GANNET_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Logged {
+            child,
+            port,
+            lines: rx,
+        }
+    }
+
+    fn connect(&self) -> Conn {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                s.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                return Conn { s };
+            }
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every line logged so far (waiting `quiet` for stragglers).
+    fn drain(&self, quiet: Duration) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(quiet) {
+            v.push(l);
+        }
+        v
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn verbose_logs_requests_and_replies() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut args = vec![
-        "-p".to_string(),
-        port.to_string(),
-        "-l".into(),
-        "127.0.0.1".into(),
-        "-U".into(),
-        "0".into(),
-        "-vv".into(),
-    ];
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        args.extend(["-u".to_string(), "nobody".to_string()]);
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gannet"))
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut c = loop {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
-            break Conn { s };
-        }
-        assert!(Instant::now() < deadline, "gannet -vv did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    c.s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let g = Logged::start(env!("CARGO_BIN_EXE_gannet"), &["-vv"]);
+    let mut c = g.connect();
     c.cmd("set vv 0 0 2\r\nhi\r\n", &[b"STORED\r\n"]);
     c.cmd("get vv\r\n", &[b"END\r\n"]);
     let mut seen = Vec::new();
@@ -521,12 +560,10 @@ fn verbose_logs_requests_and_replies() {
             .iter()
             .all(|w| seen.iter().any(|l: &String| l.ends_with(w)))
     {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+        if let Ok(l) = g.lines.recv_timeout(Duration::from_millis(100)) {
             seen.push(l);
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
     for w in want {
         let hit = seen.iter().find(|l| l.ends_with(w));
         let hit = hit.unwrap_or_else(|| panic!("no -vv line ending {w:?} in {seen:?}"));
@@ -536,10 +573,67 @@ fn verbose_logs_requests_and_replies() {
         } else {
             '>'
         };
-        let tail = &hit[hit.find(marker).expect(hit) + 1..];
-        let (fd, _) = tail.split_once(' ').unwrap();
+        assert!(hit.starts_with(marker), "{hit}");
+        let (fd, _) = hit[1..].split_once(' ').unwrap();
         assert!(fd.parse::<i32>().is_ok(), "{hit}");
     }
+}
+
+/// `verbosity` switches the `-vv` log at run time, on a server started
+/// without `-v`: the same lines as memcached's, request by request, from
+/// the `OK` of `verbosity 2` to the `verbosity 0` line, then nothing.
+#[test]
+fn verbosity_switches_the_log_at_run_time_like_memcached() {
+    let run = |program: &str| -> Vec<String> {
+        let server = Logged::start(program, &[]);
+        let mut c = server.connect();
+        for (req, end) in [
+            ("get before\r\n", "END\r\n"),
+            ("verbosity 2\r\n", "OK\r\n"),
+            ("set foo 0 0 3\r\nbar\r\n", "STORED\r\n"),
+            ("get foo nope\r\n", "END\r\n"),
+            ("gets foo\r\n", "END\r\n"),
+            ("delete foo\r\n", "DELETED\r\n"),
+            ("mg foo v\r\n", "EN\r\n"),
+            ("ms foo 2 T10\r\nhi\r\n", "HD\r\n"),
+            ("mg foo v s\r\n", "hi\r\n"),
+            ("mn\r\n", "MN\r\n"),
+            ("incr nope 1\r\n", "NOT_FOUND\r\n"),
+            ("bogus\r\n", "ERROR\r\n"),
+            ("set q 0 0 1 noreply\r\nx\r\nmn\r\n", "MN\r\n"),
+            ("verbosity 1\r\n", "OK\r\n"),
+            ("get foo\r\n", "END\r\n"),
+            ("verbosity 2 noreply\r\nmn\r\n", "MN\r\n"),
+            ("get foo\r\n", "END\r\n"),
+            ("verbosity 0\r\n", "OK\r\n"),
+            ("get foo\r\n", "END\r\n"),
+            ("set foo 0 0 1\r\nx\r\n", "STORED\r\n"),
+        ] {
+            let r = c.cmd(req, &[end.as_bytes()]);
+            assert!(r.ends_with(end), "{program}: {req:?} -> {r:?}");
+        }
+        server
+            .drain(Duration::from_millis(300))
+            .into_iter()
+            // Descriptor numbers differ between the servers.
+            .map(|l| match l.split_once(' ') {
+                Some((head, rest)) if head.get(1..).is_some_and(|d| d.parse::<u32>().is_ok()) => {
+                    format!("{}N {rest}", &head[..1])
+                }
+                _ => l,
+            })
+            .collect()
+    };
+    let got = run(env!("CARGO_BIN_EXE_gannet"));
+    common::require_file(common::MEMCACHED);
+    let want = run(common::MEMCACHED);
+    assert_eq!(got, want);
+    // What that means, spelled out.
+    assert_eq!(got.first().map(String::as_str), Some(">N OK"));
+    assert!(got.contains(&"<N set foo 0 0 3".to_string()));
+    assert!(got.contains(&">N NOREPLY STORED".to_string()));
+    assert!(got.contains(&">N NOREPLY OK".to_string()));
+    assert_eq!(got.last().map(String::as_str), Some("<N verbosity 0"));
 }
 
 #[test]

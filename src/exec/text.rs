@@ -150,6 +150,7 @@ impl Session {
                 Frame::TooLong => return progress(pos, requests, Action::Close, 0),
                 Frame::Line { line, consumed } => (line, consumed),
             };
+            watch::log_request(line);
             let cmd = match proto::parse_line(line) {
                 Ok(cmd) => {
                     watch::on_text_command(ctx, line, &cmd);
@@ -295,6 +296,18 @@ fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Append `msg\r\n`, or with `noreply` only log what memcached's `-vv`
+/// logs for a reply it suppresses (`>fd NOREPLY msg`).
+#[inline]
+fn answer(out: &mut Vec<u8>, msg: &[u8], noreply: bool) {
+    if noreply {
+        watch::log_noreply(msg);
+    } else {
+        out.extend_from_slice(msg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Append `msg\r\n`.
 #[inline]
 fn reply(out: &mut Vec<u8>, msg: &str) {
@@ -394,9 +407,7 @@ fn run_store(
             }
         },
     };
-    if !noreply {
-        reply(out, msg);
-    }
+    answer(out, msg.as_bytes(), noreply);
 }
 
 /// `cas` with a CAS of 0: memcached treats it as "no item can match",
@@ -432,9 +443,7 @@ fn finish_cas_zero(
             "NOT_FOUND"
         }
     };
-    if !noreply {
-        reply(out, msg);
-    }
+    answer(out, msg.as_bytes(), noreply);
 }
 
 /// Run one non-storage command.
@@ -463,9 +472,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                     "NOT_FOUND"
                 }
             };
-            if !noreply {
-                reply(out, msg);
-            }
+            answer(out, msg.as_bytes(), noreply);
             Action::Continue
         }
         Command::Arith {
@@ -503,10 +510,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                 ArithStatus::NoMemory => b"SERVER_ERROR out of memory",
                 ArithStatus::Exists => b"EXISTS",
             };
-            if !noreply {
-                out.extend_from_slice(msg);
-                out.extend_from_slice(b"\r\n");
-            }
+            answer(out, msg, noreply);
             Action::Continue
         }
         Command::Touch {
@@ -539,9 +543,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                     "NOT_FOUND"
                 }
             };
-            if !noreply {
-                reply(out, msg);
-            }
+            answer(out, msg.as_bytes(), noreply);
             Action::Continue
         }
         Command::FlushAll { delay, noreply } => {
@@ -559,9 +561,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             } else {
                 proto::BAD_EXPTIME
             };
-            if !noreply {
-                reply(out, msg);
-            }
+            answer(out, msg.as_bytes(), noreply);
             Action::Continue
         }
         Command::Version => {
@@ -570,13 +570,12 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             Action::Continue
         }
         Command::Verbosity { level, noreply } => {
-            shared.verbosity.store(
-                level.min(crate::exec::MAX_VERBOSITY),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            if !noreply {
-                reply(out, "OK");
-            }
+            let level = level.min(crate::exec::MAX_VERBOSITY);
+            shared
+                .verbosity
+                .store(level, std::sync::atomic::Ordering::Relaxed);
+            crate::logging::set_verbosity(level);
+            answer(out, "OK".as_bytes(), noreply);
             Action::Continue
         }
         Command::Quit => Action::Close,
@@ -610,9 +609,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                     Err(_) => "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust",
                 }
             };
-            if !noreply {
-                reply(out, msg);
-            }
+            answer(out, msg.as_bytes(), noreply);
             Action::Continue
         }
         Command::Stats { args } => {

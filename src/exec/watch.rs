@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::OnceLock;
 
 use crate::clock::RelTime;
+use crate::logging::WIRE;
 use crate::protocol::text::Tokens;
 
 use super::Ctx;
@@ -600,19 +601,39 @@ pub fn found(clsid: u8, size: usize) -> Fetch {
 }
 
 /// Hook run by the text front end for every parsed command: its latency
-/// family, its keys for `stats hotkeys`, and memcached's `-vv` request
-/// line (`<fd get foo`, at debug level).
+/// family and its keys for `stats hotkeys`.
 #[inline]
 pub fn on_text_command(ctx: &Ctx, line: &[u8], cmd: &crate::protocol::text::Command) {
     crate::latency::note_text(ctx.stats, cmd);
     if ctx.shared.settings.hotkeys != 0 {
         hot_text(ctx, line, cmd);
     }
-    if log::log_enabled!(log::Level::Debug) {
+}
+
+/// memcached's `-vv` request line (`<fd get foo`), at debug level, for
+/// every line read, valid or not. Costs one level check when off.
+#[inline]
+pub fn log_request(line: &[u8]) {
+    if log::log_enabled!(target: WIRE, log::Level::Debug) {
         log::debug!(
+            target: WIRE,
             "<{} {}",
             crate::stats::current_fd(),
             String::from_utf8_lossy(line)
+        );
+    }
+}
+
+/// memcached's `-vv` line for a reply `noreply` suppressed
+/// (`>fd NOREPLY STORED`).
+#[inline]
+pub fn log_noreply(msg: &[u8]) {
+    if log::log_enabled!(target: WIRE, log::Level::Debug) {
+        log::debug!(
+            target: WIRE,
+            ">{} NOREPLY {}",
+            crate::stats::current_fd(),
+            String::from_utf8_lossy(msg)
         );
     }
 }
@@ -816,7 +837,7 @@ fn item_class(settings: &crate::config::Settings, nkey: usize, nbytes: usize) ->
 /// are shown as `>fd sending key <key>`. Costs one level check when off.
 #[inline]
 pub fn log_replies(fd: i32, out: &[u8]) {
-    if !log::log_enabled!(log::Level::Debug) || out.is_empty() {
+    if !log::log_enabled!(target: WIRE, log::Level::Debug) || out.is_empty() {
         return;
     }
     log_replies_slow(fd, out);
@@ -825,7 +846,7 @@ pub fn log_replies(fd: i32, out: &[u8]) {
 #[cold]
 fn log_replies_slow(fd: i32, out: &[u8]) {
     if out[0] == crate::protocol::binary::RESPONSE_MAGIC {
-        log::debug!(">{fd} Writing bin response ({} bytes)", out.len());
+        log::debug!(target: WIRE, ">{fd} Writing bin response ({} bytes)", out.len());
         return;
     }
     let mut rest = out;
@@ -840,18 +861,46 @@ fn log_replies_slow(fd: i32, out: &[u8]) {
                 .nth(1)
                 .and_then(|l| std::str::from_utf8(l).ok()?.parse().ok())
                 .unwrap_or(0);
-            log::debug!(">{fd} sending key {}", String::from_utf8_lossy(key));
+            log::debug!(target: WIRE, ">{fd} sending key {}", String::from_utf8_lossy(key));
             // Skip the data block and its \r\n.
             rest = &rest[(len + 2).min(rest.len())..];
+        } else if let Some(skip) = meta_reply(line) {
+            // memcached does not log meta replies (only `MN`).
+            rest = &rest[skip.min(rest.len())..];
         } else {
-            log::debug!(">{fd} {}", String::from_utf8_lossy(line));
+            log::debug!(target: WIRE, ">{fd} {}", String::from_utf8_lossy(line));
         }
+    }
+}
+
+/// A meta reply line other than `MN`: `Some(n)` with the bytes of data
+/// block after it (a `VA <len>` value and its line end), else `None`.
+fn meta_reply(line: &[u8]) -> Option<usize> {
+    let mut t = Tokens::new(line);
+    match t.next()? {
+        b"HD" | b"EN" | b"NF" | b"NS" | b"EX" | b"ME" => Some(0),
+        b"VA" => {
+            let len: usize = std::str::from_utf8(t.next()?).ok()?.parse().ok()?;
+            Some(len + 2)
+        }
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_replies_are_recognised() {
+        assert_eq!(meta_reply(b"HD"), Some(0));
+        assert_eq!(meta_reply(b"HD c5 t-1"), Some(0));
+        assert_eq!(meta_reply(b"VA 3 s3"), Some(5));
+        assert_eq!(meta_reply(b"EN"), Some(0));
+        assert_eq!(meta_reply(b"END"), None);
+        assert_eq!(meta_reply(b"MN"), None);
+        assert_eq!(meta_reply(b"STORED"), None);
+    }
 
     #[test]
     fn ring_wraps_and_refuses_when_full() {
