@@ -722,7 +722,7 @@ fn hotkeys_finds_the_hot_key_of_a_skewed_workload() {
     assert_eq!(hk["hotkeys_status"], "enabled");
     assert_eq!(hk["hotkey:1:key"], "user:hot", "{hk:?}");
     assert_eq!(hk["hotkey:2:key"], "user:warm", "{hk:?}");
-    // 4000 gets, about 1200 of the hot key; sampled 1 in 8.
+    // 4000 gets, about 1200 of the hot key; sampled 1 in 32.
     let est = num(&hk, "hotkey:1:count");
     assert!((500..=1800).contains(&est), "estimate {est}");
     assert!(!hk.contains_key("hotkey:4:key"), "top 3 only");

@@ -16,6 +16,7 @@ use crate::store::{
 use super::detail::Op as DetailOp;
 use super::watch;
 use super::{Action, Ctx, StopRequest, WIRE_VERSION};
+use crate::latency::Family;
 
 const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
 
@@ -175,6 +176,7 @@ impl Session {
                 noreply,
             } = cmd
             {
+                crate::latency::note(ctx.stats, Family::Set);
                 let settings = &ctx.shared.settings;
                 if memcached_item_size(key.len(), flags, bytes, !settings.no_cas)
                     > settings.item_size_max
@@ -203,6 +205,7 @@ impl Session {
                 continue;
             }
             if let Command::Meta { line } = cmd {
+                crate::latency::note(ctx.stats, Family::Meta);
                 match meta_proto::parse_meta(line) {
                     Err(e) => {
                         if e == MetaError::OpaqueTooLong {
@@ -250,6 +253,14 @@ impl Session {
                         };
                     }
                     None => {
+                        // Counted once, when done (a get resumed after a
+                        // full output is parsed again).
+                        let f = if touch.is_some() {
+                            Family::Touch
+                        } else {
+                            Family::Get
+                        };
+                        crate::latency::note(ctx.stats, f);
                         pos += line_len;
                         requests += 1;
                         continue;
@@ -258,6 +269,7 @@ impl Session {
             }
             pos += line_len;
             requests += 1;
+            crate::latency::note_text(ctx.stats, &cmd);
             let action = run(ctx, cmd, out);
             if action != Action::Continue {
                 if let Action::Swallow(n) = action {

@@ -600,12 +600,13 @@ pub fn found(clsid: u8, size: usize) -> Fetch {
     Fetch::Found { clsid, size }
 }
 
-/// Hook run by the text front end for every parsed command: its latency
-/// family and its keys for `stats hotkeys`.
+/// Hook run by the text front end for every parsed command: its keys for
+/// `stats hotkeys`. (Its latency family is counted where the command
+/// runs, where the family is known without another match.)
 #[inline]
 pub fn on_text_command(ctx: &Ctx, line: &[u8], cmd: &crate::protocol::text::Command) {
-    crate::latency::note_text(ctx.stats, cmd);
-    if ctx.shared.settings.hotkeys != 0 {
+    // Sample per command, before looking at any key.
+    if ctx.shared.settings.hotkeys != 0 && ctx.stats.hot.pick() {
         hot_text(ctx, line, cmd);
     }
 }
@@ -638,14 +639,11 @@ pub fn log_noreply(msg: &[u8]) {
     }
 }
 
+#[cold]
 #[inline(never)]
 fn hot_text(ctx: &Ctx, line: &[u8], cmd: &crate::protocol::text::Command) {
     use crate::protocol::text::Command as C;
     let hot = &ctx.stats.hot;
-    // Sample per command, before looking at any key.
-    if !hot.pick() {
-        return;
-    }
     let now = ctx.shared.clock.now();
     match cmd {
         C::Get { keys, .. } => {
