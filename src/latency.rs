@@ -249,6 +249,14 @@ pub fn family_of_text(cmd: &crate::protocol::text::Command) -> Family {
     }
 }
 
+/// Hook for a front end that knows the family: count one request.
+#[inline]
+pub fn note(stats: &crate::stats::ThreadStats, f: Family) {
+    if enabled() {
+        stats.latency.note(f);
+    }
+}
+
 /// Hook for the text front end: count one parsed command.
 #[inline]
 pub fn note_text(stats: &crate::stats::ThreadStats, cmd: &crate::protocol::text::Command) {

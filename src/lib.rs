@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod exec;
 pub mod hotkeys;
 pub mod latency;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod server;

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     for w in &settings.warnings {
         eprintln!("{w}");
     }
-    init_logging(settings.verbose);
+    gannet::logging::init(settings.verbose);
 
     // -Y: an unreadable or malformed auth file stops the start (exit 1, as
     // memcached); loading it here also keeps file reads off the workers.
@@ -179,20 +179,6 @@ fn install_panic_policy() {
         eprintln!("gannet: fatal: thread '{name}' panicked at {location}: {msg}; aborting");
         std::process::abort();
     }));
-}
-
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => log::LevelFilter::Warn,
-        1 => log::LevelFilter::Info,
-        2 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env("GANNET_LOG")
-        .target(env_logger::Target::Stderr)
-        .init();
 }
 
 /// The signals main waits for, blocked in this thread (and so in every

@@ -54,6 +54,7 @@ use crate::store::{
 use super::detail::Op as DetailOp;
 use super::stats_cmd::{self, Group};
 use super::text::{memcached_item_size, Progress};
+use super::watch;
 use super::{Action, Ctx, WIRE_VERSION};
 
 /// The only SASL mechanism offered.
@@ -370,6 +371,7 @@ fn get(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
     let op = req.opcode.as_u8();
     let hit = ctx.shared.store.get(req.key, true, |r| match r {
         Ok(item) => {
+            watch::item_get(req.key, watch::found(item.class_id(), item.value_len()));
             if let Some(e) = touch {
                 item.set_exptime(e);
             }
@@ -394,6 +396,7 @@ fn get(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
             Some(item.class_id())
         }
         Err(miss) => {
+            watch::item_get(req.key, miss.into());
             super::count_miss_reason(ctx, miss);
             None
         }
@@ -458,10 +461,25 @@ fn store(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
         Opcode::Replace => Mode::Replace,
         _ => Mode::Set,
     };
-    let mut args = StoreArgs::new(mode, req.key, flags, exptime(ctx, raw_exp), req.value);
+    let exp = exptime(ctx, raw_exp);
+    let mut args = StoreArgs::new(mode, req.key, flags, exp, req.value);
     args.cas = cas;
     let with_cas = cas != 0;
+    // memcached looks up the item a store replaces (a watcher sees it).
+    let old = watch::lookup(ctx, req.key, watch::FETCHERS | watch::MUTATIONS);
     let res = shared.store.store(&args);
+    let wreq = watch::StoreReq {
+        key: req.key,
+        cmd: match loud {
+            _ if with_cas => "cas",
+            Opcode::Add => "add",
+            Opcode::Replace => "replace",
+            _ => "set",
+        },
+        exptime: exp,
+        value_len: req.value.len(),
+    };
+    watch::stored(ctx, &wreq, old, res.status, res.class);
     stats.ops.set_cmds.incr();
     let class = stats.class(res.class);
     class.set_cmds.incr();
@@ -533,7 +551,19 @@ fn append(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
     // Under -C memcached ignores the CAS of an append (not of a delete
     // or an incr, which compare it with the item's CAS of 0).
     args.cas = if settings.no_cas { 0 } else { req.cas };
+    let old = watch::lookup(ctx, req.key, watch::FETCHERS | watch::MUTATIONS);
     let res = shared.store.store(&args);
+    let wreq = watch::StoreReq {
+        key: req.key,
+        cmd: if mode == Mode::Append {
+            "append"
+        } else {
+            "prepend"
+        },
+        exptime: 0,
+        value_len: req.value.len(),
+    };
+    watch::stored(ctx, &wreq, old, res.status, res.class);
     stats.ops.set_cmds.incr();
     stats.class(res.class).set_cmds.incr();
     match res.status {
@@ -553,9 +583,11 @@ fn delete(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
     record_detail(ctx, req.key, DetailOp::Delete);
     let mut args = DeleteArgs::new(req.key);
     args.cas = req.cas;
+    let old = watch::lookup(ctx, req.key, watch::FETCHERS | watch::DELETIONS);
     let res = ctx.shared.store.delete(&args);
     match res.status {
         DeleteStatus::Deleted => {
+            watch::deleted(req.key, "delete", res.class, watch::looked_size(old));
             stats.ops.delete_hits.incr();
             stats.class(res.class).delete_hits.incr();
             if !req.opcode.is_quiet() {
@@ -587,7 +619,12 @@ fn arith(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
     if raw_exp != NO_CREATE {
         args.create = Some((initial, exptime(ctx, raw_exp)));
     }
+    watch::lookup(ctx, req.key, watch::FETCHERS);
     let res = ctx.shared.store.arith(&args);
+    if res.status == ArithStatus::Created {
+        let exp = args.create.map_or(0, |(_, e)| e);
+        watch::arith_created(ctx, req.key, exp, res.class, res.value);
+    }
     let status = match res.status {
         ArithStatus::Ok | ArithStatus::Created => {
             if res.status == ArithStatus::Ok {

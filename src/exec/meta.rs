@@ -41,6 +41,7 @@ use crate::store::{
 };
 
 use super::text::memcached_item_size;
+use super::watch;
 use super::{Action, Ctx};
 
 const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
@@ -168,8 +169,18 @@ fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
     for round in 0..2 {
         let now = shared.clock.now();
         let found = shared.store.get(key, bump, |r| match r {
-            Ok(item) => Ok(mg_hit(req, item, now, ttl, recache, out)),
-            Err(miss) => Err(miss),
+            Ok(item) => {
+                if round == 0 {
+                    watch::item_get(key, watch::found(item.class_id(), item.value_len()));
+                }
+                Ok(mg_hit(req, item, now, ttl, recache, out))
+            }
+            Err(miss) => {
+                if round == 0 {
+                    watch::item_get(key, miss.into());
+                }
+                Err(miss)
+            }
         });
         let miss = match found {
             Ok(class) => return count_mg_hit(ctx, class, ttl.is_some()),
@@ -357,6 +368,8 @@ fn ms(ctx: &Ctx, req: &MetaRequest, block: &[u8], out: &mut Vec<u8>) {
     // An appended item is a new allocation that memcached does not mark.
     args.key_binary = req.is_base64() && !concat;
     args.set_cas = req.new_cas.unwrap_or(0);
+    // memcached looks up the item a store replaces (a watcher sees it).
+    let old = watch::lookup(ctx, key, watch::FETCHERS | watch::MUTATIONS);
     let res = match req.compare_cas {
         Some(0) if cas_cmd => cas_zero(ctx, key),
         Some(cas) if mode != Mode::Add => {
@@ -366,6 +379,13 @@ fn ms(ctx: &Ctx, req: &MetaRequest, block: &[u8], out: &mut Vec<u8>) {
         }
         _ => ctx.shared.store.store(&args),
     };
+    let wreq = watch::StoreReq {
+        key,
+        cmd: if cas_cmd { "cas" } else { mode_name(mode) },
+        exptime,
+        value_len: value.len(),
+    };
+    watch::stored(ctx, &wreq, old, res.status, res.class);
     stats.ops.set_cmds.incr();
     stats.class(res.class).set_cmds.incr();
     let status = match res.status {
@@ -416,6 +436,17 @@ fn ms(ctx: &Ctx, req: &MetaRequest, block: &[u8], out: &mut Vec<u8>) {
     proto::end_line(out);
 }
 
+/// memcached's word for a store mode in watch lines.
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Set => "set",
+        Mode::Add => "add",
+        Mode::Replace => "replace",
+        Mode::Append => "append",
+        Mode::Prepend => "prepend",
+    }
+}
+
 /// A CAS set with `C0`: memcached compares the zero, which no item with a
 /// CAS matches, so an existing item is `EX` and a missing one `NF`.
 fn cas_zero(ctx: &Ctx, key: &[u8]) -> StoreOutcome {
@@ -445,6 +476,7 @@ fn md(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
     }
     args.set_cas = req.new_cas.unwrap_or(0);
     args.clear_value = req.flags.has(b'x');
+    let old = watch::lookup(ctx, key, watch::FETCHERS | watch::DELETIONS);
     let status = match req.compare_cas {
         // `C0` is compared too: it matches only an item without a CAS.
         Some(0) if !ctx.shared.settings.no_cas => match cas_zero(ctx, key).status {
@@ -461,6 +493,10 @@ fn md(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
             if res.status == DeleteStatus::Deleted && args.invalidate.is_none() {
                 stats.ops.delete_hits.incr();
                 stats.class(res.class).delete_hits.incr();
+                if !args.clear_value {
+                    // Only a removal is a deletion (`I` and `x` keep an item).
+                    watch::deleted(key, "md", res.class, watch::looked_size(old));
+                }
             }
             res.status
         }
@@ -510,6 +546,7 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
     if late_ttl.is_none() {
         args.exptime = ttls.ttl;
     }
+    watch::lookup(ctx, key, watch::FETCHERS);
     let res = shared.store.arith(&args);
     let created = match res.status {
         ArithStatus::Ok => {
@@ -522,7 +559,12 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
             }
             false
         }
-        ArithStatus::Created => true,
+        ArithStatus::Created => {
+            // memcached creates the item with no expiry and applies `N`
+            // after its add, so the add's line shows ttl 0.
+            watch::arith_created(ctx, key, 0, res.class, res.value);
+            true
+        }
         ArithStatus::NotFound | ArithStatus::Exists => {
             let status = if res.status == ArithStatus::Exists {
                 MetaStatus::Ex
@@ -626,6 +668,7 @@ fn me(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
     let use_cas = !shared.settings.no_cas;
     let found = shared.store.get(key, false, |r| match r {
         Ok(item) => {
+            watch::item_get(key, watch::found(item.class_id(), item.value_len()));
             out.extend_from_slice(b"ME ");
             if item.key_binary() {
                 proto::encode_base64(item.key(), out);
@@ -657,7 +700,10 @@ fn me(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
             proto::end_line(out);
             Ok(())
         }
-        Err(miss) => Err(miss),
+        Err(miss) => {
+            watch::item_get(key, miss.into());
+            Err(miss)
+        }
     });
     if let Err(miss) = found {
         super::count_miss_reason(ctx, miss);

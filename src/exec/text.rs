@@ -14,7 +14,9 @@ use crate::store::{
 };
 
 use super::detail::Op as DetailOp;
+use super::watch;
 use super::{Action, Ctx, StopRequest, WIRE_VERSION};
+use crate::latency::Family;
 
 const TOO_LARGE: &str = "SERVER_ERROR object too large for cache";
 
@@ -149,9 +151,10 @@ impl Session {
                 Frame::TooLong => return progress(pos, requests, Action::Close, 0),
                 Frame::Line { line, consumed } => (line, consumed),
             };
+            watch::log_request(line);
             let cmd = match proto::parse_line(line) {
                 Ok(cmd) => {
-                    super::watch::on_text_command(ctx, line, &cmd);
+                    watch::on_text_command(ctx, line, &cmd);
                     cmd
                 }
                 Err(rej) => {
@@ -173,6 +176,7 @@ impl Session {
                 noreply,
             } = cmd
             {
+                crate::latency::note(ctx.stats, Family::Set);
                 let settings = &ctx.shared.settings;
                 if memcached_item_size(key.len(), flags, bytes, !settings.no_cas)
                     > settings.item_size_max
@@ -201,6 +205,7 @@ impl Session {
                 continue;
             }
             if let Command::Meta { line } = cmd {
+                crate::latency::note(ctx.stats, Family::Meta);
                 match meta_proto::parse_meta(line) {
                     Err(e) => {
                         if e == MetaError::OpaqueTooLong {
@@ -248,6 +253,14 @@ impl Session {
                         };
                     }
                     None => {
+                        // Counted once, when done (a get resumed after a
+                        // full output is parsed again).
+                        let f = if touch.is_some() {
+                            Family::Touch
+                        } else {
+                            Family::Get
+                        };
+                        crate::latency::note(ctx.stats, f);
                         pos += line_len;
                         requests += 1;
                         continue;
@@ -256,6 +269,7 @@ impl Session {
             }
             pos += line_len;
             requests += 1;
+            crate::latency::note_text(ctx.stats, &cmd);
             let action = run(ctx, cmd, out);
             if action != Action::Continue {
                 if let Action::Swallow(n) = action {
@@ -291,6 +305,18 @@ fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>) {
         let mark = out.len();
         super::meta::run(ctx, &req, None, out);
         out.truncate(mark);
+    }
+}
+
+/// Append `msg\r\n`, or with `noreply` only log what memcached's `-vv`
+/// logs for a reply it suppresses (`>fd NOREPLY msg`).
+#[inline]
+fn answer(out: &mut Vec<u8>, msg: &[u8], noreply: bool) {
+    if noreply {
+        watch::log_noreply(msg);
+    } else {
+        out.extend_from_slice(msg);
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -337,15 +363,23 @@ fn run_store(
             .record(key, shared.settings.prefix_delimiter, DetailOp::Set);
     }
     let mut args = StoreArgs::new(mode, key, flags, exptime, value);
+    // memcached looks up the item a store replaces (a watcher sees it).
+    let old = watch::lookup(ctx, key, watch::FETCHERS | watch::MUTATIONS);
+    let wreq = watch::StoreReq {
+        key,
+        cmd: watch::store_cmd_name(sc),
+        exptime,
+        value_len: value.len(),
+    };
     if sc == StoreCmd::Cas {
         // memcached compares even a zero CAS: "cas k 0 0 1 0" never matches.
         args.cas = cas;
         if cas == 0 {
-            return finish_cas_zero(ctx, key, noreply, out);
+            return finish_cas_zero(ctx, &wreq, old, noreply, out);
         }
     }
     let res = ctx.shared.store.store(&args);
-    super::watch::on_text_store(ctx, sc, key, exptime, &res, value.len());
+    watch::stored(ctx, &wreq, old, res.status, res.class);
     stats.ops.set_cmds.incr();
     stats.class(res.class).set_cmds.incr();
     let msg = match res.status {
@@ -385,21 +419,30 @@ fn run_store(
             }
         },
     };
-    if !noreply {
-        reply(out, msg);
-    }
+    answer(out, msg.as_bytes(), noreply);
 }
 
 /// `cas` with a CAS of 0: memcached treats it as "no item can match",
 /// even with `-C` (where every item's CAS is 0): a missing key is
 /// NOT_FOUND, an existing one EXISTS.
-fn finish_cas_zero(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut Vec<u8>) {
+fn finish_cas_zero(
+    ctx: &Ctx,
+    wreq: &watch::StoreReq<'_>,
+    old: Option<watch::Looked>,
+    noreply: bool,
+    out: &mut Vec<u8>,
+) {
     let stats = ctx.stats;
     stats.ops.set_cmds.incr();
     let found = ctx
         .shared
         .store
-        .get(key, false, |r| r.map(|i| i.class_id()).ok());
+        .get(wreq.key, false, |r| r.map(|i| i.class_id()).ok());
+    let status = match found {
+        Some(_) => StoreStatus::Exists,
+        None => StoreStatus::NotFound,
+    };
+    watch::stored(ctx, wreq, old, status, found.unwrap_or(0));
     let msg = match found {
         Some(class) => {
             stats.class(class).set_cmds.incr();
@@ -412,9 +455,7 @@ fn finish_cas_zero(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut Vec<u8>) {
             "NOT_FOUND"
         }
     };
-    if !noreply {
-        reply(out, msg);
-    }
+    answer(out, msg.as_bytes(), noreply);
 }
 
 /// Run one non-storage command.
@@ -429,10 +470,11 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                 let d = shared.settings.prefix_delimiter;
                 shared.detail.record(key, d, DetailOp::Delete);
             }
+            let old = watch::lookup(ctx, key, watch::FETCHERS | watch::DELETIONS);
             let res = shared.store.delete(&DeleteArgs::new(key));
             let msg = match res.status {
                 DeleteStatus::Deleted => {
-                    super::watch::deleted(key, "delete", res.class, 0);
+                    watch::deleted(key, "delete", res.class, watch::looked_size(old));
                     stats.ops.delete_hits.incr();
                     stats.class(res.class).delete_hits.incr();
                     "DELETED"
@@ -442,9 +484,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                     "NOT_FOUND"
                 }
             };
-            if !noreply {
-                reply(out, msg);
-            }
+            answer(out, msg.as_bytes(), noreply);
             Action::Continue
         }
         Command::Arith {
@@ -453,6 +493,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             delta,
             noreply,
         } => {
+            watch::lookup(ctx, key, watch::FETCHERS);
             let res = shared.store.arith(&ArithArgs::new(key, incr, delta));
             let (hits, misses) = if incr {
                 (&stats.ops.incr_hits, &stats.ops.incr_misses)
@@ -481,10 +522,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                 ArithStatus::NoMemory => b"SERVER_ERROR out of memory",
                 ArithStatus::Exists => b"EXISTS",
             };
-            if !noreply {
-                out.extend_from_slice(msg);
-                out.extend_from_slice(b"\r\n");
-            }
+            answer(out, msg, noreply);
             Action::Continue
         }
         Command::Touch {
@@ -496,10 +534,12 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             stats.ops.touch_cmds.incr();
             let hit = shared.store.get(key, true, |r| match r {
                 Ok(item) => {
+                    watch::item_get(key, watch::found(item.class_id(), item.value_len()));
                     item.set_exptime(exp);
                     Some(item.class_id())
                 }
                 Err(miss) => {
+                    watch::item_get(key, miss.into());
                     super::count_miss_reason(ctx, miss);
                     None
                 }
@@ -515,9 +555,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                     "NOT_FOUND"
                 }
             };
-            if !noreply {
-                reply(out, msg);
-            }
+            answer(out, msg.as_bytes(), noreply);
             Action::Continue
         }
         Command::FlushAll { delay, noreply } => {
@@ -535,9 +573,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             } else {
                 proto::BAD_EXPTIME
             };
-            if !noreply {
-                reply(out, msg);
-            }
+            answer(out, msg.as_bytes(), noreply);
             Action::Continue
         }
         Command::Version => {
@@ -546,13 +582,12 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             Action::Continue
         }
         Command::Verbosity { level, noreply } => {
-            shared.verbosity.store(
-                level.min(crate::exec::MAX_VERBOSITY),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            if !noreply {
-                reply(out, "OK");
-            }
+            let level = level.min(crate::exec::MAX_VERBOSITY);
+            shared
+                .verbosity
+                .store(level, std::sync::atomic::Ordering::Relaxed);
+            crate::logging::set_verbosity(level);
+            answer(out, "OK".as_bytes(), noreply);
             Action::Continue
         }
         Command::Quit => Action::Close,
@@ -586,9 +621,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                     Err(_) => "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust",
                 }
             };
-            if !noreply {
-                reply(out, msg);
-            }
+            answer(out, msg.as_bytes(), noreply);
             Action::Continue
         }
         Command::Stats { args } => {
@@ -600,7 +633,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             name: b"watch",
             args,
         } => {
-            super::watch::start(ctx, args, out);
+            watch::start(ctx, args, out);
             Action::Continue
         }
         Command::Admin { name, args } => super::admin::run(ctx, name, args, out),
@@ -649,7 +682,7 @@ fn get(
                 if let Some(e) = exp {
                     item.set_exptime(e);
                 }
-                super::watch::item_get(key, super::watch::found(item.class_id(), item.value_len()));
+                watch::item_get(key, watch::found(item.class_id(), item.value_len()));
                 let c = if cas { Some(item.cas()) } else { None };
                 proto::push_value_header(out, item.key(), item.flags(), item.value_len(), c);
                 for seg in item.value() {
@@ -659,7 +692,7 @@ fn get(
                 Some(item.class_id())
             }
             Err(miss) => {
-                super::watch::item_get(key, miss.into());
+                watch::item_get(key, miss.into());
                 super::count_miss_reason(ctx, miss);
                 None
             }

@@ -21,6 +21,8 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use crate::clock::RelTime;
+use crate::logging::WIRE;
 use crate::protocol::text::Tokens;
 
 use super::Ctx;
@@ -598,17 +600,24 @@ pub fn found(clsid: u8, size: usize) -> Fetch {
     Fetch::Found { clsid, size }
 }
 
-/// Hook run by the text front end for every parsed command: its latency
-/// family, its keys for `stats hotkeys`, and memcached's `-vv` request
-/// line (`<fd get foo`, at debug level).
+/// Hook run by the text front end for every parsed command: its keys for
+/// `stats hotkeys`. (Its latency family is counted where the command
+/// runs, where the family is known without another match.)
 #[inline]
 pub fn on_text_command(ctx: &Ctx, line: &[u8], cmd: &crate::protocol::text::Command) {
-    crate::latency::note_text(ctx.stats, cmd);
-    if ctx.shared.settings.hotkeys != 0 {
+    // Sample per command, before looking at any key.
+    if ctx.shared.settings.hotkeys != 0 && ctx.stats.hot.pick() {
         hot_text(ctx, line, cmd);
     }
-    if log::log_enabled!(log::Level::Debug) {
+}
+
+/// memcached's `-vv` request line (`<fd get foo`), at debug level, for
+/// every line read, valid or not. Costs one level check when off.
+#[inline]
+pub fn log_request(line: &[u8]) {
+    if log::log_enabled!(target: WIRE, log::Level::Debug) {
         log::debug!(
+            target: WIRE,
             "<{} {}",
             crate::stats::current_fd(),
             String::from_utf8_lossy(line)
@@ -616,14 +625,25 @@ pub fn on_text_command(ctx: &Ctx, line: &[u8], cmd: &crate::protocol::text::Comm
     }
 }
 
+/// memcached's `-vv` line for a reply `noreply` suppressed
+/// (`>fd NOREPLY STORED`).
+#[inline]
+pub fn log_noreply(msg: &[u8]) {
+    if log::log_enabled!(target: WIRE, log::Level::Debug) {
+        log::debug!(
+            target: WIRE,
+            ">{} NOREPLY {}",
+            crate::stats::current_fd(),
+            String::from_utf8_lossy(msg)
+        );
+    }
+}
+
+#[cold]
 #[inline(never)]
 fn hot_text(ctx: &Ctx, line: &[u8], cmd: &crate::protocol::text::Command) {
     use crate::protocol::text::Command as C;
     let hot = &ctx.stats.hot;
-    // Sample per command, before looking at any key.
-    if !hot.pick() {
-        return;
-    }
     let now = ctx.shared.clock.now();
     match cmd {
         C::Get { keys, .. } => {
@@ -644,40 +664,178 @@ fn hot_text(ctx: &Ctx, line: &[u8], cmd: &crate::protocol::text::Command) {
     }
 }
 
-/// Hook run by the text front end after a storage command: the
-/// `mutations` watch line.
+/// What a command's own lookup of its key found: the item's class, value
+/// length and exptime, or why there was none.
+pub type Looked = Result<(u8, usize, RelTime), crate::store::Miss>;
+
+/// The lookup memcached makes before a command acts on its key (a store
+/// looks for the item it replaces, `delete`/`incr`/`md`/`ma` for the item
+/// they change): one `item_get` line when `fetchers` are watched. Runs
+/// only when a watcher wants one of `kinds` (the caller's events that
+/// need the old item); otherwise it costs one relaxed load and returns
+/// `None`. The look does not bump the item, so watching does not change
+/// the LRU.
 #[inline]
-pub fn on_text_store(
+pub fn lookup(ctx: &Ctx, key: &[u8], kinds: u32) -> Option<Looked> {
+    if !wants(kinds) {
+        return None;
+    }
+    Some(lookup_slow(ctx, key))
+}
+
+#[cold]
+#[inline(never)]
+fn lookup_slow(ctx: &Ctx, key: &[u8]) -> Looked {
+    let r = ctx.shared.store.get(key, false, |r| {
+        r.map(|i| (i.class_id(), i.value_len(), i.exptime()))
+    });
+    item_get(
+        key,
+        match r {
+            Ok((clsid, size, _)) => found(clsid, size),
+            Err(m) => m.into(),
+        },
+    );
+    r
+}
+
+/// The value length a [`lookup`] found (0 when it found nothing or did
+/// not run).
+pub fn looked_size(old: Option<Looked>) -> usize {
+    match old {
+        Some(Ok((_, size, _))) => size,
+        _ => 0,
+    }
+}
+
+/// Seconds an item with `exptime` has left, as memcached's watch prints
+/// them (0 = never expires).
+fn ttl_of(ctx: &Ctx, exptime: RelTime) -> u32 {
+    if exptime == 0 {
+        0
+    } else {
+        exptime.saturating_sub(ctx.shared.clock.now())
+    }
+}
+
+/// A storage command's request, for its `item_store` line.
+pub struct StoreReq<'a> {
+    pub key: &'a [u8],
+    /// memcached's command word (`set`, `add`, `cas`, ...).
+    pub cmd: &'static str,
+    /// The request's exptime (absolute).
+    pub exptime: RelTime,
+    pub value_len: usize,
+}
+
+/// `mutations`: the `item_store` line of a storage command, after the
+/// store answered `status` (`class`: the stored item's class). `old` is
+/// what [`lookup`] found before the store.
+///
+/// memcached logs the item it tried to store: for a stored append or
+/// prepend that is the combined item (old exptime, combined size);
+/// otherwise the request's own item, whose class is the one its size
+/// maps to even when nothing was stored.
+#[inline]
+pub fn stored(
     ctx: &Ctx,
-    cmd: crate::protocol::text::StoreCmd,
-    key: &[u8],
-    exptime: crate::clock::RelTime,
-    res: &crate::store::StoreOutcome,
-    size: usize,
+    req: &StoreReq<'_>,
+    old: Option<Looked>,
+    status: crate::store::StoreStatus,
+    class: u8,
 ) {
     if !wants(MUTATIONS) {
         return;
     }
-    let ttl = if exptime == 0 {
-        0
-    } else {
-        exptime.saturating_sub(ctx.shared.clock.now())
+    stored_slow(ctx, req, old, status, class);
+}
+
+#[cold]
+#[inline(never)]
+fn stored_slow(
+    ctx: &Ctx,
+    req: &StoreReq<'_>,
+    old: Option<Looked>,
+    status: crate::store::StoreStatus,
+    class: u8,
+) {
+    use crate::store::StoreStatus as S;
+    let concat = matches!(req.cmd, "append" | "prepend");
+    let (exptime, size, clsid) = match (status, old) {
+        (S::Stored, Some(Ok((_, old_len, old_exp)))) if concat => {
+            (old_exp, old_len + req.value_len, class)
+        }
+        (S::Stored, _) => (req.exptime, req.value_len, class),
+        _ => (
+            req.exptime,
+            req.value_len,
+            item_class(&ctx.shared.settings, req.key.len(), req.value_len),
+        ),
     };
     item_store(
-        key,
-        store_status_name(&res.status),
-        store_cmd_name(cmd),
-        ttl,
-        res.class,
+        req.key,
+        store_status_name(&status),
+        req.cmd,
+        ttl_of(ctx, exptime),
+        clsid,
         size,
     );
+}
+
+/// An incr/decr (binary, or `ma` with `N`) created its missing item:
+/// memcached stores it with an `add`, which looks the key up again, so a
+/// watcher sees a second `item_get` (not found) and the add's
+/// `item_store`. `exptime` is the new item's, `value` the number stored.
+#[inline]
+pub fn arith_created(ctx: &Ctx, key: &[u8], exptime: RelTime, class: u8, value: u64) {
+    if !wants(FETCHERS | MUTATIONS) {
+        return;
+    }
+    item_get(key, Fetch::NotFound);
+    if wants(MUTATIONS) {
+        let digits = value.checked_ilog10().unwrap_or(0) as usize + 1;
+        item_store(key, "stored", "add", ttl_of(ctx, exptime), class, digits);
+    }
+}
+
+/// The slab class the store gives an item with an `nkey`-byte key and an
+/// `nbytes`-byte value: the store's class table rebuilt from the settings
+/// (`store::slab`: classes from header + `-n` growing by `-f`, rounded up
+/// to 8, up to `slab_chunk_max`; bigger items are chained in the largest
+/// class). Only a watcher's `item_store` line for a store that stored
+/// nothing needs it; a unit test checks it against the store.
+fn item_class(settings: &crate::config::Settings, nkey: usize, nbytes: usize) -> u8 {
+    const HDR: usize = 40;
+    const PAGE: usize = 1024 * 1024;
+    const MAX_CLASSES: usize = 64;
+    let chunk_max = (settings.slab_chunk_max.clamp(64, PAGE) / 8) * 8;
+    let factor = if settings.growth_factor.is_finite() && settings.growth_factor > 1.0 {
+        settings.growth_factor
+    } else {
+        1.25
+    };
+    let total = HDR + nkey + nbytes;
+    let mut size = (HDR + settings.chunk_size.max(1)).max(16) as f64;
+    let mut id = 1usize;
+    while id < MAX_CLASSES - 1 {
+        if size >= chunk_max as f64 / factor {
+            break;
+        }
+        let s = (size as usize).div_ceil(8) * 8;
+        if s >= total {
+            return id as u8;
+        }
+        id += 1;
+        size = (s as f64 * factor).max(s as f64 + 8.0);
+    }
+    id as u8
 }
 
 /// memcached's `-vv` reply lines (`>fd END`), at debug level; values
 /// are shown as `>fd sending key <key>`. Costs one level check when off.
 #[inline]
 pub fn log_replies(fd: i32, out: &[u8]) {
-    if !log::log_enabled!(log::Level::Debug) || out.is_empty() {
+    if !log::log_enabled!(target: WIRE, log::Level::Debug) || out.is_empty() {
         return;
     }
     log_replies_slow(fd, out);
@@ -686,7 +844,7 @@ pub fn log_replies(fd: i32, out: &[u8]) {
 #[cold]
 fn log_replies_slow(fd: i32, out: &[u8]) {
     if out[0] == crate::protocol::binary::RESPONSE_MAGIC {
-        log::debug!(">{fd} Writing bin response ({} bytes)", out.len());
+        log::debug!(target: WIRE, ">{fd} Writing bin response ({} bytes)", out.len());
         return;
     }
     let mut rest = out;
@@ -701,18 +859,46 @@ fn log_replies_slow(fd: i32, out: &[u8]) {
                 .nth(1)
                 .and_then(|l| std::str::from_utf8(l).ok()?.parse().ok())
                 .unwrap_or(0);
-            log::debug!(">{fd} sending key {}", String::from_utf8_lossy(key));
+            log::debug!(target: WIRE, ">{fd} sending key {}", String::from_utf8_lossy(key));
             // Skip the data block and its \r\n.
             rest = &rest[(len + 2).min(rest.len())..];
+        } else if let Some(skip) = meta_reply(line) {
+            // memcached does not log meta replies (only `MN`).
+            rest = &rest[skip.min(rest.len())..];
         } else {
-            log::debug!(">{fd} {}", String::from_utf8_lossy(line));
+            log::debug!(target: WIRE, ">{fd} {}", String::from_utf8_lossy(line));
         }
+    }
+}
+
+/// A meta reply line other than `MN`: `Some(n)` with the bytes of data
+/// block after it (a `VA <len>` value and its line end), else `None`.
+fn meta_reply(line: &[u8]) -> Option<usize> {
+    let mut t = Tokens::new(line);
+    match t.next()? {
+        b"HD" | b"EN" | b"NF" | b"NS" | b"EX" | b"ME" => Some(0),
+        b"VA" => {
+            let len: usize = std::str::from_utf8(t.next()?).ok()?.parse().ok()?;
+            Some(len + 2)
+        }
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_replies_are_recognised() {
+        assert_eq!(meta_reply(b"HD"), Some(0));
+        assert_eq!(meta_reply(b"HD c5 t-1"), Some(0));
+        assert_eq!(meta_reply(b"VA 3 s3"), Some(5));
+        assert_eq!(meta_reply(b"EN"), Some(0));
+        assert_eq!(meta_reply(b"END"), None);
+        assert_eq!(meta_reply(b"MN"), None);
+        assert_eq!(meta_reply(b"STORED"), None);
+    }
 
     #[test]
     fn ring_wraps_and_refuses_when_full() {
@@ -730,6 +916,52 @@ mod tests {
         let total = r.pop(&mut out, usize::MAX);
         assert_eq!(total, (n + 1) * 1000 - 1500);
         assert!(out.iter().all(|&b| b == b'x'));
+    }
+
+    #[test]
+    fn item_class_matches_the_store() {
+        use crate::config::Settings;
+        use crate::store::{Mode, StoreArgs, StoreStatus};
+        let cases = [
+            Settings::default(),
+            Settings {
+                growth_factor: 1.07,
+                chunk_size: 100,
+                ..Settings::default()
+            },
+            Settings {
+                growth_factor: 2.0,
+                slab_chunk_max: 64 * 1024,
+                ..Settings::default()
+            },
+        ];
+        for settings in cases {
+            let mut cfg = settings.store_config();
+            cfg.mem_limit = 64 << 20;
+            let store = crate::store::Store::new(cfg, crate::clock::Clock::new());
+            let value = vec![b'v'; 600_000];
+            let mut checked = 0;
+            let mut len = 0;
+            while len < value.len() {
+                for nkey in [1, 10, 250] {
+                    let key = vec![b'k'; nkey];
+                    let args = StoreArgs::new(Mode::Set, &key, 0, 0, &value[..len]);
+                    let res = store.store(&args);
+                    if res.status != StoreStatus::Stored {
+                        continue;
+                    }
+                    assert_eq!(
+                        item_class(&settings, nkey, len),
+                        res.class,
+                        "key {nkey} value {len} f {}",
+                        settings.growth_factor
+                    );
+                    checked += 1;
+                }
+                len = len * 9 / 8 + 7;
+            }
+            assert!(checked > 150, "{checked}");
+        }
     }
 
     #[test]
