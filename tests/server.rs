@@ -244,3 +244,68 @@ fn a_panicking_worker_aborts_the_process_with_a_log_line() {
         "no clear log line: {err}"
     );
 }
+
+/// The worker ends a connection's turn after a read shorter than its
+/// buffer instead of reading again until EAGAIN (one syscall less per
+/// unpipelined request). These check the cases where that shortcut could
+/// lose input: the peer's FIN queued right behind its last request (one
+/// edge-triggered event reports both), a FIN after the reply, and a
+/// request split across writes with a pause in between.
+#[test]
+fn short_reads_lose_neither_input_nor_end_of_stream() {
+    let server = Server::start(Kind::Gannet, &["-t", "1"]);
+    let all = b"set a 0 0 1\r\nx\r\nget a\r\n";
+    let expect = b"STORED\r\nVALUE a 0 1\r\nx\r\nEND\r\n";
+
+    // Request and FIN in one go: the reply comes, then the server closes.
+    for round in 0..20 {
+        let mut c = server.connect();
+        c.send(all);
+        c.shutdown_write();
+        let r = c.wait_close(Duration::from_secs(5));
+        assert_eq!(show(&r.bytes), show(expect), "round {round}");
+        assert!(
+            r.closed,
+            "round {round}: FIN behind a request was never read"
+        );
+    }
+
+    // FIN long after the reply: a new event, and the server closes.
+    let mut c = server.connect();
+    let r = c.exchange(all, expect.len());
+    assert_eq!(show(&r.bytes), show(expect));
+    std::thread::sleep(Duration::from_millis(50));
+    c.shutdown_write();
+    assert!(c.wait_close(Duration::from_secs(5)).closed);
+
+    // A request in two writes: the first read is short and incomplete,
+    // the rest arrives with its own event.
+    let mut c = server.connect();
+    c.send(b"get ");
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(b"a\r\n");
+    let r = c.read_reply(b"VALUE a 0 1\r\nx\r\nEND\r\n".len(), Duration::from_secs(5));
+    assert_eq!(show(&r.bytes), show(b"VALUE a 0 1\r\nx\r\nEND\r\n"));
+
+    // Many request/reply rounds on one connection.
+    for i in 0..50 {
+        let r = c.exchange(b"get a\r\n", b"VALUE a 0 1\r\nx\r\nEND\r\n".len());
+        assert_eq!(
+            show(&r.bytes),
+            show(b"VALUE a 0 1\r\nx\r\nEND\r\n"),
+            "request {i}"
+        );
+    }
+
+    // A value larger than one read (64 KB) in slow pieces.
+    let value = vec![b'v'; 200_000];
+    let mut req = b"set big 0 0 200000\r\n".to_vec();
+    req.extend_from_slice(&value);
+    req.extend_from_slice(b"\r\n");
+    for piece in req.chunks(50_000) {
+        c.send(piece);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = c.read_reply(8, Duration::from_secs(5));
+    assert_eq!(show(&r.bytes), show(b"STORED\r\n"));
+}

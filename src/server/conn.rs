@@ -48,6 +48,15 @@ impl Write for Stream {
 }
 
 impl Stream {
+    /// Whether a read that returns fewer bytes than asked for proves the
+    /// socket's receive queue empty, so that waiting for the next
+    /// edge-triggered event is safe without a read that returns EAGAIN.
+    /// True for kernel streams; a stream that buffers in user space (TLS)
+    /// must answer false (the default for any other variant).
+    pub fn short_read_drains(&self) -> bool {
+        matches!(self, Stream::Tcp(_) | Stream::Unix(_))
+    }
+
     pub fn fd(&self) -> i32 {
         use std::os::fd::AsRawFd;
         match self {
