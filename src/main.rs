@@ -20,6 +20,8 @@ use gannet::server::{self, Server};
 
 /// memcached exits with EX_OSERR when it cannot bind.
 const EXIT_BIND: u8 = 71;
+/// memcached exits with EX_USAGE when its TLS files do not load.
+const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
     install_panic_policy();
@@ -45,6 +47,21 @@ fn main() -> ExitCode {
         }
     }
 
+    let clock = Clock::new();
+    // -Z: load the certificates first (before the root check) and while
+    // still root, as memcached does; a file that does not load stops the
+    // start (64, memcached's message).
+    let tls = if settings.tls {
+        match server::tls::TlsContext::load(&settings.ssl, Arc::clone(&clock)) {
+            Ok(ctx) => Some(Arc::new(ctx)),
+            Err(msg) => {
+                eprint!("{msg}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    } else {
+        None
+    };
     // Before anything happens: root needs -u, and -u must exist (64, 67).
     let user = match daemon::resolve_user(settings.user.as_deref()) {
         Ok(user) => user,
@@ -60,15 +77,16 @@ fn main() -> ExitCode {
     let pid_path = settings.pid_file.clone();
 
     let signals = block_signals();
-    let clock = Clock::new();
-    let shared = Arc::new(Shared::new(settings, Arc::clone(&clock)));
+    let mut shared = Shared::new(settings, Arc::clone(&clock));
+    shared.tls = tls.clone().map(|t| t as Arc<dyn gannet::exec::TlsHook>);
+    let shared = Arc::new(shared);
     // -L: reserve and touch item memory now, or refuse to start (exit 1).
     if let Err(e) = shared.store.reserve_memory() {
         eprintln!("{e}");
         return ExitCode::from(1);
     }
     // Bind as root (ports below 1024), then drop privileges.
-    let bound = match server::bind(&shared) {
+    let bound = match server::bind(&shared, tls) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e}");

@@ -215,6 +215,17 @@ pub struct GeneralStats<'a> {
     /// Watch lines delivered / dropped because a watcher was slow.
     pub log_watcher_sent: u64,
     pub log_watcher_skipped: u64,
+    /// With `-Z`: the `ssl_*` counters.
+    pub tls: Option<TlsStats>,
+}
+
+/// The TLS lines of `stats` (only with `-Z`, as in memcached).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsStats {
+    /// `ssl_new_sessions`, only with `ssl_session_cache`.
+    pub new_sessions: Option<u64>,
+    pub handshake_errors: u64,
+    pub secs_since_cert_refresh: u32,
 }
 
 /// Append one `STAT <name> <value>\r\n` line.
@@ -330,6 +341,17 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "log_watcher_skipped", s.log_watcher_skipped);
     push_stat(out, "log_watcher_sent", s.log_watcher_sent);
     push_stat(out, "log_watchers", s.log_watchers);
+    if let Some(t) = s.tls {
+        if let Some(n) = t.new_sessions {
+            push_stat(out, "ssl_new_sessions", n);
+        }
+        push_stat(out, "ssl_handshake_errors", t.handshake_errors);
+        push_stat(
+            out,
+            "time_since_server_cert_refresh",
+            t.secs_since_cert_refresh,
+        );
+    }
     push_stat(out, "unexpected_napi_ids", 0);
     push_stat(out, "round_robin_fallback", 0);
     push_stat(out, "bytes", st.bytes);
@@ -399,6 +421,7 @@ mod tests {
                 conns: &conns,
                 store: &store,
                 log_watchers: 0,
+                tls: None,
                 log_watcher_sent: 0,
                 log_watcher_skipped: 0,
             },

@@ -154,6 +154,32 @@ const BAD: &[&[&str]] = &[
     &["-o", "slab_chunk_max=1000000"],
 ];
 
+/// `-Z` without a certificate (or with a key file that does not load)
+/// stops the start before the root check: exit 64 and memcached's
+/// "Error loading ..." line, whose reason after the path is OpenSSL's in
+/// memcached and rustls' in gannet.
+#[test]
+fn tls_without_certificate_exits_like_memcached() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-Z"], "Error loading the certificate chain: (null) : "),
+        (
+            &["-Z", "-o", "ssl_chain_cert=/nonexistent/cert.pem"],
+            "Error loading the certificate chain: /nonexistent/cert.pem : ",
+        ),
+    ];
+    for (args, prefix) in cases {
+        for (name, (code, _, err)) in [("memcached", memcached(args)), ("gannet", gannet(args))] {
+            assert_eq!(code, 64, "{name} {args:?}: {err}");
+            let last = err.lines().last().unwrap_or("");
+            assert!(
+                last.starts_with(prefix),
+                "{name} {args:?}: last stderr line {last:?}"
+            );
+            assert!(err.ends_with("\r\n"), "{name} {args:?}: {err:?}");
+        }
+    }
+}
+
 #[test]
 fn license_exits_zero_on_stdout() {
     let mc = memcached(&["-i"]);

@@ -33,7 +33,11 @@
 //!   still ranks servers;
 //! - measures memory: RSS per item after `--prefill`, RSS per idle
 //!   connection (`--idle-conns`), and the largest RSS during the run
-//!   (relevant for `--pipeline 0`, unbounded pipelining).
+//!   (relevant for `--pipeline 0`, unbounded pipelining);
+//! - speaks TLS with `--tls --tls-ca FILE` (rustls, driven by the same
+//!   non-blocking loop: requests go through the session's writer, replies
+//!   come out of its reader), so a TLS server (`-Z`) is measured the same
+//!   way as a plaintext one.
 //!
 //! The wire encoding is written here independently of `gannet::protocol`
 //! on purpose: a load generator that shared the server's codec would share
@@ -198,6 +202,15 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 0x9e37_79b9_7f4a_7c15)]
     seed: u64,
+    /// Speak TLS (the server runs with -Z); needs --tls-ca.
+    #[arg(long)]
+    tls: bool,
+    /// PEM file of the CA(s) that signed the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<String>,
+    /// Server name to verify the certificate against.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
 }
 
 /// Largest key memcached accepts.
@@ -453,6 +466,8 @@ struct Plan {
     /// the common start of the run.
     t0: AtomicU64,
     barrier: Barrier,
+    /// `--tls`: the client configuration every connection shares.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Plan {
@@ -571,6 +586,8 @@ enum ParseState {
 
 struct Conn {
     sock: TcpStream,
+    /// `--tls`: the session over `sock`.
+    tls: Option<Box<rustls::ClientConnection>>,
     out: Vec<u8>,
     out_pos: usize,
     inb: Vec<u8>,
@@ -590,6 +607,69 @@ struct Conn {
     dead: bool,
     /// Open loop: scheduled time of the next request.
     sched_next: u64,
+}
+
+impl Conn {
+    /// `--tls`: hand `out` to the session and send its records until the
+    /// socket is full (then wait for a writable event). Err: the
+    /// connection is dead.
+    fn tls_send(&mut self) -> Result<(), ()> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        if self.out_pos < self.out.len() {
+            // rustls takes it all (its buffer is unbounded by default); what
+            // is queued is bounded by OUT_HIGH anyway.
+            let n = tls
+                .writer()
+                .write(&self.out[self.out_pos..])
+                .map_err(|_| ())?;
+            self.out_pos += n;
+            if self.out_pos == self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+            }
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut self.sock) {
+                Ok(0) => return Err(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Err(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `--tls`: plaintext into `inb[end..]`: what the session already
+    /// decrypted, else one read of records from the socket. WouldBlock
+    /// only when the socket has nothing more.
+    fn tls_read(&mut self, end: usize) -> std::io::Result<usize> {
+        loop {
+            let Some(tls) = self.tls.as_mut() else {
+                return Err(ErrorKind::Unsupported.into());
+            };
+            match tls.reader().read(&mut self.inb[end..]) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut self.sock)? == 0 {
+                return Ok(0);
+            }
+            tls.process_new_packets()
+                .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+            // Handshake messages (and requests held until it finished).
+            self.writable = true;
+            if self.tls_send().is_err() {
+                return Err(ErrorKind::BrokenPipe.into());
+            }
+        }
+    }
 }
 
 /// Counters of one thread (merged at the end).
@@ -704,12 +784,23 @@ impl Worker {
             std.set_nonblocking(true)
                 .map_err(|e| io_err("nonblocking", e))?;
             let mut sock = TcpStream::from_std(std);
+            let tls = match &plan.tls {
+                Some(cfg) => {
+                    let name = rustls::pki_types::ServerName::try_from(a.tls_name.clone())
+                        .map_err(|e| format!("--tls-name: {e}"))?;
+                    let c = rustls::ClientConnection::new(Arc::clone(cfg), name)
+                        .map_err(|e| format!("TLS session: {e}"))?;
+                    Some(Box::new(c))
+                }
+                None => None,
+            };
             poll.registry()
                 .register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)
                 .map_err(|e| io_err("register", e))?;
             let multi = a.multiget.max(1);
             conns.push(Conn {
                 sock,
+                tls,
                 out: Vec::with_capacity(OUT_HIGH + 2 * (a.value_size.max + 300 * multi)),
                 out_pos: 0,
                 inb: vec![0; 256 * 1024],
@@ -910,6 +1001,12 @@ impl Worker {
 
     fn flush(&mut self, ci: usize) {
         let c = &mut self.conns[ci];
+        if c.tls.is_some() && c.writable {
+            if let Err(()) = c.tls_send() {
+                self.kill(ci);
+            }
+            return;
+        }
         while c.writable && c.out_pos < c.out.len() {
             match c.sock.write(&c.out[c.out_pos..]) {
                 Ok(0) => {
@@ -967,7 +1064,13 @@ impl Worker {
             }
             let c = &mut self.conns[ci];
             let end = c.in_end;
-            match c.sock.read(&mut c.inb[end..]) {
+            let tls = c.tls.is_some();
+            let got = if tls {
+                c.tls_read(end)
+            } else {
+                c.sock.read(&mut c.inb[end..])
+            };
+            match got {
                 Ok(0) => {
                     self.kill(ci);
                     return;
@@ -984,7 +1087,9 @@ impl Worker {
                     // later raises a new edge in epoll, so the read that
                     // would only say EAGAIN is skipped (a third of the
                     // client's system calls at pipeline depth 1).
-                    if n < space {
+                    // (With TLS, rustls may hold decrypted bytes or the
+                    // socket more records: read on until WouldBlock.)
+                    if n < space && !tls {
                         return;
                     }
                 }
@@ -1399,6 +1504,27 @@ impl Worker {
     }
 }
 
+/// `--tls`: trust the CAs in `ca_file`, no client certificate.
+fn tls_config(ca_file: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("--tls-ca {ca_file}: {e}"))?
+    {
+        let cert = cert.map_err(|e| format!("--tls-ca {ca_file}: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("--tls-ca {ca_file}: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 // ---------------------------------------------------------------------------
 // Idle connections
 
@@ -1699,7 +1825,18 @@ fn run(a: Args) -> Result<Report, String> {
     } else {
         0
     };
+    let tls = if a.tls {
+        if a.idle_conns > 0 {
+            return Err("--idle-conns is plaintext only; drop it with --tls".into());
+        }
+        Some(tls_config(
+            a.tls_ca.as_deref().ok_or("--tls needs --tls-ca FILE")?,
+        )?)
+    } else {
+        None
+    };
     let plan = Arc::new(Plan {
+        tls,
         width,
         value: vec![b'v'; a.value_size.max],
         interval_ns,

@@ -64,6 +64,25 @@ pub struct Shared {
     pub tunables: admin::Tunables,
     /// Open sockets for `stats conns`.
     pub conn_table: crate::stats::ConnTable,
+    /// The TLS context (`-Z`), seen through what `exec` needs of it:
+    /// `refresh_certs` and the `ssl_*` lines of `stats`. `None` without
+    /// `-Z`.
+    pub tls: Option<Arc<dyn TlsHook>>,
+}
+
+/// What `exec` may do with the TLS context (which lives in
+/// `server::tls`), so that command semantics never depend on rustls.
+pub trait TlsHook: Send + Sync {
+    /// Reload the certificate files for new connections; the error is
+    /// the reply line memcached gives (with its `\r\n`).
+    fn refresh_certs(&self) -> Result<(), String>;
+    /// `ssl_new_sessions`: sessions put in the server-side cache; `None`
+    /// without `ssl_session_cache` (memcached then omits the line).
+    fn new_sessions(&self) -> Option<u64>;
+    /// `ssl_handshake_errors`.
+    fn handshake_errors(&self) -> u64;
+    /// `time_since_server_cert_refresh`.
+    fn secs_since_cert_refresh(&self) -> u32;
 }
 
 impl Shared {
@@ -92,6 +111,7 @@ impl Shared {
             detail: detail::Detail::default(),
             tunables,
             conn_table: crate::stats::ConnTable::default(),
+            tls: None,
         }
     }
 

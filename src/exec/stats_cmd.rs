@@ -182,6 +182,11 @@ fn general(ctx: &Ctx, out: &mut Vec<u8>) {
             log_watchers,
             log_watcher_sent,
             log_watcher_skipped,
+            tls: shared.tls.as_ref().map(|t| stats::TlsStats {
+                new_sessions: t.new_sessions(),
+                handshake_errors: t.handshake_errors(),
+                secs_since_cert_refresh: t.secs_since_cert_refresh(),
+            }),
         },
     );
 }

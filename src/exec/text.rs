@@ -591,6 +591,18 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             Action::Continue
         }
         Command::Quit => Action::Close,
+        Command::RefreshCerts => {
+            // memcached's replies: OK, the loader's own error line, or
+            // this when TLS is off.
+            match &shared.tls {
+                None => reply(out, "Error TLS not enabled"),
+                Some(tls) => match tls.refresh_certs() {
+                    Ok(()) => reply(out, "OK"),
+                    Err(msg) => out.extend_from_slice(msg.as_bytes()),
+                },
+            }
+            Action::Continue
+        }
         Command::Shutdown { mode } => {
             if !shared.settings.shutdown_enabled {
                 reply(out, proto::SHUTDOWN_DISABLED);

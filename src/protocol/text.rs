@@ -161,6 +161,8 @@ pub enum Command<'a> {
         noreply: bool,
     },
     Quit,
+    /// `refresh_certs` (any arguments are ignored, as memcached does).
+    RefreshCerts,
     /// `shutdown [graceful]`: `Some(graceful)`, or `None` for another
     /// argument (an error, but only once shutdown is enabled).
     Shutdown {
@@ -181,7 +183,7 @@ pub enum Command<'a> {
     },
     /// Administrative commands whose arguments `exec` interprets
     /// (`slabs`, `lru`, `lru_crawler`, `watch`, `misbehave`,
-    /// `refresh_certs`, `debugtime`): name and unsplit arguments.
+    /// `debugtime`): name and unsplit arguments.
     Admin {
         name: &'a [u8],
         args: &'a [u8],
@@ -340,6 +342,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
         }
         b"version" => Ok(Command::Version),
         b"quit" => Ok(Command::Quit),
+        b"refresh_certs" => Ok(Command::RefreshCerts),
         b"verbosity" => {
             want(ntokens == 3 || ntokens == 4)?;
             let noreply = toks[n - 1] == b"noreply";
@@ -373,8 +376,8 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
             })
         }
         b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => Ok(Command::Meta { line }),
-        b"slabs" | b"lru" | b"lru_crawler" | b"watch" | b"misbehave" | b"refresh_certs"
-        | b"debugtime" | b"debugpanic" => {
+        b"slabs" | b"lru" | b"lru_crawler" | b"watch" | b"misbehave" | b"debugtime"
+        | b"debugpanic" => {
             let mut rest = Tokens::new(line);
             rest.next();
             Ok(Command::Admin {
@@ -586,6 +589,14 @@ mod tests {
         let t: Vec<&[u8]> = Tokens::new(b"  get  a   b ").collect();
         assert_eq!(t, vec![&b"get"[..], b"a", b"b"]);
         assert_eq!(Tokens::new(b"").next(), None);
+    }
+
+    #[test]
+    fn parses_refresh_certs_with_any_arguments() {
+        // memcached ignores the arguments (and `noreply`): it always answers.
+        assert_eq!(line("refresh_certs"), Ok(Command::RefreshCerts));
+        assert_eq!(line("refresh_certs a b noreply"), Ok(Command::RefreshCerts));
+        assert_eq!(line("REFRESH_CERTS").unwrap_err().msg, ERROR);
     }
 
     #[test]

@@ -16,14 +16,17 @@ use mio::{Interest, Registry, Token};
 use crate::clock::RelTime;
 use crate::exec::session::Session;
 
+use super::tls::TlsStream;
+
 /// Capacity above which an emptied buffer is freed rather than kept.
 const KEEP_CAPACITY: usize = 16 * 1024;
 
-/// A TCP or unix stream.
-#[derive(Debug)]
+/// A TCP or unix stream, or a TLS session over TCP (boxed: a plaintext
+/// connection pays one pointer-sized variant, not a rustls session).
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsStream>),
 }
 
 impl Read for Stream {
@@ -31,6 +34,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -40,10 +44,14 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -62,6 +70,24 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.socket().as_raw_fd(),
+        }
+    }
+
+    /// Output is still buffered below `pending`: ciphertext rustls could
+    /// not send yet. Always false for plaintext streams.
+    #[inline]
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.wants_write(),
+            _ => false,
+        }
+    }
+
+    /// Before closing: a TLS session says close_notify (best effort).
+    pub fn shutdown(&mut self) {
+        if let Stream::Tls(s) = self {
+            s.close_notify();
         }
     }
 }
@@ -71,18 +97,21 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.register(r, t, i),
             Stream::Unix(s) => s.register(r, t, i),
+            Stream::Tls(s) => s.socket_mut().register(r, t, i),
         }
     }
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.reregister(r, t, i),
             Stream::Unix(s) => s.reregister(r, t, i),
+            Stream::Tls(s) => s.socket_mut().reregister(r, t, i),
         }
     }
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.deregister(r),
             Stream::Unix(s) => s.deregister(r),
+            Stream::Tls(s) => s.socket_mut().deregister(r),
         }
     }
 }
@@ -230,8 +259,18 @@ impl Conn {
         Ok(written)
     }
 
+    /// Replies wait below the socket: in `pending`, or (TLS) as
+    /// ciphertext inside the session.
+    #[inline]
+    pub fn has_output(&self) -> bool {
+        !self.pending.is_empty() || self.stream.wants_write()
+    }
+
     /// Try to write what is pending. Returns bytes written.
     pub fn flush_pending(&mut self) -> io::Result<usize> {
+        if self.stream.wants_write() {
+            self.stream.flush()?;
+        }
         let mut off = 0;
         while off < self.pending.len() {
             match self.stream.write(&self.pending[off..]) {

@@ -49,12 +49,18 @@ impl fmt::Display for BindError {
 
 impl std::error::Error for BindError {}
 
-/// The TCP addresses the settings ask for (`-l` list, or all interfaces).
-pub fn tcp_addrs(settings: &Settings) -> Result<Vec<SocketAddr>, BindError> {
+/// The TCP addresses the settings ask for (`-l` list, or all interfaces),
+/// each with whether it speaks TLS (`-Z`, unless its `-l` entry has
+/// memcached's `notls:` prefix).
+pub fn tcp_addrs(settings: &Settings) -> Result<Vec<(SocketAddr, bool)>, BindError> {
     if settings.port == 0 && settings.listen.iter().all(|l| l.port.is_none()) {
         return Ok(Vec::new());
     }
-    resolve(settings, settings.port, |l| l.port.unwrap_or(settings.port))
+    let tagged = resolve_tagged(settings, settings.port, |l| l.port.unwrap_or(settings.port))?;
+    Ok(tagged
+        .into_iter()
+        .map(|(a, notls)| (a, settings.tls && !notls))
+        .collect())
 }
 
 /// Resolve the `-l` hosts, each on the port `port_of` gives it, without
@@ -65,10 +71,24 @@ pub fn resolve(
     default_port: u16,
     port_of: impl Fn(&crate::config::ListenAddr) -> u16,
 ) -> Result<Vec<SocketAddr>, BindError> {
+    let tagged = resolve_tagged(settings, default_port, port_of)?;
+    Ok(tagged.into_iter().map(|(a, _)| a).collect())
+}
+
+/// `resolve`, keeping each address's `notls:` flag (the first `-l` entry
+/// that names an address decides).
+fn resolve_tagged(
+    settings: &Settings,
+    default_port: u16,
+    port_of: impl Fn(&crate::config::ListenAddr) -> u16,
+) -> Result<Vec<(SocketAddr, bool)>, BindError> {
     if settings.listen.is_empty() {
-        return Ok(vec![SocketAddr::from(([0, 0, 0, 0], default_port))]);
+        return Ok(vec![(
+            SocketAddr::from(([0, 0, 0, 0], default_port)),
+            false,
+        )]);
     }
-    let mut out = Vec::new();
+    let mut out: Vec<(SocketAddr, bool)> = Vec::new();
     for l in &settings.listen {
         let host = l.host.trim_start_matches('[').trim_end_matches(']');
         let resolved = (host, port_of(l))
@@ -78,8 +98,8 @@ pub fn resolve(
                 err,
             })?;
         for a in resolved {
-            if !out.contains(&a) {
-                out.push(a);
+            if !out.iter().any(|(b, _)| *b == a) {
+                out.push((a, l.notls));
             }
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod tls;
 pub mod udp;
 pub mod worker;
 
@@ -25,8 +26,9 @@ pub struct Bound {
 }
 
 /// Bind every listener the settings ask for: `threads` copies of each TCP
-/// address, and the unix socket (owned by worker 0).
-pub fn bind(shared: &Shared) -> Result<Bound, BindError> {
+/// address, and the unix socket (owned by worker 0). With `tls` (`-Z`),
+/// TCP listeners not marked `notls:` hand their connections to it.
+pub fn bind(shared: &Shared, tls: Option<Arc<tls::TlsContext>>) -> Result<Bound, BindError> {
     let s = &shared.settings;
     let threads = s.threads.max(1);
     let mut per_worker: Vec<Vec<Listener>> = (0..threads).map(|_| Vec::new()).collect();
@@ -34,10 +36,13 @@ pub fn bind(shared: &Shared) -> Result<Bound, BindError> {
         let l = listener::bind_unix(path, s.socket_mask, s.backlog)?;
         per_worker[0].push(Listener::Unix(mio::net::UnixListener::from_std(l)));
     } else {
-        for addr in listener::tcp_addrs(s)? {
+        for (addr, use_tls) in listener::tcp_addrs(s)? {
             for w in per_worker.iter_mut() {
-                let l = listener::bind_tcp(addr, s.backlog)?;
-                w.push(Listener::Tcp(mio::net::TcpListener::from_std(l)));
+                let l = mio::net::TcpListener::from_std(listener::bind_tcp(addr, s.backlog)?);
+                w.push(match (&tls, use_tls) {
+                    (Some(ctx), true) => Listener::Tls(l, Arc::clone(ctx)),
+                    _ => Listener::Tcp(l),
+                });
             }
         }
     }

@@ -22,6 +22,7 @@ use crate::exec::{Action, Ctx, Shared, StopRequest};
 use crate::stats::{ConnEntry, ThreadStats};
 
 use super::conn::{Conn, Stream};
+use super::tls::TlsContext;
 
 const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1024;
@@ -37,6 +38,8 @@ const REJECT_MSG: &[u8] = b"ERROR Too many open connections\r\n";
 /// A listener a worker accepts from.
 pub enum Listener {
     Tcp(TcpListener),
+    /// TCP whose connections speak TLS (`-Z`, without `notls:`).
+    Tls(TcpListener, Arc<TlsContext>),
     Unix(UnixListener),
 }
 
@@ -87,7 +90,7 @@ impl Worker {
         let mut listener_names = Vec::new();
         for l in &listeners {
             let (name, fd) = match l {
-                Listener::Tcp(l) => (
+                Listener::Tcp(l) | Listener::Tls(l, _) => (
                     l.local_addr()
                         .map(crate::stats::tcp_addr)
                         .unwrap_or_default(),
@@ -130,7 +133,9 @@ impl Worker {
         for (i, l) in w.listeners.iter_mut().enumerate() {
             let t = Token(LISTENER_BASE + i);
             match l {
-                Listener::Tcp(l) => w.poll.registry().register(l, t, Interest::READABLE)?,
+                Listener::Tcp(l) | Listener::Tls(l, _) => {
+                    w.poll.registry().register(l, t, Interest::READABLE)?
+                }
                 Listener::Unix(l) => w.poll.registry().register(l, t, Interest::READABLE)?,
             }
         }
@@ -219,6 +224,20 @@ impl Worker {
                     let _ = s.set_nodelay(true);
                     (Stream::Tcp(s), crate::stats::tcp_addr(peer))
                 }),
+                Listener::Tls(l, ctx) => match l.accept() {
+                    Ok((s, peer)) => {
+                        let _ = s.set_nodelay(true);
+                        match ctx.accept(s) {
+                            Ok(t) => Ok((Stream::Tls(Box::new(t)), crate::stats::tcp_addr(peer))),
+                            Err(e) => {
+                                // The socket is dropped (closed) here.
+                                log::info!("worker {}: TLS session not created: {}", self.id, e);
+                                continue;
+                            }
+                        }
+                    }
+                    Err(e) => Err(e),
+                },
                 Listener::Unix(l) => l
                     .accept()
                     .map(|(s, _)| (Stream::Unix(s), "?:<AF 0>".into())),
@@ -286,6 +305,7 @@ impl Worker {
             crate::exec::watch::conn_close(&c.entry.addr, "normal", c.fd);
             self.watchers.retain(|w| w.0 != key);
             self.shared.conn_table.remove(c.fd);
+            c.stream.shutdown();
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.shared.conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
             log::debug!("worker {}: closed connection {}", self.id, key);
@@ -319,7 +339,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if !conn.pending.is_empty() {
+            if conn.has_output() {
                 match conn.flush_pending() {
                     Ok(n) => self.stats.ops.bytes_written.add(n as u64),
                     Err(_) => {
@@ -328,7 +348,7 @@ impl Worker {
                         continue;
                     }
                 }
-                if !conn.pending.is_empty() {
+                if conn.has_output() {
                     continue;
                 }
             }
@@ -382,12 +402,12 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if !conn.pending.is_empty() {
+        if conn.has_output() {
             match conn.flush_pending() {
                 Ok(n) => self.stats.ops.bytes_written.add(n as u64),
                 Err(_) => return self.close(key),
             }
-            if !conn.pending.is_empty() {
+            if conn.has_output() {
                 return;
             }
         }
@@ -515,7 +535,7 @@ impl Worker {
             // Complete requests may remain buffered: the budget ran out or
             // the output reached its limit.
             let leftover = p.more || (budget == 0 && !conn.input.is_empty());
-            if !conn.pending.is_empty() {
+            if conn.has_output() {
                 // The socket is full: wait for it to drain before doing
                 // more (backpressure); the writable event resumes here.
                 conn.has_more = leftover;
@@ -551,10 +571,7 @@ impl Worker {
                 libc::kill(libc::getpid(), sig);
             }
         }
-        let conn_closing = self
-            .conns
-            .get(key)
-            .map(|c| c.closing && c.pending.is_empty());
+        let conn_closing = self.conns.get(key).map(|c| c.closing && !c.has_output());
         if close || conn_closing == Some(true) {
             self.close(key);
         }
