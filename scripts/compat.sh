@@ -27,6 +27,8 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=/usr/bin/python3
 need_apt=()
 command -v memcached >/dev/null 2>&1 || [ -x /usr/bin/memcached ] || need_apt+=(memcached)
 command -v nutcracker >/dev/null 2>&1 || [ -x /usr/sbin/nutcracker ] || need_apt+=(nutcracker)
+# test_tls.py makes its test CA and certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # pylibmc builds against libmemcached (and zlib) when no wheel fits.
 [ -e /usr/include/libmemcached/memcached.h ] || need_apt+=(libmemcached-dev)
 [ -e /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)

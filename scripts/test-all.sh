@@ -14,6 +14,8 @@ need_apt=()
 command -v memcached >/dev/null 2>&1 || need_apt+=(memcached)
 command -v memccapable >/dev/null 2>&1 || need_apt+=(libmemcached-tools)
 command -v nc >/dev/null 2>&1 || need_apt+=(netcat-openbsd)
+# tests/tls.rs makes its test CA and certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     log "installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

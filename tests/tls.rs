@@ -693,3 +693,55 @@ fn bench_drives_tls_without_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca"));
 }
+
+/// Garbage of many shapes on the TLS port: every connection is closed
+/// (or left waiting for a record that never completes), the server never
+/// answers in plaintext, never dies, and keeps serving TLS clients while
+/// a stalled half-handshake is open.
+#[test]
+fn garbage_on_tls_port_never_hurts_the_server() {
+    let pki = Pki::new("garbage");
+    let (mut server, plain) = start_tls(Kind::Gannet, &pki, "");
+    // A client that starts a handshake and stalls.
+    let mut stalled = server.connect();
+    stalled.send(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ]);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let shapes: Vec<Vec<u8>> = vec![
+        b"\r\n".to_vec(),
+        vec![0x16, 0x03, 0x01, 0xff, 0xff], // record longer than allowed
+        vec![0x17, 0x03, 0x03, 0x00, 0x10, 1, 2, 3, 4], // application data first
+        vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28], // an alert first
+        vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00], // empty ClientHello
+        vec![0x80, 0x2e, 0x01, 0x00, 0x02], // SSLv2 hello
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ];
+    for i in 0..60 {
+        let junk: Vec<u8> = if i < shapes.len() {
+            shapes[i].clone()
+        } else {
+            (0..(rnd() % 3000) as usize).map(|_| rnd() as u8).collect()
+        };
+        let mut c = server.connect();
+        c.send(&junk);
+        let r = c.read_reply(usize::MAX, Duration::from_millis(50));
+        assert!(
+            r.bytes.is_empty() || r.bytes[0] == 0x15,
+            "case {i}: plaintext answer {:?}",
+            common::show(&r.bytes)
+        );
+    }
+    let mut t = Tls::connect(server.port(), client_config(&pki, None)).unwrap();
+    assert!(t.cmd(b"version\r\n", b"\r\n").is_ok());
+    assert!(server.wait_exit(Duration::from_millis(10)).is_none());
+    let errors: u64 = stat(plain, "ssl_handshake_errors").parse().unwrap();
+    assert!(errors >= 10, "ssl_handshake_errors {errors}");
+    drop(stalled);
+}

@@ -88,6 +88,12 @@ impl TlsContext {
     /// is memcached's message for the file that failed, with its line
     /// end (`Error loading the key: <path> : <reason>\r\n`).
     pub fn load(settings: &TlsSettings, clock: Arc<Clock>) -> Result<TlsContext, String> {
+        if let Some(list) = &settings.ciphers {
+            log::warn!("ssl_ciphers={list} is not applied: rustls uses its own cipher suites");
+        }
+        if settings.kernel_tls {
+            log::warn!("ssl_kernel_tls is not applied: TLS runs in user space");
+        }
         let (session_storage, ticketer, cache): (Arc<dyn StoresServerSessions>, _, _) =
             if settings.session_cache {
                 let cache = Arc::new(CountingCache {
