@@ -247,3 +247,30 @@ fn sasl_refuses_udp_like_memcached() {
     );
     assert_eq!(got, want);
 }
+
+/// A burst of datagrams larger than the per-turn budget (`-R 2`) is served
+/// entirely: the worker comes back for what its budget left behind even
+/// though no new readiness event announces it.
+#[test]
+fn a_burst_beyond_the_per_turn_budget_is_all_answered() {
+    for kind in [Kind::Memcached, Kind::Gannet] {
+        let port = free_udp_port();
+        let p = port.to_string();
+        let server = Server::start(kind, &["-U", &p, "-R", "2", "-t", "1"]);
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        let u = Udp { server, sock, port };
+        for id in 0..40u16 {
+            u.send(id, b"version\r\n");
+        }
+        let got = u.recv_all(WAIT);
+        let mut ids: Vec<u16> = got.iter().map(|d| header(d)[0]).collect();
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            (0..40).collect::<Vec<u16>>(),
+            "{}",
+            u.server.describe()
+        );
+        assert!(got.iter().all(|d| d[8..].starts_with(b"VERSION ")));
+    }
+}

@@ -152,13 +152,21 @@ fn run(ctx: &Ctx, req: &[u8], limit: usize, out: &mut Vec<u8>) -> Option<StopReq
     stop
 }
 
-/// Serve every datagram waiting on `sock` (readiness is edge-triggered).
-pub fn serve(sock: &UdpSocket, ctx: &Ctx, rbuf: &mut [u8], out: &mut Vec<u8>) {
-    loop {
+/// Serve the datagrams waiting on `sock`, at most `budget` of them.
+/// Returns true when the budget ran out first (more may be waiting: the
+/// caller must come back, since readiness is edge-triggered).
+pub fn serve(
+    sock: &UdpSocket,
+    ctx: &Ctx,
+    rbuf: &mut [u8],
+    out: &mut Vec<u8>,
+    budget: usize,
+) -> bool {
+    for _ in 0..budget {
         let (n, peer) = match sock.recv_from(rbuf) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
+            Err(_) => return false,
         };
         ctx.stats.ops.bytes_read.add(n as u64);
         let d = &rbuf[..n];
@@ -188,9 +196,10 @@ pub fn serve(sock: &UdpSocket, ctx: &Ctx, rbuf: &mut [u8], out: &mut Vec<u8>) {
             unsafe {
                 libc::kill(libc::getpid(), sig);
             }
-            return;
+            return false;
         }
     }
+    true
 }
 
 #[cfg(test)]

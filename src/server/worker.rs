@@ -54,6 +54,9 @@ pub struct Worker {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     ready: Vec<usize>,
+    /// UDP sockets (indexes into `udp`) that still had datagrams when
+    /// their per-turn budget ran out; served again after the next poll.
+    udp_ready: Vec<usize>,
     running: Arc<AtomicBool>,
     /// accept() failed for lack of descriptors: retry soon.
     accept_backoff: bool,
@@ -126,6 +129,7 @@ impl Worker {
             rbuf: vec![0; READ_CHUNK],
             wbuf: Vec::with_capacity(READ_CHUNK),
             ready: Vec::new(),
+            udp_ready: Vec::new(),
             running: Arc::clone(&running),
             accept_backoff: false,
             watchers: Vec::new(),
@@ -147,11 +151,27 @@ impl Worker {
     }
 
     /// Run until stopped.
+    /// Serve up to `-R` datagrams from UDP socket `i`; when more wait, come
+    /// back after the next poll so a UDP flood cannot starve this worker's
+    /// TCP connections (readiness is edge-triggered: no new event would
+    /// announce the datagrams left behind).
+    fn serve_udp(&mut self, i: usize) {
+        let ctx = Ctx {
+            shared: &self.shared,
+            stats: &self.stats,
+        };
+        let budget = self.shared.settings.reqs_per_event.max(1);
+        let more = super::udp::serve(&self.udp[i], &ctx, &mut self.rbuf, &mut self.wbuf, budget);
+        if more && !self.udp_ready.contains(&i) {
+            self.udp_ready.push(i);
+        }
+    }
+
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut last_idle_check = self.shared.clock.now();
         while self.running.load(Ordering::Relaxed) {
-            let timeout = if !self.ready.is_empty() {
+            let timeout = if !self.ready.is_empty() || !self.udp_ready.is_empty() {
                 Duration::ZERO
             } else if self.accept_backoff {
                 Duration::from_millis(10)
@@ -175,12 +195,7 @@ impl Worker {
                 if t >= LISTENER_BASE {
                     self.accept(t - LISTENER_BASE);
                 } else if t >= UDP_BASE {
-                    let ctx = Ctx {
-                        shared: &self.shared,
-                        stats: &self.stats,
-                    };
-                    let sock = &self.udp[t - UDP_BASE];
-                    super::udp::serve(sock, &ctx, &mut self.rbuf, &mut self.wbuf);
+                    self.serve_udp(t - UDP_BASE);
                 } else {
                     // Edge-triggered: when this event also reports the
                     // peer's shutdown (EPOLLRDHUP/HUP) or an error, no
@@ -201,6 +216,9 @@ impl Worker {
                     // No event to go by: read until EAGAIN, as before.
                     self.drive(key, true);
                 }
+            }
+            for i in std::mem::take(&mut self.udp_ready) {
+                self.serve_udp(i);
             }
             if !self.watchers.is_empty() {
                 self.drain_watchers();
