@@ -46,7 +46,7 @@ fn hotkey_costs(c: &mut Criterion) {
         .map(|i| format!("bench:{i:026}").into_bytes())
         .collect();
     let mut i = 0usize;
-    g.bench_function("sample (1 in 8 counted)", |b| {
+    g.bench_function("sample (1 in SAMPLE counted)", |b| {
         b.iter(|| {
             i = (i + 1) & 1023;
             t.sample(black_box(&keys[i]), 100);
