@@ -769,7 +769,9 @@ fn stored_slow(
         _ => (
             req.exptime,
             req.value_len,
-            item_class(&ctx.shared.settings, req.key.len(), req.value_len),
+            ctx.shared
+                .store
+                .class_for_item(req.key.len(), req.value_len),
         ),
     };
     item_store(
@@ -796,39 +798,6 @@ pub fn arith_created(ctx: &Ctx, key: &[u8], exptime: RelTime, class: u8, value: 
         let digits = value.checked_ilog10().unwrap_or(0) as usize + 1;
         item_store(key, "stored", "add", ttl_of(ctx, exptime), class, digits);
     }
-}
-
-/// The slab class the store gives an item with an `nkey`-byte key and an
-/// `nbytes`-byte value: the store's class table rebuilt from the settings
-/// (`store::slab`: classes from header + `-n` growing by `-f`, rounded up
-/// to 8, up to `slab_chunk_max`; bigger items are chained in the largest
-/// class). Only a watcher's `item_store` line for a store that stored
-/// nothing needs it; a unit test checks it against the store.
-fn item_class(settings: &crate::config::Settings, nkey: usize, nbytes: usize) -> u8 {
-    const HDR: usize = 40;
-    const PAGE: usize = 1024 * 1024;
-    const MAX_CLASSES: usize = 64;
-    let chunk_max = (settings.slab_chunk_max.clamp(64, PAGE) / 8) * 8;
-    let factor = if settings.growth_factor.is_finite() && settings.growth_factor > 1.0 {
-        settings.growth_factor
-    } else {
-        1.25
-    };
-    let total = HDR + nkey + nbytes;
-    let mut size = (HDR + settings.chunk_size.max(1)).max(16) as f64;
-    let mut id = 1usize;
-    while id < MAX_CLASSES - 1 {
-        if size >= chunk_max as f64 / factor {
-            break;
-        }
-        let s = (size as usize).div_ceil(8) * 8;
-        if s >= total {
-            return id as u8;
-        }
-        id += 1;
-        size = (s as f64 * factor).max(s as f64 + 8.0);
-    }
-    id as u8
 }
 
 /// memcached's `-vv` reply lines (`>fd END`), at debug level; values
@@ -916,52 +885,6 @@ mod tests {
         let total = r.pop(&mut out, usize::MAX);
         assert_eq!(total, (n + 1) * 1000 - 1500);
         assert!(out.iter().all(|&b| b == b'x'));
-    }
-
-    #[test]
-    fn item_class_matches_the_store() {
-        use crate::config::Settings;
-        use crate::store::{Mode, StoreArgs, StoreStatus};
-        let cases = [
-            Settings::default(),
-            Settings {
-                growth_factor: 1.07,
-                chunk_size: 100,
-                ..Settings::default()
-            },
-            Settings {
-                growth_factor: 2.0,
-                slab_chunk_max: 64 * 1024,
-                ..Settings::default()
-            },
-        ];
-        for settings in cases {
-            let mut cfg = settings.store_config();
-            cfg.mem_limit = 64 << 20;
-            let store = crate::store::Store::new(cfg, crate::clock::Clock::new());
-            let value = vec![b'v'; 600_000];
-            let mut checked = 0;
-            let mut len = 0;
-            while len < value.len() {
-                for nkey in [1, 10, 250] {
-                    let key = vec![b'k'; nkey];
-                    let args = StoreArgs::new(Mode::Set, &key, 0, 0, &value[..len]);
-                    let res = store.store(&args);
-                    if res.status != StoreStatus::Stored {
-                        continue;
-                    }
-                    assert_eq!(
-                        item_class(&settings, nkey, len),
-                        res.class,
-                        "key {nkey} value {len} f {}",
-                        settings.growth_factor
-                    );
-                    checked += 1;
-                }
-                len = len * 9 / 8 + 7;
-            }
-            assert!(checked > 150, "{checked}");
-        }
     }
 
     #[test]

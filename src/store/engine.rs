@@ -1493,6 +1493,14 @@ impl Store {
     /// `-L`: map the whole budget up front and give every class its
     /// first page (see `Slabs::preallocate`). Does nothing without
     /// `prealloc`; the daemon calls it once at start-up.
+    /// The slab class an item of this key and value length is stored in
+    /// (the largest class for a chained item), whether or not it is
+    /// stored: what a watcher's `item_store` line reports for a store
+    /// that stored nothing.
+    pub fn class_for_item(&self, nkey: usize, nbytes: usize) -> u8 {
+        self.slabs.class_for(ntotal(nkey, nbytes))
+    }
+
     pub fn reserve_memory(&self) -> Result<(), PreallocError> {
         if !self.cfg.prealloc {
             return Ok(());

@@ -990,3 +990,46 @@ fn size_histogram_follows_links_and_unlinks() {
         vec![("sizes_status".to_string(), "disabled".to_string())]
     );
 }
+
+/// `class_for_item` names the class a store of that size really uses,
+/// chained items included, for several class tables.
+#[test]
+fn class_for_item_matches_the_class_stored_in() {
+    let cases = [
+        StoreConfig::default(),
+        StoreConfig {
+            growth_factor: 1.07,
+            chunk_size_min: 100,
+            ..StoreConfig::default()
+        },
+        StoreConfig {
+            growth_factor: 2.0,
+            slab_chunk_max: 64 * 1024,
+            ..StoreConfig::default()
+        },
+    ];
+    for mut c in cases {
+        c.mem_limit = 64 << 20;
+        let s = Store::new(c, Clock::new());
+        let value = vec![b'v'; 600_000];
+        let mut checked = 0;
+        let mut len = 0;
+        while len < value.len() {
+            for nkey in [1, 10, 250] {
+                let key = vec![b'k'; nkey];
+                let res = s.store(&StoreArgs::new(Mode::Set, &key, 0, 0, &value[..len]));
+                if res.status != StoreStatus::Stored {
+                    continue;
+                }
+                assert_eq!(
+                    s.class_for_item(nkey, len),
+                    res.class,
+                    "key {nkey} value {len}"
+                );
+                checked += 1;
+            }
+            len = len * 9 / 8 + 7;
+        }
+        assert!(checked > 150, "{checked}");
+    }
+}
