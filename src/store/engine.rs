@@ -766,6 +766,11 @@ impl Store {
             } else if hd.bits & BIT_ACTIVE == 0 {
                 hd.bits |= BIT_ACTIVE;
                 if self.cfg.lru_segmented && seg == COLD {
+                    // Rescued to WARM with the bit spent, as memcached's
+                    // bump does: it stays in WARM past the tail only if it
+                    // is hit again there. (Keeping the bit let one old hit
+                    // buy two trips through WARM and cost hit ratio.)
+                    hd.bits &= !BIT_ACTIVE;
                     sh.lru_move(&self.slabs, it, WARM);
                     sh.cs[class].moves_to_warm += 1;
                 }
@@ -1543,6 +1548,17 @@ impl Store {
 }
 
 const _: () = assert!(MAX_CLASSES <= 256);
+
+#[cfg(test)]
+impl Store {
+    /// An item's LRU segment and its ACTIVE bit, for tests.
+    fn lru_state(&self, key: &[u8]) -> Option<(u8, bool)> {
+        let h = self.hash(key);
+        let sh = self.shard(Self::shard_of(h));
+        sh.find(&self.slabs, h, key)
+            .map(|it| (it.h().seg, it.h().bits & BIT_ACTIVE != 0))
+    }
+}
 
 #[cfg(test)]
 mod tests;

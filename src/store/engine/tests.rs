@@ -495,6 +495,10 @@ fn lru_segments_fetched_active_and_rescue() {
     assert!(find(&items, "items:1:moves_to_warm") >= 1);
     assert!(find(&items, "items:1:number_warm") >= 1);
     assert_eq!(find(&items, "items:1:hits_to_cold"), 2);
+    // The move to WARM spends the ACTIVE bit; a third hit sets it again.
+    assert_eq!(s.lru_state(b"k0"), Some((WARM, false)));
+    assert!(get(&s, b"k0").is_ok());
+    assert_eq!(s.lru_state(b"k0"), Some((WARM, true)));
 }
 
 #[test]
