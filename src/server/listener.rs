@@ -108,28 +108,35 @@ fn resolve_tagged(
 
 /// Bind one non-blocking TCP listener with SO_REUSEADDR and SO_REUSEPORT.
 pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> Result<std::net::TcpListener, BindError> {
+    let sock = bind_reuseport(addr, Type::STREAM, Protocol::TCP)?;
+    sock.listen(backlog)
+        .map_err(|err| BindError::Listen { addr, err })?;
+    Ok(sock.into())
+}
+
+/// A non-blocking socket bound to `addr` with SO_REUSEADDR and
+/// SO_REUSEPORT (IPv6 sockets v6-only), so every worker can bind its own
+/// socket to the same address: the TCP listeners and the UDP sockets.
+pub fn bind_reuseport(addr: SocketAddr, ty: Type, proto: Protocol) -> Result<Socket, BindError> {
     let domain = if addr.is_ipv4() {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
-    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
-        .map_err(|err| BindError::Socket { addr, err })?;
+    let sock =
+        Socket::new(domain, ty, Some(proto)).map_err(|err| BindError::Socket { addr, err })?;
     let setup = |s: &Socket| -> io::Result<()> {
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         if addr.is_ipv6() {
             s.set_only_v6(true)?;
         }
-        s.set_nonblocking(true)?;
-        Ok(())
+        s.set_nonblocking(true)
     };
     setup(&sock).map_err(|err| BindError::Socket { addr, err })?;
     sock.bind(&addr.into())
         .map_err(|err| BindError::Bind { addr, err })?;
-    sock.listen(backlog)
-        .map_err(|err| BindError::Listen { addr, err })?;
-    Ok(sock.into())
+    Ok(sock)
 }
 
 /// Bind the unix socket at `path` with permissions `mask`, replacing a

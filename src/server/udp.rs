@@ -34,7 +34,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use mio::net::UdpSocket;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Protocol, Type};
 
 use crate::config::Settings;
 use crate::exec::session::Session;
@@ -73,24 +73,7 @@ pub fn udp_addrs(s: &Settings) -> Result<Vec<SocketAddr>, BindError> {
 
 /// Bind one non-blocking UDP socket with SO_REUSEPORT (one per worker).
 pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, BindError> {
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(|err| BindError::Socket { addr, err })?;
-    let setup = |s: &Socket| -> io::Result<()> {
-        s.set_reuse_address(true)?;
-        s.set_reuse_port(true)?;
-        if addr.is_ipv6() {
-            s.set_only_v6(true)?;
-        }
-        s.set_nonblocking(true)
-    };
-    setup(&sock).map_err(|err| BindError::Socket { addr, err })?;
-    sock.bind(&addr.into())
-        .map_err(|err| BindError::Bind { addr, err })?;
+    let sock = super::listener::bind_reuseport(addr, Type::DGRAM, Protocol::UDP)?;
     Ok(UdpSocket::from_std(sock.into()))
 }
 
