@@ -444,5 +444,6 @@ mod tests {
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
         assert!(!ct_eq(b"ab\0", b"ab"));
+        assert!(!ct_eq(b"", b"\0"));
     }
 }
