@@ -223,9 +223,11 @@ fn cases() -> Vec<Case> {
         case("expired_item_is_missing_for_every_command", DEFAULT, b"set ex1 0 -1 1\r\nx\r\nincr ex1 1\r\ntouch ex1 1\r\nappend ex1 0 0 1\r\nq\r\nreplace ex1 0 0 1\r\nq\r\ncas ex1 0 0 1 1\r\nq\r\ndelete ex1\r\nadd ex1 0 0 1\r\nz\r\nget ex1\r\n", b"STORED\r\nNOT_FOUND\r\nNOT_FOUND\r\nNOT_STORED\r\nNOT_STORED\r\nNOT_FOUND\r\nNOT_FOUND\r\nSTORED\r\nVALUE ex1 0 1\r\nz\r\nEND\r\n"),
         closing("quit_after_pipelined_replies", DEFAULT, b"set q1 0 0 1\r\nx\r\nget q1\r\nquit\r\nget q1\r\n", b"STORED\r\nVALUE q1 0 1\r\nx\r\nEND\r\n"),
         case("verbosity_out_of_range", DEFAULT, b"verbosity 99999999999999999999\r\nverbosity -1\r\n", b"CLIENT_ERROR bad command line format\r\nCLIENT_ERROR bad command line format\r\n"),
-        // Buckets are 32 bytes wide; these items land in the same bucket
-        // with memcached's 56-byte header and gannet's 40-byte one.
-        case("stats_sizes_tracked", TRACK_SIZES, &cat(&[b"set a 0 0 1\r\nx\r\nset b 0 0 1\r\ny\r\nset bbbbbbbbbbbbbbbbbbbbb 0 0 100\r\n", &[b'v'; 100], b"\r\nstats sizes\r\ndelete a\r\nset b 0 0 1\r\nz\r\nstats sizes\r\n"]), b"STORED\r\nSTORED\r\nSTORED\r\nSTAT 64 2\r\nSTAT 192 1\r\nEND\r\nDELETED\r\nSTORED\r\nSTAT 64 1\r\nSTAT 192 1\r\nEND\r\n"),
+        // Buckets are 32 bytes wide. gannet counts its own item sizes, 27
+        // bytes below memcached's for these (docs/COMPATIBILITY.md), so the
+        // sizes are picked to fall in the same bucket for both (memcached
+        // 61 and 190 bytes, gannet 34 and 163).
+        case("stats_sizes_tracked", TRACK_SIZES, &cat(&[b"set a 0 0 1\r\nx\r\nset b 0 0 1\r\ny\r\nset bbbbbbbbbbbbbbbbbbbbb 0 0 110\r\n", &[b'v'; 110], b"\r\nstats sizes\r\ndelete a\r\nset b 0 0 1\r\nz\r\nstats sizes\r\n"]), b"STORED\r\nSTORED\r\nSTORED\r\nSTAT 64 2\r\nSTAT 192 1\r\nEND\r\nDELETED\r\nSTORED\r\nSTAT 64 1\r\nSTAT 192 1\r\nEND\r\n"),
         // Switching at run time: no END after the status line, counts start
         // empty, and removing an item linked before the switch is harmless.
         case("stats_sizes_enable_disable", DEFAULT, b"set b 0 0 1\r\nx\r\nstats sizes\r\nstats sizes_enable junk\r\nstats sizes\r\ndelete b\r\nset c 0 0 1\r\nx\r\nstats sizes\r\nstats sizes_disable\r\nstats sizes\r\n", b"STORED\r\nSTAT sizes_status disabled\r\nEND\r\nSTAT sizes_status enabled\r\nEND\r\nDELETED\r\nSTORED\r\nSTAT 64 1\r\nEND\r\nSTAT sizes_status disabled\r\nSTAT sizes_status disabled\r\nEND\r\n"),

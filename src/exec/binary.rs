@@ -477,6 +477,7 @@ fn store(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
             _ => "set",
         },
         exptime: exp,
+        flags: args.flags,
         value_len: req.value.len(),
     };
     watch::stored(ctx, &wreq, old, res.status, res.class);
@@ -561,6 +562,7 @@ fn append(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
             "prepend"
         },
         exptime: 0,
+        flags: args.flags,
         value_len: req.value.len(),
     };
     watch::stored(ctx, &wreq, old, res.status, res.class);

@@ -383,6 +383,7 @@ fn ms(ctx: &Ctx, req: &MetaRequest, block: &[u8], out: &mut Vec<u8>) {
         key,
         cmd: if cas_cmd { "cas" } else { mode_name(mode) },
         exptime,
+        flags: args.flags,
         value_len: value.len(),
     };
     watch::stored(ctx, &wreq, old, res.status, res.class);

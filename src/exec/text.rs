@@ -369,6 +369,7 @@ fn run_store(
         key,
         cmd: watch::store_cmd_name(sc),
         exptime,
+        flags: args.flags,
         value_len: value.len(),
     };
     if sc == StoreCmd::Cas {

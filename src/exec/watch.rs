@@ -725,6 +725,8 @@ pub struct StoreReq<'a> {
     pub cmd: &'static str,
     /// The request's exptime (absolute).
     pub exptime: RelTime,
+    /// The request's client flags (nonzero flags take room in an item).
+    pub flags: u32,
     pub value_len: usize,
 }
 
@@ -771,7 +773,7 @@ fn stored_slow(
             req.value_len,
             ctx.shared
                 .store
-                .class_for_item(req.key.len(), req.value_len),
+                .class_for_item(req.key.len(), req.flags, req.value_len),
         ),
     };
     item_store(

@@ -8,8 +8,8 @@
 //! low on any realistic core count.
 //!
 //! Locks and what they guard:
-//! - shard `Mutex<Shard>`: that shard's hash buckets, the hash-chain and
-//!   LRU links and state bits of every item linked in it, and the
+//! - shard `Mutex<Shard>`: that shard's hash index (`index`), the LRU
+//!   links and state bits of every item linked in it, and the
 //!   contents of those items (readers copy values under it).
 //! - class lock (in `slab`): a class's free list and carving page.
 //! - pool lock (in `slab`): the global page budget.
@@ -24,7 +24,7 @@
 //! freed only under their shard's lock (after unlinking), so a reader
 //! under that lock never sees its chunk reused.
 //!
-//! Invariants: an item is in its shard's hash chain iff it is in exactly
+//! Invariants: an item is in its shard's index iff it is in exactly
 //! one of its class's LRU lists in that shard iff `BIT_LINKED` is set;
 //! `Shard::count` is the number of linked items; a chunk is either on a
 //! class free list, owned by one thread while being filled, or linked.
@@ -33,6 +33,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::index::Index;
 use super::item::{
     chain_len, ntotal, Item, Segments, BIT_ACTIVE, BIT_BINKEY, BIT_FETCHED, BIT_LINKED, BIT_STALE,
     BIT_WIN,
@@ -92,7 +93,7 @@ struct ClassCounters {
 }
 
 struct Shard {
-    buckets: Vec<Ref>,
+    index: Index,
     count: usize,
     lru: Vec<[Lru; 4]>,
     cs: Vec<ClassCounters>,
@@ -136,7 +137,7 @@ impl<'a> ItemRef<'a> {
         self.it.key()
     }
     pub fn flags(&self) -> u32 {
-        self.it.h().flags
+        self.it.flags()
     }
     pub fn cas(&self) -> u64 {
         if self.use_cas {
@@ -249,56 +250,32 @@ enum Pull {
 }
 
 impl Shard {
-    fn new(buckets: usize, nclasses: usize) -> Shard {
+    fn new(slots: usize, nclasses: usize) -> Shard {
         Shard {
-            buckets: vec![NULL; buckets],
+            index: Index::with_slots(slots),
             count: 0,
             lru: vec![[Lru::default(); 4]; nclasses],
             cs: vec![ClassCounters::default(); nclasses],
         }
     }
 
-    #[inline]
-    fn bucket(&self, h: u64) -> usize {
-        (h as usize) & (self.buckets.len() - 1)
-    }
-
     fn find(&self, sl: &Slabs, h: u64, key: &[u8]) -> Option<Item> {
-        let mut r = self.buckets[self.bucket(h)];
-        while r != NULL {
-            let it = Item::at(sl, r);
-            if it.key() == key {
-                return Some(it);
-            }
-            r = it.h().hnext;
-        }
-        None
+        self.index
+            .find(h, |r| Item::at(sl, r).key() == key)
+            .map(|r| Item::at(sl, r))
     }
 
-    fn hash_insert(&mut self, it: Item, h: u64) {
-        let b = self.bucket(h);
-        it.hm().hnext = self.buckets[b];
-        self.buckets[b] = it.r;
+    /// Index a new item. Growing the index (this shard only: 1/64 of it,
+    /// so the pause is short and other shards keep serving) rehashes the
+    /// keys of this shard's items.
+    fn hash_insert(&mut self, sl: &Slabs, hasher: &ahash::RandomState, it: Item, h: u64) {
+        self.index
+            .insert(h, it.r, |r| hasher.hash_one(Item::at(sl, r).key()));
     }
 
-    fn hash_remove(&mut self, sl: &Slabs, it: Item, h: u64) {
-        let b = self.bucket(h);
-        let mut r = self.buckets[b];
-        let mut prev: Option<Item> = None;
-        while r != NULL {
-            let cur = Item::at(sl, r);
-            if r == it.r {
-                let next = cur.h().hnext;
-                match prev {
-                    None => self.buckets[b] = next,
-                    Some(p) => p.hm().hnext = next,
-                }
-                return;
-            }
-            prev = Some(cur);
-            r = cur.h().hnext;
-        }
-        debug_assert!(false, "linked item missing from its hash chain");
+    fn hash_remove(&mut self, it: Item, h: u64) {
+        let found = self.index.remove(h, it.r);
+        debug_assert!(found, "linked item missing from its index");
     }
 
     fn lru_push(&mut self, sl: &Slabs, it: Item, seg: u8) {
@@ -338,25 +315,6 @@ impl Shard {
         self.lru_push(sl, it, seg);
     }
 
-    /// Double the bucket array (this shard only: 1/64 of the index, so
-    /// the pause is short and other shards keep serving).
-    fn grow(&mut self, sl: &Slabs, hasher: &ahash::RandomState) {
-        let mut nb = vec![NULL; self.buckets.len() * 2];
-        let mask = nb.len() - 1;
-        for b in 0..self.buckets.len() {
-            let mut r = self.buckets[b];
-            while r != NULL {
-                let it = Item::at(sl, r);
-                let next = it.h().hnext;
-                let i = (hasher.hash_one(it.key()) as usize) & mask;
-                it.hm().hnext = nb[i];
-                nb[i] = r;
-                r = next;
-            }
-        }
-        self.buckets = nb;
-    }
-
     fn age(&self, sl: &Slabs, class: usize, seg: u8, now: RelTime) -> Option<u32> {
         let t = self.lru[class][seg as usize].tail;
         (t != NULL).then(|| now.saturating_sub(Item::at(sl, t).h().atime))
@@ -366,7 +324,7 @@ impl Shard {
 impl Store {
     pub fn new(cfg: StoreConfig, clock: Arc<Clock>) -> Store {
         let page_size = cfg.page_size.max(4096).next_power_of_two();
-        let min_item = ntotal(0, cfg.chunk_size_min.max(1));
+        let min_item = ntotal(0, 0, cfg.chunk_size_min.max(1));
         let mut slabs = Slabs::new(
             page_size,
             cfg.mem_limit,
@@ -467,21 +425,18 @@ impl Store {
         } else {
             HOT
         };
-        sh.hash_insert(it, h);
+        sh.hash_insert(&self.slabs, &self.hasher, it, h);
         sh.lru_push(&self.slabs, it, seg);
         sh.count += 1;
         self.sizes.add(it.ntotal());
         let c = &mut sh.cs[class];
         c.mem_requested += it.ntotal() as u64;
         c.total_items += 1;
-        if sh.count > sh.buckets.len() + sh.buckets.len() / 2 {
-            sh.grow(&self.slabs, &self.hasher);
-        }
         self.juggle(sh, class, now);
     }
 
     fn unlink(&self, sh: &mut Shard, it: Item, h: u64) {
-        sh.hash_remove(&self.slabs, it, h);
+        sh.hash_remove(it, h);
         sh.lru_remove(&self.slabs, it);
         sh.count -= 1;
         self.sizes.remove(it.ntotal());
@@ -625,7 +580,7 @@ impl Store {
                         exptime: hd.exptime,
                         last_access: hd.atime,
                         class: class as u8,
-                        size: crate::store::item::ntotal(it.key().len(), hd.nbytes as usize),
+                        size: it.ntotal(),
                     };
                     hook(&ev, now);
                 }
@@ -688,7 +643,7 @@ impl Store {
         nbytes: usize,
         hint: usize,
     ) -> Option<Item> {
-        let total = ntotal(key.len(), nbytes);
+        let total = ntotal(key.len(), flags, nbytes);
         let now = self.clock.now();
         if total <= self.slabs.chunk_max() {
             let class = self.slabs.class_for(total);
@@ -698,7 +653,7 @@ impl Store {
             return Some(it);
         }
         let largest = self.slabs.largest;
-        let n = chain_len(key.len(), nbytes, self.slabs.chunk_max());
+        let n = chain_len(key.len(), flags, nbytes, self.slabs.chunk_max());
         let mut refs = Vec::with_capacity(n);
         for _ in 0..n {
             match self.alloc_chunk(largest, hint) {
@@ -929,7 +884,7 @@ impl Store {
                         o.r,
                         hd.cas,
                         hd.nbytes as usize,
-                        hd.flags,
+                        o.flags(),
                         hd.exptime,
                         hd.class,
                     )
@@ -1143,7 +1098,7 @@ impl Store {
                 return res(ArithStatus::Ok, nv, self.vis(cas), exptime, hd.class);
             }
             drop(sh);
-            let Some(it) = self.new_item(a.key, hd.flags, exptime, n, si) else {
+            let Some(it) = self.new_item(a.key, o.flags(), exptime, n, si) else {
                 return res(ArithStatus::NoMemory, 0, 0, 0, 0);
             };
             it.write_value(&self.slabs, 0, &buf[..n]);
@@ -1328,11 +1283,12 @@ impl Store {
 
     pub fn stats(&self) -> StoreStats {
         let mut s = StoreStats::default();
-        let mut buckets = 0u64;
+        let (mut slots, mut index_bytes) = (0u64, 0u64);
         for i in 0..NSHARDS {
             let sh = self.shard(i);
             s.curr_items += sh.count as u64;
-            buckets += sh.buckets.len() as u64;
+            slots += sh.index.slots() as u64;
+            index_bytes += sh.index.bytes() as u64;
             for c in sh.cs.iter() {
                 s.bytes += c.mem_requested;
                 s.total_items += c.total_items;
@@ -1350,8 +1306,10 @@ impl Store {
         s.slabs_moved = self.slabs_moved.load(Ordering::Relaxed);
         s.slab_reassign_evictions_nomem = self.reassign_evictions.load(Ordering::Relaxed);
         s.slab_global_page_pool = self.slabs.idle_pages() as u64;
-        s.hash_power_level = 63 - buckets.max(1).leading_zeros() as u64;
-        s.hash_bytes = buckets * 4;
+        // The index is not a power of two in size: report the power of
+        // two at or below its slot count, and its true size in bytes.
+        s.hash_power_level = 63 - slots.max(1).leading_zeros() as u64;
+        s.hash_bytes = index_bytes;
         s.hash_is_expanding = false;
         s.limit_maxbytes = (self.slabs.limit_pages() * self.slabs.page_size()) as u64;
         s.total_malloced = self.slabs.total_malloced.load(Ordering::Relaxed);
@@ -1502,8 +1460,8 @@ impl Store {
     /// (the largest class for a chained item), whether or not it is
     /// stored: what a watcher's `item_store` line reports for a store
     /// that stored nothing.
-    pub fn class_for_item(&self, nkey: usize, nbytes: usize) -> u8 {
-        self.slabs.class_for(ntotal(nkey, nbytes))
+    pub fn class_for_item(&self, nkey: usize, flags: u32, nbytes: usize) -> u8 {
+        self.slabs.class_for(ntotal(nkey, flags, nbytes))
     }
 
     pub fn reserve_memory(&self) -> Result<(), PreallocError> {

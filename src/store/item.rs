@@ -1,17 +1,19 @@
-//! Item layout: a 40-byte header, the key, then the value, stored in
-//! place in one slab chunk (or, above `slab_chunk_max`, a chain of
-//! chunks).
+//! Item layout: a 32-byte header, the client flags (4 bytes, only when
+//! nonzero), the key, then the value, stored in place in one slab chunk
+//! (or, above `slab_chunk_max`, a chain of chunks).
 //!
-//! The header is small because the hash-chain and LRU links are 32-bit
-//! chunk references rather than pointers, the times are 32-bit relative
-//! seconds, and all per-item state bits (LRU segment, fetched, active,
-//! stale, win token sent) share two bytes. memcached spends 56 bytes on
-//! the same information; at a 132-byte payload the 16 bytes saved are
-//! about 8% of the cache.
+//! The header is small because the LRU links are 32-bit chunk references
+//! rather than pointers, the times are 32-bit relative seconds, all
+//! per-item state bits (LRU segment, fetched, active, stale, win token
+//! sent, flags present) share two bytes, the hash index keeps its own
+//! links outside item memory (`index`), and zero client flags, the common
+//! case, take no room at all (memcached's `ITEM_CFLAGS` does the same).
+//! memcached spends 56 bytes on the same information; at a 132-byte
+//! payload the 24 bytes saved are about 12% of the cache.
 //!
 //! Chained item (total size above the largest chunk): the head chunk holds
-//! header, key, the `Ref` of the next chunk (4 bytes, unaligned) and the
-//! first part of the value; every following chunk starts with the next
+//! header, flags, key, the `Ref` of the next chunk (4 bytes, unaligned) and
+//! the first part of the value; every following chunk starts with the next
 //! `Ref` and 4 bytes of padding, then more value. All chunks of a chain are
 //! of the largest class.
 
@@ -26,8 +28,6 @@ pub(crate) struct Header {
     /// Internal version; unique per store. Clients see it as the CAS
     /// unless CAS is disabled.
     pub cas: u64,
-    /// Next item in the same hash bucket.
-    pub hnext: Ref,
     /// LRU neighbours (toward head / toward tail).
     pub prev: Ref,
     pub next: Ref,
@@ -35,7 +35,6 @@ pub(crate) struct Header {
     /// Last access time (memcached's `it->time`; also what a delayed
     /// flush compares against).
     pub atime: u32,
-    pub flags: u32,
     /// Value length in bytes.
     pub nbytes: u32,
     pub nkey: u8,
@@ -56,20 +55,28 @@ pub(crate) const BIT_CHAINED: u8 = 16;
 pub(crate) const BIT_LINKED: u8 = 32;
 /// The key was sent base64-encoded (meta `b`).
 pub(crate) const BIT_BINKEY: u8 = 64;
+/// Nonzero client flags follow the header.
+pub(crate) const BIT_CFLAGS: u8 = 128;
 
 /// Bytes of a continuation chunk used before its data.
 pub(crate) const CONT_HDR: usize = 8;
 
-/// Total bytes an item of this key and value needs when it fits one
-/// chunk (header + key + value).
+/// Bytes before the key: the header, and the flags when nonzero.
 #[inline]
-pub(crate) fn ntotal(nkey: usize, nbytes: usize) -> usize {
-    HDR + nkey + nbytes
+pub(crate) fn key_offset(flags: u32) -> usize {
+    HDR + if flags != 0 { 4 } else { 0 }
+}
+
+/// Total bytes an item of this key, flags and value needs when it fits
+/// one chunk (header + flags + key + value).
+#[inline]
+pub(crate) fn ntotal(nkey: usize, flags: u32, nbytes: usize) -> usize {
+    key_offset(flags) + nkey + nbytes
 }
 
 /// How many chunks of `chunk_max` bytes a chained item needs.
-pub(crate) fn chain_len(nkey: usize, nbytes: usize, chunk_max: usize) -> usize {
-    let head_cap = chunk_max - HDR - nkey - 4;
+pub(crate) fn chain_len(nkey: usize, flags: u32, nbytes: usize, chunk_max: usize) -> usize {
+    let head_cap = chunk_max - key_offset(flags) - nkey - 4;
     if nbytes <= head_cap {
         return 1;
     }
@@ -122,39 +129,68 @@ impl Item {
     }
 
     #[inline]
+    fn key_off(&self) -> usize {
+        if self.h().bits & BIT_CFLAGS != 0 {
+            HDR + 4
+        } else {
+            HDR
+        }
+    }
+
+    /// The client flags (0 unless stored after the header).
+    #[inline]
+    pub(crate) fn flags(&self) -> u32 {
+        if self.h().bits & BIT_CFLAGS == 0 {
+            return 0;
+        }
+        // SAFETY: `BIT_CFLAGS` items hold 4 flag bytes right after the
+        // header (8-aligned chunk + 32: aligned, read unaligned anyway).
+        unsafe { (self.base().add(HDR) as *const u32).read_unaligned() }
+    }
+
+    #[inline]
     pub(crate) fn key(&self) -> &[u8] {
-        // SAFETY: the key is `nkey` bytes right after the header.
-        unsafe { std::slice::from_raw_parts(self.base().add(HDR), self.h().nkey as usize) }
+        // SAFETY: the key is `nkey` bytes right after header and flags.
+        unsafe {
+            std::slice::from_raw_parts(self.base().add(self.key_off()), self.h().nkey as usize)
+        }
     }
 
     /// Bytes this item accounts for (memcached's `ITEM_ntotal`).
     pub(crate) fn ntotal(&self) -> usize {
-        ntotal(self.h().nkey as usize, self.h().nbytes as usize)
+        self.key_off() + self.h().nkey as usize + self.h().nbytes as usize
+    }
+
+    /// Where a chained item keeps the ref of its second chunk.
+    fn chain_link(&self) -> *mut u8 {
+        // SAFETY: chained items store the ref right after the key, inside
+        // the head chunk.
+        unsafe { self.base().add(self.key_off() + self.h().nkey as usize) }
     }
 
     /// First chunk of the chain after the head (chained items only).
     fn next_chunk(&self) -> Ref {
-        // SAFETY: chained items store the ref right after the key.
-        unsafe { (self.base().add(HDR + self.h().nkey as usize) as *const u32).read_unaligned() }
+        // SAFETY: see `chain_link`.
+        unsafe { (self.chain_link() as *const u32).read_unaligned() }
     }
 
     fn set_next_chunk(&self, r: Ref) {
-        // SAFETY: as `next_chunk`.
-        unsafe { (self.base().add(HDR + self.h().nkey as usize) as *mut u32).write_unaligned(r) }
+        // SAFETY: see `chain_link`.
+        unsafe { (self.chain_link() as *mut u32).write_unaligned(r) }
     }
 
     /// Start of the value in the head chunk and how many value bytes the
     /// head chunk holds.
     fn head_data(&self, chunk_max: usize) -> (*mut u8, usize) {
-        let nkey = self.h().nkey as usize;
+        let off = self.key_off() + self.h().nkey as usize;
         let n = self.h().nbytes as usize;
         if self.chained() {
-            let off = HDR + nkey + 4;
+            let off = off + 4;
             // SAFETY: within the head chunk.
             (unsafe { self.base().add(off) }, n.min(chunk_max - off))
         } else {
             // SAFETY: within the chunk (ntotal <= chunk size).
-            (unsafe { self.base().add(HDR + nkey) }, n)
+            (unsafe { self.base().add(off) }, n)
         }
     }
 
@@ -170,23 +206,31 @@ impl Item {
         chained: bool,
         now: u32,
     ) {
+        let mut bits = if chained { BIT_CHAINED } else { 0 };
+        if flags != 0 {
+            bits |= BIT_CFLAGS;
+        }
         *self.hm() = Header {
             cas: 0,
-            hnext: NULL,
             prev: NULL,
             next: NULL,
             exptime,
             atime: now,
-            flags,
             nbytes: nbytes as u32,
             nkey: key.len() as u8,
             class,
-            bits: if chained { BIT_CHAINED } else { 0 },
+            bits,
             seg: 0,
         };
-        // SAFETY: the chunk has room for header + key (checked by the
-        // allocator's size computation); the key does not overlap it.
-        unsafe { std::ptr::copy_nonoverlapping(key.as_ptr(), self.base().add(HDR), key.len()) };
+        // SAFETY: the chunk has room for header + flags + key (the
+        // allocator's size computation used `ntotal` with these flags);
+        // the key does not overlap the chunk.
+        unsafe {
+            if flags != 0 {
+                (self.base().add(HDR) as *mut u32).write_unaligned(flags);
+            }
+            std::ptr::copy_nonoverlapping(key.as_ptr(), self.base().add(self.key_off()), key.len());
+        }
     }
 
     /// Segments of the value, in order.
@@ -303,25 +347,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_is_40_bytes() {
-        assert_eq!(std::mem::size_of::<Header>(), 40);
+    fn header_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Header>(), 32);
         assert_eq!(std::mem::align_of::<Header>(), 8);
-        assert_eq!(HDR, 40);
+        assert_eq!(HDR, 32);
     }
 
     #[test]
-    fn target_item_is_172_bytes() {
-        // 32-byte key + 100-byte value (memcached: 191 bytes).
-        assert_eq!(ntotal(32, 100), 172);
+    fn target_item_is_164_bytes() {
+        // 32-byte key + 100-byte value, flags 0 (memcached: 191 bytes);
+        // nonzero flags cost 4 more (memcached: 4 more too).
+        assert_eq!(ntotal(32, 0, 100), 164);
+        assert_eq!(ntotal(32, 9, 100), 168);
     }
 
     #[test]
     fn chain_len_counts_chunks() {
         let cm = 1024;
-        assert_eq!(chain_len(10, 1024 - 54, cm), 1);
-        assert_eq!(chain_len(10, 1024 - 53, cm), 2);
-        assert_eq!(chain_len(10, 1024 - 54 + 1016, cm), 2);
-        assert_eq!(chain_len(10, 1024 - 54 + 1017, cm), 3);
+        // head holds 1024 - 32 (header) - 10 (key) - 4 (link) = 978 bytes.
+        assert_eq!(chain_len(10, 0, 978, cm), 1);
+        assert_eq!(chain_len(10, 0, 979, cm), 2);
+        assert_eq!(chain_len(10, 0, 978 + 1016, cm), 2);
+        assert_eq!(chain_len(10, 0, 978 + 1017, cm), 3);
+        // Flags take 4 bytes of the head chunk.
+        assert_eq!(chain_len(10, 1, 974, cm), 1);
+        assert_eq!(chain_len(10, 1, 975, cm), 2);
     }
 
     #[test]
@@ -330,7 +380,7 @@ mod tests {
         let big = s.largest;
         let key = b"chained-key";
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
-        let n = chain_len(key.len(), data.len(), s.chunk_max());
+        let n = chain_len(key.len(), 7, data.len(), s.chunk_max());
         let refs: Vec<Ref> = (0..n).map(|_| s.alloc(big).unwrap()).collect();
         let it = Item::at(&s, refs[0]);
         it.init(key, 7, 0, data.len(), big, true, 5);
@@ -340,6 +390,7 @@ mod tests {
         let got: Vec<u8> = it.segments(&s).flatten().copied().collect();
         assert_eq!(got, data);
         assert_eq!(it.key(), key);
+        assert_eq!(it.flags(), 7);
         let mut seen = Vec::new();
         it.chain_refs(&s, |r| seen.push(r));
         assert_eq!(seen, refs[1..].to_vec());
@@ -348,13 +399,20 @@ mod tests {
     #[test]
     fn single_chunk_value_roundtrip() {
         let s = Slabs::new(1 << 16, 4 << 16, 88, 1.25, 1024).unwrap();
-        let id = s.class_for(ntotal(3, 10));
+        let id = s.class_for(ntotal(3, 1, 10));
         let it = Item::at(&s, s.alloc(id).unwrap());
         it.init(b"abc", 1, 2, 10, id, false, 3);
         it.write_value(&s, 0, b"0123456789");
         let segs: Vec<&[u8]> = it.segments(&s).collect();
         assert_eq!(segs, vec![&b"0123456789"[..]]);
-        assert_eq!(it.h().flags, 1);
+        assert_eq!(it.flags(), 1);
+        assert_eq!(it.key(), b"abc");
         assert_eq!(it.h().exptime, 2);
+        // Zero flags take no room: the key starts right after the header.
+        let z = Item::at(&s, s.alloc(id).unwrap());
+        z.init(b"xyz", 0, 0, 10, id, false, 3);
+        z.write_value(&s, 0, b"9876543210");
+        assert_eq!((z.flags(), z.key(), z.ntotal()), (0, &b"xyz"[..], HDR + 13));
+        assert_eq!(z.segments(&s).next(), Some(&b"9876543210"[..]));
     }
 }

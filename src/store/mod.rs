@@ -21,6 +21,7 @@ mod types;
 pub use types::*;
 
 mod engine;
+mod index;
 mod item;
 mod sizes;
 mod slab;

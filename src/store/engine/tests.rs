@@ -513,7 +513,7 @@ fn stats_names_and_order() {
     assert_eq!(items.len(), 28);
     assert!(items
         .iter()
-        .any(|(k, v)| k.ends_with(":mem_requested") && v == "172"));
+        .any(|(k, v)| k.ends_with(":mem_requested") && v == "164"));
     let slabs = s.stats_slabs();
     let names: Vec<&str> = slabs
         .iter()
@@ -543,12 +543,12 @@ fn stats_names_and_order() {
     );
     let st = s.stats();
     assert_eq!(st.curr_items, 1);
-    assert_eq!(st.bytes, 172);
+    assert_eq!(st.bytes, 164);
     assert_eq!(st.limit_maxbytes, 8 << 20);
     assert_eq!(s.stats_sizes()[0].0, "sizes_status");
     s.reset_stats();
     assert_eq!(s.stats().total_items, 0);
-    assert_eq!(s.stats().bytes, 172);
+    assert_eq!(s.stats().bytes, 164);
 }
 
 #[test]
@@ -996,7 +996,7 @@ fn size_histogram_follows_links_and_unlinks() {
 }
 
 /// `class_for_item` names the class a store of that size really uses,
-/// chained items included, for several class tables.
+/// chained items and nonzero flags included, for several class tables.
 #[test]
 fn class_for_item_matches_the_class_stored_in() {
     let cases = [
@@ -1019,16 +1019,16 @@ fn class_for_item_matches_the_class_stored_in() {
         let mut checked = 0;
         let mut len = 0;
         while len < value.len() {
-            for nkey in [1, 10, 250] {
+            for (nkey, flags) in [(1, 0), (10, 5), (250, 0), (250, 1)] {
                 let key = vec![b'k'; nkey];
-                let res = s.store(&StoreArgs::new(Mode::Set, &key, 0, 0, &value[..len]));
+                let res = s.store(&StoreArgs::new(Mode::Set, &key, flags, 0, &value[..len]));
                 if res.status != StoreStatus::Stored {
                     continue;
                 }
                 assert_eq!(
-                    s.class_for_item(nkey, len),
+                    s.class_for_item(nkey, flags, len),
                     res.class,
-                    "key {nkey} value {len}"
+                    "key {nkey} flags {flags} value {len}"
                 );
                 checked += 1;
             }
