@@ -1,8 +1,16 @@
 //! Storage engine alone: get (hit and miss), set, delete, incr, with no
 //! sockets or parsing in the way. Keys are 32 bytes and values 100 bytes,
 //! the shape used for the RSS-per-item target.
+//!
+//! `store` runs on one thread; `store_all_threads` runs the same
+//! operations on every available core at once against one shared store,
+//! which is what shows whether the shard locks let threads scale (the
+//! reported throughput is the sum over threads). `STORE_BENCH_THREADS=1`
+//! runs that group's harness on one thread, for the scaling ratio.
 
 use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gannet::clock::Clock;
@@ -84,5 +92,87 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// `iters` operations on each of `threads` threads, started together;
+/// the wall time until the last one finishes.
+fn on_all_threads(threads: usize, iters: u64, op: impl Fn(usize, u64) + Sync) -> Duration {
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (start, op) = (&start, &op);
+                sc.spawn(move || {
+                    start.wait();
+                    for n in 0..iters {
+                        op(t, n);
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        for h in handles {
+            h.join().expect("bench thread");
+        }
+        t0.elapsed()
+    })
+}
+
+/// A key index for thread `t`'s `n`th operation: each thread walks the
+/// key space from its own offset, so threads hit different shards.
+fn spread(t: usize, n: u64) -> u32 {
+    ((t as u64 * 40_503 + n * 7_919) % KEYS as u64) as u32
+}
+
+fn bench_threads(c: &mut Criterion) {
+    let threads = std::env::var("STORE_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let s = filled();
+    let v = [b'w'; 100];
+    let mut g = c.benchmark_group("store_all_threads");
+    g.throughput(Throughput::Elements(threads as u64));
+    g.bench_function("get_hit", |b| {
+        b.iter_custom(|iters| {
+            on_all_threads(threads, iters, |t, n| {
+                let k = key(spread(t, n));
+                let _ = black_box(s.get(&k, true, |r| {
+                    r.map(|it| it.value().map(|s| s.len()).sum::<usize>())
+                }));
+            })
+        })
+    });
+    g.bench_function("set_overwrite", |b| {
+        b.iter_custom(|iters| {
+            on_all_threads(threads, iters, |t, n| {
+                let k = key(spread(t, n));
+                black_box(s.store(&StoreArgs::new(Mode::Set, &k, 0, 0, &v)));
+            })
+        })
+    });
+    g.bench_function("delete_then_set", |b| {
+        b.iter_custom(|iters| {
+            on_all_threads(threads, iters, |t, n| {
+                let k = key(spread(t, n));
+                black_box(s.delete(&DeleteArgs::new(&k)));
+                black_box(s.store(&StoreArgs::new(Mode::Set, &k, 0, 0, &v)));
+            })
+        })
+    });
+    g.bench_function("get_set_90_10", |b| {
+        b.iter_custom(|iters| {
+            on_all_threads(threads, iters, |t, n| {
+                let k = key(spread(t, n));
+                if n % 10 == 0 {
+                    black_box(s.store(&StoreArgs::new(Mode::Set, &k, 0, 0, &v)));
+                } else {
+                    black_box(s.get(&k, true, |r| r.is_ok()));
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_threads);
 criterion_main!(benches);
