@@ -18,8 +18,9 @@
 //!   stored distances (no key is read or rehashed);
 //! - only growing needs the hash of every key, which the caller supplies.
 //!
-//! Slots are stored in groups of eight (distances, then references) so a
-//! probe usually reads one cache line for both. The capacity need not be
+//! Slots are stored in 40-byte groups of eight (distances, then
+//! references), so a probe finds a slot's distance and reference in the
+//! same group, one or two cache lines, instead of in two arrays. The capacity need not be
 //! a power of two: the home slot is the high half of
 //! `hash32 * capacity`, so the table can grow by 1.5x and its load stays
 //! between 7/12 and 7/8.
