@@ -397,6 +397,14 @@ fn flags_modes_and_reply_shapes_match_memcached() {
             "ms big 2\\r\\n99\\r\\n",
             "ma big D1 MD v\\r\\n",
             "mg big v s\\r\\n",
+            // Hit-before across arithmetic: in place keeps it, a longer
+            // number is a new item.
+            "ms hb 1\\r\\n7\\r\\n",
+            "mg hb v\\r\\n",
+            "ma hb\\r\\n",
+            "mg hb h v\\r\\n",
+            "ma hb D5\\r\\n",
+            "mg hb h v\\r\\n",
             // me shapes.
             "me a\\r\\n",
             "me nokey\\r\\n",

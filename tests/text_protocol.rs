@@ -200,6 +200,9 @@ fn cases() -> Vec<Case> {
         // A later immediate flush_all replaces a pending delayed one (the
         // case cancels its delay so it cannot empty the cache mid-table).
         case("flush_all_delay_not_immediate", DEFAULT, b"set fl2 0 0 1\r\nx\r\nflush_all 100\r\nget fl2\r\nflush_all\r\nget fl2\r\n", b"STORED\r\nOK\r\nVALUE fl2 0 1\r\nx\r\nEND\r\nOK\r\nEND\r\n"),
+        // An absolute time before the start sets memcached's watermark to 0:
+        // nothing stored since is flushed.
+        case("flush_all_past_absolute_time", DEFAULT, b"set fl4 0 0 1\r\nx\r\nflush_all 2592001\r\nget fl4\r\n", b"STORED\r\nOK\r\nVALUE fl4 0 1\r\nx\r\nEND\r\n"),
         case("flush_all_disabled", NO_FLUSH, b"set fl3 0 0 1\r\nx\r\nflush_all\r\nflush_all 0\r\nflush_all noreply\r\nflush_all x\r\nget fl3\r\n", b"STORED\r\nCLIENT_ERROR flush_all not allowed\r\nCLIENT_ERROR flush_all not allowed\r\nCLIENT_ERROR flush_all not allowed\r\nVALUE fl3 0 1\r\nx\r\nEND\r\n"),
 
         // ---- noreply suppresses errors of classic commands too ----

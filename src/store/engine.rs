@@ -113,6 +113,10 @@ pub struct Store {
     next_cas: AtomicU64,
     oldest_live: AtomicU32,
     oldest_cas: AtomicU64,
+    /// Watermarks of flushes that took effect and were then replaced by
+    /// a later `flush_all`: what they hid stays hidden (see `flush`).
+    dead_time: AtomicU32,
+    dead_cas: AtomicU64,
     evict_cursor: AtomicUsize,
     slabs_moved: AtomicU64,
     reassign_evictions: AtomicU64,
@@ -351,6 +355,8 @@ impl Store {
             next_cas: AtomicU64::new(1),
             oldest_live: AtomicU32::new(0),
             oldest_cas: AtomicU64::new(0),
+            dead_time: AtomicU32::new(0),
+            dead_cas: AtomicU64::new(0),
             evict_cursor: AtomicUsize::new(0),
             slabs_moved: AtomicU64::new(0),
             reassign_evictions: AtomicU64::new(0),
@@ -390,12 +396,18 @@ impl Store {
     }
 
     fn is_flushed(&self, it: Item, now: RelTime) -> bool {
+        let h = it.h();
+        let dt = self.dead_time.load(Ordering::Relaxed);
+        let dc = self.dead_cas.load(Ordering::Relaxed);
+        if (dt != 0 && h.atime <= dt) || h.cas < dc {
+            return true;
+        }
         let ol = self.oldest_live.load(Ordering::Relaxed);
         if ol == 0 || ol > now {
             return false;
         }
         let oc = self.oldest_cas.load(Ordering::Relaxed);
-        it.h().atime <= ol || (oc != 0 && it.h().cas < oc)
+        h.atime <= ol || (oc != 0 && h.cas < oc)
     }
 
     fn dead(&self, it: Item, now: RelTime) -> Option<Miss> {
@@ -1092,9 +1104,11 @@ impl Store {
                 let w = o.hm();
                 w.cas = cas;
                 w.exptime = exptime;
-                // memcached: after an incr/decr the item reads as not
-                // fetched before (meta `h0`).
-                w.bits &= !BIT_FETCHED;
+                // The item stays the same item, so it keeps its fetched
+                // and active bits (memcached's in-place path). memcached
+                // makes a fresh, unfetched copy instead while another
+                // reference pins the item, e.g. an LRU bump still queued
+                // after a hit in COLD: timing, not protocol.
                 return res(ArithStatus::Ok, nv, self.vis(cas), exptime, hd.class);
             }
             drop(sh);
@@ -1139,12 +1153,26 @@ impl Store {
     /// Invalidate everything stored before `when` (0 = now), by time and
     /// CAS watermarks checked on access: no memory walk.
     ///
-    /// Exactly memcached's arithmetic, quirks included: `when` = 1 (an
-    /// absolute time before the process started) sets the watermark to 0,
-    /// which flushes nothing; without CAS an immediate flush also
-    /// invalidates items stored later in the same second.
+    /// memcached's arithmetic for the new watermarks, quirks included:
+    /// `when` = 1 (an absolute time before the process started) sets the
+    /// watermark to 0, which flushes nothing new; without CAS an immediate
+    /// flush also invalidates items stored later in the same second.
+    ///
+    /// One difference: memcached simply overwrites the watermarks, so a
+    /// later `flush_all` with a delay (or with that past time) makes
+    /// items an earlier flush hid readable again, unless its LRU
+    /// maintainer or crawler reclaimed them meanwhile, which it usually
+    /// has. gannet reclaims flushed items only when it meets them, so it
+    /// folds a flush that has taken effect into `dead_time`/`dead_cas`
+    /// first: flushed items never come back.
     pub fn flush(&self, when: RelTime) {
         let now = self.clock.now();
+        let ol = self.oldest_live.load(Ordering::Relaxed);
+        if ol != 0 && ol <= now {
+            self.dead_time.fetch_max(ol, Ordering::Relaxed);
+            self.dead_cas
+                .fetch_max(self.oldest_cas.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         let new_oldest = if when == 0 { now } else { when };
         if self.cfg.use_cas {
             let ol = new_oldest - 1;

@@ -301,6 +301,16 @@ fn arith_semantics_match_memcached() {
     let mut t = ArithArgs::new(b"new", true, 1);
     t.exptime = Some(clock.now() + 7);
     assert_eq!(s.arith(&t).exptime, clock.now() + 7);
+    // In place the item stays the same item and keeps its fetched bit
+    // (meta `h1`); a longer result is a fresh item nobody fetched.
+    let fetched = |k: &[u8]| s.get(k, false, |r| r.map(|it| it.fetched()).unwrap());
+    set(&s, b"f", b"7");
+    assert!(!fetched(b"f"));
+    assert!(get(&s, b"f").is_ok());
+    assert_eq!(ar(b"f", true, 1).value, 8);
+    assert!(fetched(b"f"), "in-place incr lost the fetched bit");
+    assert_eq!(ar(b"f", true, 10).value, 18);
+    assert!(!fetched(b"f"), "a longer number is a new item");
 }
 
 #[test]
@@ -348,6 +358,34 @@ fn flush_now_and_delayed() {
     // nothing, as in memcached.
     s.flush(1);
     assert!(get(&s, b"e").is_ok());
+}
+
+#[test]
+fn flushed_items_stay_flushed_after_a_later_flush() {
+    for use_cas in [true, false] {
+        let clock = Clock::new();
+        let s = Store::new(StoreConfig { use_cas, ..cfg(8) }, clock.clone());
+        set(&s, b"a", b"1");
+        set(&s, b"b", b"2");
+        clock.advance(2);
+        s.flush(0);
+        assert_eq!(get(&s, b"a"), Err(Miss::Flushed), "cas {use_cas}");
+        clock.advance(2);
+        set(&s, b"c", b"3");
+        // A flush_all with an absolute time before the start (watermark 0)
+        // or with a delay replaces the watermarks; `b`, hidden by the
+        // first flush and never touched since, must stay hidden.
+        s.flush(1);
+        assert_eq!(get(&s, b"b"), Err(Miss::Flushed), "cas {use_cas}");
+        assert!(get(&s, b"c").is_ok(), "cas {use_cas}");
+        set(&s, b"b", b"4");
+        s.flush(clock.now() + 10);
+        assert_eq!(get(&s, b"b").unwrap(), b"4", "cas {use_cas}");
+        assert!(get(&s, b"c").is_ok(), "cas {use_cas}");
+        clock.advance(11);
+        assert_eq!(get(&s, b"b"), Err(Miss::Flushed), "cas {use_cas}");
+        assert_eq!(get(&s, b"c"), Err(Miss::Flushed), "cas {use_cas}");
+    }
 }
 
 #[test]
