@@ -130,6 +130,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BIND);
         }
     };
+    if let Err(e) = gannet::exec::crawler::spawn(Arc::clone(&shared)) {
+        eprintln!("failed to start the lru crawler thread: {e}");
+        return ExitCode::from(EXIT_BIND);
+    }
     if let Err(e) = gannet::metrics::spawn(Arc::clone(&shared)) {
         eprintln!("failed to listen for metrics: {e}");
         return ExitCode::from(EXIT_BIND);

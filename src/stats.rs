@@ -215,6 +215,9 @@ pub struct GeneralStats<'a> {
     /// Watch lines delivered / dropped because a watcher was slow.
     pub log_watcher_sent: u64,
     pub log_watcher_skipped: u64,
+    /// `lru_crawler_running`, `lru_crawler_starts`.
+    pub crawler_running: bool,
+    pub crawler_starts: u64,
     /// With `-Z`: the `ssl_*` counters.
     pub tls: Option<TlsStats>,
 }
@@ -332,8 +335,8 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "slab_reassign_busy_deletes", 0);
     push_stat(out, "slab_reassign_running", 0);
     push_stat(out, "slabs_moved", st.slabs_moved);
-    push_stat(out, "lru_crawler_running", 0);
-    push_stat(out, "lru_crawler_starts", 0);
+    push_stat(out, "lru_crawler_running", s.crawler_running as u8);
+    push_stat(out, "lru_crawler_starts", s.crawler_starts);
     push_stat(out, "lru_maintainer_juggles", 0);
     push_stat(out, "malloc_fails", st.malloc_fails);
     push_stat(out, "log_worker_dropped", 0);
@@ -363,8 +366,8 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "evicted_active", st.evicted_active);
     push_stat(out, "evictions", st.evictions);
     push_stat(out, "reclaimed", st.reclaimed);
-    push_stat(out, "crawler_reclaimed", 0);
-    push_stat(out, "crawler_items_checked", 0);
+    push_stat(out, "crawler_reclaimed", st.crawler_reclaimed);
+    push_stat(out, "crawler_items_checked", st.crawler_items_checked);
     push_stat(out, "lrutail_reflocked", 0);
     push_stat(out, "moves_to_cold", st.moves_to_cold);
     push_stat(out, "moves_to_warm", st.moves_to_warm);
@@ -424,6 +427,8 @@ mod tests {
                 tls: None,
                 log_watcher_sent: 0,
                 log_watcher_skipped: 0,
+                crawler_running: false,
+                crawler_starts: 0,
             },
         );
         let text = String::from_utf8(out).unwrap();

@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::protocol::text::{self as proto, Tokens};
 
 use super::{Action, Ctx};
+use crate::store::{ItemRef, Walk};
 
 /// Settings an operator may change at run time.
 #[derive(Debug)]
@@ -46,8 +47,8 @@ impl Tunables {
             temp_lru: AtomicBool::new(s.temp_lru),
             temporary_ttl: AtomicI32::new(s.temporary_ttl as i32),
             lru_crawler: AtomicBool::new(s.lru_crawler),
-            lru_crawler_sleep: AtomicU32::new(100),
-            lru_crawler_tocrawl: AtomicU32::new(0),
+            lru_crawler_sleep: AtomicU32::new(s.lru_crawler_sleep),
+            lru_crawler_tocrawl: AtomicU32::new(s.lru_crawler_tocrawl),
         }
     }
 }
@@ -159,7 +160,9 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
             }
         }
         b"lru_crawler" => {
-            if ntokens == 4 && arg(0) == b"tocrawl" {
+            if ntokens == 4 && arg(0) == b"crawl" {
+                answer(crawl(ctx, arg(1)));
+            } else if ntokens == 4 && arg(0) == b"tocrawl" {
                 match proto::parse_u32(arg(1)) {
                     Some(n) => {
                         t.lru_crawler_tocrawl.store(n, Ordering::Relaxed);
@@ -186,11 +189,9 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                     answer("OK");
                 }
             } else if ntokens == 3 && arg(0) == b"disable" {
-                if t.lru_crawler.swap(false, Ordering::Relaxed) {
-                    answer("OK");
-                } else {
-                    answer("ERROR failed to stop lru crawler thread");
-                }
+                // Stopping a stopped crawler succeeds in memcached.
+                t.lru_crawler.store(false, Ordering::Relaxed);
+                answer("OK");
             } else {
                 answer("ERROR");
             }
@@ -222,6 +223,154 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
 /// Manual page moves are not offered yet (the store rebalances pages by
 /// itself), so a valid request is answered as memcached answers when the
 /// source has no page to give.
+/// memcached's class list for the crawler: `all`, or class ids from 1 to
+/// 63 separated by commas (empty pieces are skipped). Bit `c` of the
+/// result stands for class `c`; `None` is `BADCLASS`.
+fn class_list(arg: &[u8]) -> Option<u64> {
+    if arg == b"all" {
+        return Some(u64::MAX);
+    }
+    let mut mask = 0u64;
+    for piece in arg.split(|&b| b == b',').filter(|p| !p.is_empty()) {
+        match proto::parse_u32(piece) {
+            Some(id @ 1..=63) => mask |= 1 << id,
+            _ => return None,
+        }
+    }
+    Some(mask)
+}
+
+const CRAWLER_DISABLED: &str = "CLIENT_ERROR lru crawler disabled";
+const BADCLASS: &str = "BADCLASS invalid class id";
+
+/// `lru_crawler crawl <classes>`: hand a crawl to the crawler thread.
+fn crawl(ctx: &Ctx, list: &[u8]) -> &'static str {
+    if !ctx.shared.tunables.lru_crawler.load(Ordering::Relaxed) {
+        return CRAWLER_DISABLED;
+    }
+    if list == b"hash" {
+        // memcached 1.6.18 has no hash walk for crawls and fails this way.
+        return "ERROR an unknown error happened";
+    }
+    let Some(mask) = class_list(list) else {
+        return BADCLASS;
+    };
+    match ctx.shared.crawler.request(mask) {
+        Ok(()) => "OK",
+        Err(super::crawler::Refused::Busy) => "BUSY currently processing crawler request",
+    }
+}
+
+/// Where a `lru_crawler metadump` stands after one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dump {
+    /// Finished (or refused): the command is done.
+    Done,
+    /// The output reached its limit: send it and call again.
+    More,
+}
+
+/// The class list of a `lru_crawler metadump <list>` line, if `args` is
+/// one.
+pub fn metadump_args(args: &[u8]) -> Option<&[u8]> {
+    let mut t = Tokens::new(args);
+    match (t.next(), t.next(), t.next()) {
+        (Some(b"metadump"), Some(list), None) => Some(list),
+        _ => None,
+    }
+}
+
+/// `lru_crawler metadump <classes|all|hash>`: one line per live item of
+/// the classes, then `END`. The walk state lives in the connection
+/// (`state`) so a dump of millions of items goes out in pieces of about
+/// `out_limit` bytes as the client reads them, never all in memory.
+/// `after_others`: other commands came before it in the same input.
+pub fn metadump(
+    ctx: &Ctx,
+    list: &[u8],
+    after_others: bool,
+    state: &mut Option<Box<Walk>>,
+    out: &mut Vec<u8>,
+    out_limit: usize,
+) -> Dump {
+    let shared = ctx.shared;
+    let walk = match state {
+        Some(w) => w,
+        None => {
+            let refused = if !shared.tunables.lru_crawler.load(Ordering::Relaxed) {
+                Some(CRAWLER_DISABLED)
+            } else if shared.settings.no_dump {
+                Some("ERROR metadump not allowed")
+            } else if after_others || !out.is_empty() {
+                // memcached streams a dump from its crawler thread and
+                // refuses while earlier commands of the same read still
+                // hold their (even quiet) replies.
+                Some("ERROR cannot pipeline other commands before metadump")
+            } else {
+                None
+            };
+            if let Some(msg) = refused {
+                reply(out, msg);
+                return Dump::Done;
+            }
+            let Some(mask) = (if list == b"hash" {
+                Some(u64::MAX)
+            } else {
+                class_list(list)
+            }) else {
+                reply(out, BADCLASS);
+                return Dump::Done;
+            };
+            shared.crawler.count_start();
+            state.insert(Box::new(Walk::new(mask)))
+        }
+    };
+    let started = shared.clock.process_started();
+    let use_cas = !shared.settings.no_cas;
+    loop {
+        let more = shared
+            .store
+            .dump_step(walk, |it| dump_line(it, started, use_cas, out));
+        if !more {
+            *state = None;
+            out.extend_from_slice(b"END\r\n");
+            return Dump::Done;
+        }
+        if out.len() >= out_limit {
+            return Dump::More;
+        }
+    }
+}
+
+/// One metadump line, memcached 1.6.18's fields: the key URI-encoded,
+/// absolute expiry (-1: never) and last access, CAS, fetched, class, and
+/// the item's size as memcached lays it out. Ends in a bare `\n`, as
+/// memcached's do.
+fn dump_line(it: &ItemRef<'_>, started: i64, use_cas: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"key=");
+    uri_encode(it.key(), out);
+    let exp = match it.exptime() {
+        0 => -1,
+        e => i64::from(e) + started,
+    };
+    let la = i64::from(it.last_access()) + started;
+    super::meta::push_item_fields(it, exp, la, use_cas, out);
+    out.push(b'\n');
+}
+
+/// Percent-encode everything but letters, digits and `-._~` (memcached's
+/// `uriencode`, uppercase hex).
+fn uri_encode(key: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
 fn slabs_reassign(_ctx: &Ctx, src: i32, dst: i32) -> &'static str {
     let valid = |c: i32| (1..crate::stats::MAX_CLASSES as i32).contains(&c);
     if src == dst {

@@ -676,28 +676,15 @@ fn me(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
             } else {
                 out.extend_from_slice(item.key());
             }
-            out.extend_from_slice(b" exp=");
             let exp = item.exptime();
-            if exp == 0 {
-                proto::push_i64(out, -1);
+            // memcached prints `current_time - exptime` as an int.
+            let exp = if exp == 0 {
+                -1
             } else {
-                // memcached prints `current_time - exptime` as an int.
-                proto::push_i64(out, i64::from(now.wrapping_sub(exp) as i32));
-            }
-            out.extend_from_slice(b" la=");
-            proto::push_u64(out, u64::from(now.wrapping_sub(item.last_access())));
-            out.extend_from_slice(b" cas=");
-            proto::push_u64(out, item.cas());
-            out.extend_from_slice(if item.fetched() {
-                b" fetch=yes cls="
-            } else {
-                b" fetch=no cls="
-            });
-            proto::push_u64(out, u64::from(item.class_id()));
-            out.extend_from_slice(b" size=");
-            let size =
-                memcached_item_size(item.key().len(), item.flags(), item.value_len(), use_cas);
-            proto::push_u64(out, size as u64);
+                i64::from(now.wrapping_sub(exp) as i32)
+            };
+            let la = i64::from(now.wrapping_sub(item.last_access()));
+            push_item_fields(item, exp, la, use_cas, out);
             proto::end_line(out);
             Ok(())
         }
@@ -711,6 +698,34 @@ fn me(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
         proto::write_status(out, MetaStatus::En);
         proto::end_line(out);
     }
+}
+
+/// ` exp=<exp> la=<la> cas=.. fetch=yes|no cls=.. size=..`: the item
+/// fields `me` and `lru_crawler metadump` share (they differ in how they
+/// express the two times). `size` is the item's size as memcached would
+/// lay it out, so tools that read it see the numbers they expect.
+pub(crate) fn push_item_fields(
+    item: &crate::store::ItemRef<'_>,
+    exp: i64,
+    la: i64,
+    use_cas: bool,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b" exp=");
+    proto::push_i64(out, exp);
+    out.extend_from_slice(b" la=");
+    proto::push_i64(out, la);
+    out.extend_from_slice(b" cas=");
+    proto::push_u64(out, item.cas());
+    out.extend_from_slice(if item.fetched() {
+        b" fetch=yes cls="
+    } else {
+        b" fetch=no cls="
+    });
+    proto::push_u64(out, u64::from(item.class_id()));
+    out.extend_from_slice(b" size=");
+    let size = memcached_item_size(item.key().len(), item.flags(), item.value_len(), use_cas);
+    proto::push_u64(out, size as u64);
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod auth;
 pub mod binary;
+pub mod crawler;
 pub mod detail;
 pub mod meta;
 pub mod session;
@@ -62,6 +63,9 @@ pub struct Shared {
     pub detail: detail::Detail,
     /// Settings `slabs`/`lru`/`lru_crawler` change at run time.
     pub tunables: admin::Tunables,
+    /// The LRU crawler's requests and counters (its thread is started by
+    /// `crawler::spawn`).
+    pub crawler: crawler::Crawler,
     /// Open sockets for `stats conns`.
     pub conn_table: crate::stats::ConnTable,
     /// The TLS context (`-Z`), seen through what `exec` needs of it:
@@ -110,6 +114,7 @@ impl Shared {
             started_accepting: AtomicBool::new(true),
             detail: detail::Detail::default(),
             tunables,
+            crawler: crawler::Crawler::default(),
             conn_table: crate::stats::ConnTable::default(),
             tls: None,
         }

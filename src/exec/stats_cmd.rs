@@ -182,6 +182,8 @@ fn general(ctx: &Ctx, out: &mut Vec<u8>) {
             log_watchers,
             log_watcher_sent,
             log_watcher_skipped,
+            crawler_running: shared.crawler.running(),
+            crawler_starts: shared.crawler.starts(),
             tls: shared.tls.as_ref().map(|t| stats::TlsStats {
                 new_sessions: t.new_sessions(),
                 handshake_errors: t.handshake_errors(),

@@ -37,6 +37,10 @@ pub struct Session {
     get_resume: Option<u32>,
     /// `-Y` authentication state (see `exec::auth`).
     auth: super::auth::TextAuth,
+    /// A `lru_crawler metadump` stopped because its output reached the
+    /// limit: where its walk stands. Like a stopped get, its line stays at
+    /// the front of the input until it completes.
+    dump: Option<Box<crate::store::Walk>>,
 }
 
 /// Result of one `process` call.
@@ -265,6 +269,29 @@ impl Session {
                         requests += 1;
                         continue;
                     }
+                }
+            }
+            if let Command::Admin {
+                name: b"lru_crawler",
+                args,
+            } = cmd
+            {
+                if let Some(list) = super::admin::metadump_args(args) {
+                    let after_others = requests > 0;
+                    let dump = &mut self.dump;
+                    if super::admin::metadump(ctx, list, after_others, dump, out, out_limit)
+                        == super::admin::Dump::More
+                    {
+                        // Counted as a request so that the -R budget lets
+                        // other connections in between pieces of a dump.
+                        return Progress {
+                            more: true,
+                            ..progress(pos, requests + 1, Action::Continue, 0)
+                        };
+                    }
+                    pos += line_len;
+                    requests += 1;
+                    continue;
                 }
             }
             pos += line_len;

@@ -77,6 +77,8 @@ struct ClassCounters {
     expired_unfetched: u64,
     evicted_unfetched: u64,
     evicted_active: u64,
+    crawler_reclaimed: u64,
+    crawler_items_checked: u64,
     moves_to_cold: u64,
     moves_to_warm: u64,
     moves_within_lru: u64,
@@ -1325,6 +1327,8 @@ impl Store {
                 s.expired_unfetched += c.expired_unfetched;
                 s.evicted_unfetched += c.evicted_unfetched;
                 s.evicted_active += c.evicted_active;
+                s.crawler_reclaimed += c.crawler_reclaimed;
+                s.crawler_items_checked += c.crawler_items_checked;
                 s.moves_to_cold += c.moves_to_cold;
                 s.moves_to_warm += c.moves_to_warm;
                 s.moves_within_lru += c.moves_within_lru;
@@ -1366,6 +1370,8 @@ impl Store {
                 t.expired_unfetched += a.expired_unfetched;
                 t.evicted_unfetched += a.evicted_unfetched;
                 t.evicted_active += a.evicted_active;
+                t.crawler_reclaimed += a.crawler_reclaimed;
+                t.crawler_items_checked += a.crawler_items_checked;
                 t.moves_to_cold += a.moves_to_cold;
                 t.moves_to_warm += a.moves_to_warm;
                 t.moves_within_lru += a.moves_within_lru;
@@ -1420,8 +1426,8 @@ impl Store {
             put("expired_unfetched", t.expired_unfetched.to_string());
             put("evicted_unfetched", t.evicted_unfetched.to_string());
             put("evicted_active", t.evicted_active.to_string());
-            put("crawler_reclaimed", "0".into());
-            put("crawler_items_checked", "0".into());
+            put("crawler_reclaimed", t.crawler_reclaimed.to_string());
+            put("crawler_items_checked", t.crawler_items_checked.to_string());
             put("lrutail_reflocked", "0".into());
             put("moves_to_cold", t.moves_to_cold.to_string());
             put("moves_to_warm", t.moves_to_warm.to_string());
@@ -1545,6 +1551,9 @@ impl Store {
             .map(|it| (it.h().seg, it.h().bits & BIT_ACTIVE != 0))
     }
 }
+
+mod crawl;
+pub use crawl::{Crawl, CrawlTally, Walk};
 
 #[cfg(test)]
 mod tests;

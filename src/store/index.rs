@@ -260,6 +260,24 @@ impl Index {
         *self = t;
     }
 
+    /// Positions a walk visits: every slot, then every spilled entry.
+    pub(crate) fn positions(&self) -> usize {
+        self.slots() + self.spill.len()
+    }
+
+    /// The entry at walk position `i` (see `positions`), if any. Positions
+    /// are stable while the index is not changed; an insert, a removal
+    /// (which shifts the entries after it back by one) or a growth moves
+    /// entries, so a walk that drops the lock between positions may miss
+    /// or repeat an entry.
+    pub(crate) fn at(&self, i: usize) -> Option<Ref> {
+        if i < self.slots() {
+            (self.dist(i) != 0).then(|| self.get_ref(i))
+        } else {
+            self.spill.get(i - self.slots()).copied()
+        }
+    }
+
     /// Every stored reference (tests and consistency checks).
     #[cfg(test)]
     pub(crate) fn refs(&self) -> Vec<Ref> {
@@ -403,6 +421,20 @@ mod tests {
         for r in 1..=300 {
             assert_eq!(ix.find(7, |x| x == r).is_some(), r % 2 == 1, "ref {r}");
         }
+    }
+
+    #[test]
+    fn a_walk_over_positions_sees_every_entry_once() {
+        // Spilled entries included: 300 refs with one hash spill.
+        let same = |_r: Ref| 7u64;
+        let mut ix = Index::with_slots(8);
+        for r in 1..=300 {
+            ix.insert(7, r, same);
+        }
+        let mut seen: Vec<Ref> = (0..ix.positions()).filter_map(|i| ix.at(i)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=300).collect::<Vec<Ref>>());
+        assert_eq!(ix.at(ix.positions()), None);
     }
 
     #[test]

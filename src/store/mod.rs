@@ -26,4 +26,4 @@ mod item;
 mod sizes;
 mod slab;
 
-pub use engine::{ItemRef, Store};
+pub use engine::{Crawl, CrawlTally, ItemRef, Store, Walk};

@@ -355,6 +355,9 @@ pub struct StoreStats {
     pub expired_unfetched: u64,
     pub evicted_unfetched: u64,
     pub evicted_active: u64,
+    /// Items the LRU crawler reclaimed (expired or flushed) and checked.
+    pub crawler_reclaimed: u64,
+    pub crawler_items_checked: u64,
     pub moves_to_cold: u64,
     pub moves_to_warm: u64,
     pub moves_within_lru: u64,

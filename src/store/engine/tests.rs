@@ -1075,3 +1075,124 @@ fn class_for_item_matches_the_class_stored_in() {
         assert!(checked > 150, "{checked}");
     }
 }
+
+#[test]
+fn crawl_reclaims_expired_and_flushed_items_only() {
+    let (s, clock) = store(8);
+    for i in 0..3000u32 {
+        let exp = if i % 3 == 0 { clock.now() + 10 } else { 0 };
+        let k = format!("k{i}");
+        s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, b"v"));
+    }
+    // One expired item was fetched: it is not `expired_unfetched`.
+    assert!(get(&s, b"k0").is_ok());
+    clock.advance(11);
+    let mut c = Crawl::new(u64::MAX, 0);
+    while s.crawl_step(&mut c) {}
+    assert_eq!(c.tally.checked, 3000);
+    assert_eq!(c.tally.reclaimed, 1000);
+    assert_eq!(c.tally.soonest_expiry, None);
+    let st = s.stats();
+    assert_eq!(st.curr_items, 2000);
+    assert_eq!(st.crawler_reclaimed, 1000);
+    assert_eq!(st.crawler_items_checked, 3000);
+    assert_eq!(st.expired_unfetched, 999);
+    assert_eq!(st.reclaimed, 0, "a crawl is not an allocation reclaim");
+    let items = s.stats_items();
+    assert!(items.contains(&("items:1:crawler_reclaimed".into(), "1000".into())));
+    assert!(get(&s, b"k1").is_ok());
+    // Flushed items are reclaimed too, but never count as unfetched.
+    s.flush(0);
+    let mut c = Crawl::new(u64::MAX, 0);
+    while s.crawl_step(&mut c) {}
+    assert_eq!(c.tally.reclaimed, 2000);
+    assert_eq!(s.stats().curr_items, 0);
+    assert_eq!(s.stats().expired_unfetched, 999);
+}
+
+#[test]
+fn crawl_honours_classes_limit_and_reports_the_soonest_expiry() {
+    let (s, clock) = store(8);
+    let small = s.class_for_item(2, 0, 1);
+    let big = s.class_for_item(2, 0, 2000);
+    assert_ne!(small, big);
+    for i in 0..500u32 {
+        let k = format!("s{i}");
+        s.store(&StoreArgs::new(
+            Mode::Set,
+            k.as_bytes(),
+            0,
+            clock.now() + 5,
+            b"v",
+        ));
+        let k = format!("b{i}");
+        let v = [b'x'; 2000];
+        s.store(&StoreArgs::new(
+            Mode::Set,
+            k.as_bytes(),
+            0,
+            clock.now() + 50,
+            &v,
+        ));
+    }
+    // Only the big class, at most 100 of its items.
+    let mut c = Crawl::new(1 << big, 100);
+    while s.crawl_step(&mut c) {}
+    assert_eq!(c.tally.checked, 100);
+    assert_eq!(c.tally.reclaimed, 0);
+    assert_eq!(c.tally.soonest_expiry, Some(50));
+    clock.advance(6);
+    let mut c = Crawl::new(1 << big, 0);
+    while s.crawl_step(&mut c) {}
+    assert_eq!((c.tally.checked, c.tally.reclaimed), (500, 0));
+    assert_eq!(
+        s.stats().curr_items,
+        1000,
+        "the small class was not crawled"
+    );
+    let mut c = Crawl::new(1 << small, 0);
+    while s.crawl_step(&mut c) {}
+    assert_eq!((c.tally.checked, c.tally.reclaimed), (500, 500));
+}
+
+#[test]
+fn dump_lists_each_live_item_of_the_wanted_classes_once() {
+    let (s, clock) = store(8);
+    let small = s.class_for_item(2, 0, 1);
+    for i in 0..2000u32 {
+        set(&s, format!("k{i}").as_bytes(), b"v");
+    }
+    set(&s, b"big", &[b'x'; 3000]);
+    s.store(&StoreArgs::new(
+        Mode::Set,
+        b"gone",
+        0,
+        clock.now() + 1,
+        b"v",
+    ));
+    s.store(&StoreArgs::new(
+        Mode::Set,
+        b"later",
+        0,
+        clock.now() + 100,
+        b"v",
+    ));
+    clock.advance(2);
+    let mut keys = Vec::new();
+    let mut w = Walk::new(1 << small);
+    let mut more = true;
+    while more {
+        more = s.dump_step(&mut w, |it| keys.push(it.key().to_vec()));
+    }
+    keys.sort();
+    let mut want: Vec<Vec<u8>> = (0..2000u32).map(|i| format!("k{i}").into_bytes()).collect();
+    want.push(b"later".to_vec());
+    want.sort();
+    assert_eq!(keys, want);
+    // A dump reclaims nothing: the expired item is still counted.
+    assert_eq!(s.stats().curr_items, 2003);
+    let mut all = 0;
+    let mut w = Walk::new(u64::MAX);
+    while s.dump_step(&mut w, |_| all += 1) {}
+    assert_eq!(all, 2002);
+}

@@ -1,0 +1,176 @@
+//! Walking every item, for the LRU crawler: `lru_crawler crawl` reclaims
+//! expired and flushed items, `lru_crawler metadump` lists the live ones.
+//!
+//! Why the walk follows each shard's hash index rather than the LRU lists
+//! (memcached threads a placeholder item through its LRUs): a position in
+//! an index is a plain number that still means something after the shard
+//! lock is dropped. A walk can therefore stop anywhere (a full output
+//! buffer, a pause between batches) and resume later, holding a shard
+//! lock only for one bounded batch and putting nothing into item memory.
+//! The price: while a walk is paused, items inserted, removed or moved by
+//! an index growth can be missed or seen twice, the caveat memcached gives
+//! for its own walks. Nothing is ever seen that was not stored.
+
+use super::*;
+
+/// Index positions looked at per shard-lock hold: short enough that a
+/// walk never delays a request on that shard by more than a few
+/// microseconds of cache misses.
+const BATCH: usize = 256;
+
+/// Where a walk stands, and which classes it covers.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    shard: usize,
+    pos: usize,
+    /// Bit `c` set: class `c` is walked.
+    classes: u64,
+}
+
+impl Walk {
+    /// A walk over the classes whose bits are set (bit `c` for class `c`).
+    pub fn new(classes: u64) -> Walk {
+        Walk {
+            shard: 0,
+            pos: 0,
+            classes,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.shard >= NSHARDS
+    }
+
+    fn wants(&self, class: u8) -> bool {
+        class < 64 && self.classes >> class & 1 == 1
+    }
+
+    /// Move to `pos`; past the end of this shard's index, to the next shard.
+    fn stop_at(&mut self, pos: usize, positions: usize) {
+        if pos >= positions {
+            self.shard += 1;
+            self.pos = 0;
+        } else {
+            self.pos = pos;
+        }
+    }
+}
+
+/// One crawl in progress: its walk, its per-class limit and what it
+/// found so far.
+#[derive(Debug, Clone)]
+pub struct Crawl {
+    walk: Walk,
+    /// Items checked per class at most (0: no limit), memcached's
+    /// `lru_crawler tocrawl`.
+    limit: u32,
+    checked: [u32; MAX_CLASSES],
+    pub tally: CrawlTally,
+}
+
+impl Crawl {
+    pub fn new(classes: u64, limit: u32) -> Crawl {
+        Crawl {
+            walk: Walk::new(classes),
+            limit,
+            checked: [0; MAX_CLASSES],
+            tally: CrawlTally::default(),
+        }
+    }
+}
+
+/// What a crawl found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CrawlTally {
+    pub checked: u64,
+    pub reclaimed: u64,
+    /// Seconds until the first live item seen expires (`None`: no live
+    /// item seen has a TTL). The crawler schedules its next run by it.
+    pub soonest_expiry: Option<u32>,
+}
+
+impl Store {
+    /// Give `f` every live item of the walk's classes among its next
+    /// batch of positions, under the item's shard lock. Dead items are
+    /// skipped, not reclaimed: a dump only reads. Returns whether the
+    /// walk has more to do.
+    pub fn dump_step(&self, w: &mut Walk, mut f: impl FnMut(&ItemRef<'_>)) -> bool {
+        if w.done() {
+            return false;
+        }
+        let now = self.clock.now();
+        let sh = self.shard(w.shard);
+        let positions = sh.index.positions();
+        let end = (w.pos + BATCH).min(positions);
+        for i in w.pos..end {
+            let Some(r) = sh.index.at(i) else { continue };
+            let it = Item::at(&self.slabs, r);
+            if !w.wants(it.h().class) || self.dead(it, now).is_some() {
+                continue;
+            }
+            f(&ItemRef {
+                it,
+                slabs: &self.slabs,
+                use_cas: self.cfg.use_cas,
+                _locked: PhantomData,
+            });
+        }
+        w.stop_at(end, positions);
+        !w.done()
+    }
+
+    /// Check the walk's next batch of positions and reclaim the expired
+    /// and flushed items of its classes (memcached's crawler counters:
+    /// `crawler_items_checked`, `crawler_reclaimed`, and
+    /// `expired_unfetched` for an expired item never fetched). Returns
+    /// whether the crawl has more to do.
+    pub fn crawl_step(&self, c: &mut Crawl) -> bool {
+        let (w, limit, checked, tally) = (&mut c.walk, c.limit, &mut c.checked, &mut c.tally);
+        if w.done() {
+            return false;
+        }
+        let now = self.clock.now();
+        let mut sh = self.shard(w.shard);
+        let mut i = w.pos;
+        for _ in 0..BATCH {
+            if i >= sh.index.positions() {
+                break;
+            }
+            let Some(r) = sh.index.at(i) else {
+                i += 1;
+                continue;
+            };
+            let it = Item::at(&self.slabs, r);
+            let hd = *it.h();
+            let class = hd.class as usize;
+            if !w.wants(hd.class) || (limit != 0 && checked[class] >= limit) {
+                i += 1;
+                continue;
+            }
+            checked[class] += 1;
+            tally.checked += 1;
+            sh.cs[class].crawler_items_checked += 1;
+            let Some(miss) = self.dead(it, now) else {
+                if hd.exptime != 0 {
+                    let left = hd.exptime.saturating_sub(now);
+                    tally.soonest_expiry = Some(tally.soonest_expiry.map_or(left, |s| s.min(left)));
+                }
+                i += 1;
+                continue;
+            };
+            let c = &mut sh.cs[class];
+            c.crawler_reclaimed += 1;
+            if miss == Miss::Expired && hd.bits & BIT_FETCHED == 0 {
+                c.expired_unfetched += 1;
+            }
+            tally.reclaimed += 1;
+            let h = self.hash(it.key());
+            self.remove(&mut sh, it, h);
+            // The removal shifted the following entries back by one (or
+            // moved the last spilled one here): look at `i` again.
+        }
+        let positions = sh.index.positions();
+        w.stop_at(i, positions);
+        !w.done()
+    }
+}

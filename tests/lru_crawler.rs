@@ -1,0 +1,293 @@
+//! `lru_crawler crawl` and `lru_crawler metadump` against memcached 1.6.18.
+//!
+//! Every check runs on both servers and compares, step by step (one
+//! round trip each, so memcached's crawler thread has started or stopped
+//! by the next step). Metadump lines are compared by meaning: the key,
+//! `fetch`, `cls` and `size` exactly; `exp` relative to the server's own
+//! clock (±1 s); `la` within a few seconds of now; `cas` only for being a
+//! number (the servers number items differently). The order of lines is
+//! not compared: memcached walks LRUs, gannet its hash index.
+
+mod common;
+
+use common::{show, Client, Kind, Server, MEMCACHED};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn both(extra: &[&str]) -> [Server; 2] {
+    common::require_file(MEMCACHED);
+    [
+        Server::start(Kind::Memcached, extra),
+        Server::start(Kind::Gannet, extra),
+    ]
+}
+
+/// Send `input`, read until the reply ends with `end` (or 10 s pass).
+fn until(c: &mut Client, input: &[u8], end: &[u8]) -> Vec<u8> {
+    c.send(input);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while !got.ends_with(end) && Instant::now() < deadline {
+        let r = c.read_reply(1, Duration::from_millis(200));
+        got.extend_from_slice(&r.bytes);
+        if r.closed {
+            break;
+        }
+    }
+    got
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Metadump lines by key, each reduced to what both servers must agree on.
+fn dump_lines(reply: &[u8], who: &str) -> BTreeMap<String, String> {
+    let text = std::str::from_utf8(reply).unwrap();
+    assert!(text.ends_with("END\r\n"), "{who}: {text:?}");
+    let now = unix_now();
+    let mut out = BTreeMap::new();
+    for line in text.strip_suffix("END\r\n").unwrap().split_terminator('\n') {
+        let f: BTreeMap<&str, &str> = line
+            .split(' ')
+            .map(|kv| {
+                kv.split_once('=')
+                    .unwrap_or_else(|| panic!("{who}: {line:?}"))
+            })
+            .collect();
+        let keys: Vec<&str> = line
+            .split(' ')
+            .map(|kv| kv.split('=').next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["key", "exp", "la", "cas", "fetch", "cls", "size"],
+            "{who}"
+        );
+        let exp: i64 = f["exp"].parse().unwrap();
+        let exp = if exp == -1 {
+            "never".to_string()
+        } else {
+            // Seconds left, rounded to tens so a second's skew between the
+            // two servers' clocks cannot matter.
+            format!("{}", (exp - now + 5) / 10 * 10)
+        };
+        let la: i64 = f["la"].parse().unwrap();
+        assert!((la - now).abs() <= 5, "{who}: la {la} far from now {now}");
+        f["cas"].parse::<u64>().unwrap();
+        out.insert(
+            f["key"].to_string(),
+            format!(
+                "exp={exp} fetch={} cls={} size={}",
+                f["fetch"], f["cls"], f["size"]
+            ),
+        );
+    }
+    out
+}
+
+/// Ask for a crawl until it is accepted (a crawl of the server's own may
+/// be running: BUSY).
+fn crawl_all(c: &mut Client, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = until(c, b"lru_crawler crawl all\r\n", b"\r\n");
+        if r == b"OK\r\n" {
+            return;
+        }
+        assert!(r.starts_with(b"BUSY "), "{who}: {}", show(&r));
+        assert!(Instant::now() < deadline, "{who}: crawler busy for 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stat(c: &mut Client, name: &str) -> u64 {
+    let r = until(c, b"stats\r\n", b"END\r\n");
+    let text = String::from_utf8(r).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+        .unwrap_or_else(|| panic!("no {name} in stats"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn command_replies_match_memcached() {
+    let servers = both(&[]);
+    let steps: &[&[u8]] = &[
+        b"lru_crawler metadump\r\n",
+        b"lru_crawler metadump 0\r\n",
+        b"lru_crawler metadump 64\r\n",
+        b"lru_crawler metadump 1,x\r\n",
+        b"lru_crawler metadump all extra\r\n",
+        b"lru_crawler crawl\r\n",
+        b"lru_crawler crawl 64\r\n",
+        b"lru_crawler crawl x\r\n",
+        b"lru_crawler crawl hash\r\n",
+        // Other commands before a metadump in the same write, even quiet
+        // ones, make memcached refuse it.
+        b"version\r\nlru_crawler metadump all\r\n",
+        b"set q 0 0 1 noreply\r\nx\r\nlru_crawler metadump all\r\n",
+        b"lru_crawler disable\r\n",
+        b"lru_crawler disable\r\n",
+        b"lru_crawler crawl all\r\n",
+        b"lru_crawler metadump all\r\n",
+        b"lru_crawler enable\r\n",
+        b"lru_crawler enable\r\n",
+    ];
+    let mut clients: Vec<Client> = servers.iter().map(|s| s.connect()).collect();
+    for step in steps {
+        let r: Vec<Vec<u8>> = clients
+            .iter_mut()
+            .map(|c| until(c, step, b"\r\n"))
+            .collect();
+        // Both replies are complete lines; the refused metadump after a
+        // `version` also carries the version line.
+        let norm = |b: &[u8]| show(b).replace("1.6.18-gannet-0.1.0", "1.6.18");
+        assert_eq!(norm(&r[0]), norm(&r[1]), "step {}", show(step));
+        assert!(!r[0].is_empty(), "no reply to {}", show(step));
+    }
+}
+
+#[test]
+fn metadump_lists_the_same_items_as_memcached() {
+    let servers = both(&[]);
+    let mut dumps = Vec::new();
+    for s in &servers {
+        let mut c = s.connect();
+        let who = s.kind().name();
+        let mut input = Vec::new();
+        for i in 0..40 {
+            let ttl = if i % 4 == 0 { 1000 } else { 0 };
+            input.extend_from_slice(format!("set key:{i} {i} {ttl} 3\r\nabc\r\n").as_bytes());
+        }
+        // Keys that need encoding, flags, a fetched item, an expired one.
+        input.extend_from_slice(b"set \"c%d\" 0 0 1\r\n1\r\n");
+        input.extend_from_slice(b"set k\xc3\xa9 7 0 2\r\nab\r\n");
+        input.extend_from_slice(b"set gone 0 1 1\r\n1\r\n");
+        input.extend_from_slice(b"get key:3 key:4\r\n");
+        let r = until(&mut c, &input, b"END\r\n");
+        assert!(r.ends_with(b"END\r\n"), "{who}: {}", show(&r));
+        dumps.push((who, c));
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    let mut seen = Vec::new();
+    for (who, c) in &mut dumps {
+        let r = until(c, b"lru_crawler metadump all\r\n", b"END\r\n");
+        let lines = dump_lines(&r, who);
+        assert_eq!(lines.len(), 42, "{who}: {}", show(&r));
+        assert!(lines.contains_key("%22c%25d%22"), "{who}: {lines:?}");
+        assert!(lines.contains_key("k%C3%A9"), "{who}: {lines:?}");
+        assert!(lines["key%3A3"].contains("fetch=yes"), "{who}: {lines:?}");
+        assert!(lines["key%3A5"].contains("fetch=no"), "{who}: {lines:?}");
+        assert!(!lines.contains_key("gone"), "{who}: expired item listed");
+        // `hash` and a class list give the same items here (all in class 1).
+        let h = until(c, b"lru_crawler metadump hash\r\n", b"END\r\n");
+        assert_eq!(dump_lines(&h, who), lines, "{who}: hash");
+        let one = until(c, b"lru_crawler metadump 1,2\r\n", b"END\r\n");
+        assert_eq!(dump_lines(&one, who), lines, "{who}: 1,2");
+        // The connection goes on normally after a dump.
+        assert_eq!(until(c, b"mn\r\n", b"MN\r\n"), b"MN\r\n", "{who}");
+        seen.push(lines);
+    }
+    assert_eq!(seen[0], seen[1]);
+}
+
+#[test]
+fn crawl_reclaims_expired_items_like_memcached() {
+    let servers = both(&[]);
+    let mut cs: Vec<(&str, Client)> = servers
+        .iter()
+        .map(|s| (s.kind().name(), s.connect()))
+        .collect();
+    for (who, c) in &mut cs {
+        let mut input = Vec::new();
+        for i in 0..100 {
+            let ttl = if i % 2 == 0 { 1 } else { 0 };
+            input.extend_from_slice(format!("set k{i} 0 {ttl} 1 noreply\r\nx\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"mn\r\n");
+        assert_eq!(until(c, &input, b"MN\r\n"), b"MN\r\n", "{who}");
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    for (who, c) in &mut cs {
+        let starts = stat(c, "lru_crawler_starts");
+        crawl_all(c, who);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stat(c, "curr_items") != 50 {
+            assert!(
+                Instant::now() < deadline,
+                "{who}: expired items not reclaimed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(stat(c, "lru_crawler_starts") > starts, "{who}");
+        // memcached's LRU maintainer may reclaim some at the LRU tail
+        // first (`reclaimed`); gannet reclaims only on contact or by crawl.
+        let by_crawler = stat(c, "crawler_reclaimed");
+        let at_tail = stat(c, "reclaimed");
+        assert_eq!(by_crawler + at_tail, 50, "{who}");
+        if *who == "gannet" {
+            assert_eq!(by_crawler, 50);
+        }
+        assert_eq!(stat(c, "expired_unfetched"), 50, "{who}");
+        assert!(stat(c, "crawler_items_checked") >= 50, "{who}");
+        let r = until(c, b"get k0 k1\r\n", b"END\r\n");
+        assert_eq!(show(&r), "VALUE k1 0 1\\r\\nx\\r\\nEND\\r\\n", "{who}");
+    }
+}
+
+#[test]
+fn metadump_refused_with_dump_disabled() {
+    let servers = both(&["-X"]);
+    for s in &servers {
+        let mut c = s.connect();
+        let r = until(&mut c, b"lru_crawler metadump all\r\n", b"\r\n");
+        assert_eq!(
+            show(&r),
+            "ERROR metadump not allowed\\r\\n",
+            "{}",
+            s.kind().name()
+        );
+    }
+}
+
+/// A dump of many items goes out in pieces as the client reads, and the
+/// connection carries on afterwards (gannet only: a size memcached's test
+/// above does not need).
+#[test]
+fn large_metadump_streams_every_item_once() {
+    let s = Server::start(Kind::Gannet, &["-m", "256"]);
+    let mut c = s.connect();
+    let n = 100_000;
+    let mut input = Vec::new();
+    for i in 0..n {
+        input.extend_from_slice(format!("set key:{i} 0 0 4 noreply\r\nabcd\r\n").as_bytes());
+    }
+    input.extend_from_slice(b"mn\r\n");
+    assert_eq!(until(&mut c, &input, b"MN\r\n"), b"MN\r\n");
+    // The dump and a command after it, in one write.
+    let r = until(
+        &mut c,
+        b"lru_crawler metadump all\r\nmn\r\n",
+        b"END\r\nMN\r\n",
+    );
+    let text = String::from_utf8(r).unwrap();
+    assert!(
+        text.ends_with("END\r\nMN\r\n"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    let mut keys: Vec<&str> = text
+        .split_terminator('\n')
+        .filter_map(|l| l.strip_prefix("key="))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(keys.len(), n);
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "a key was listed twice");
+}
