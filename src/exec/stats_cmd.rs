@@ -51,6 +51,10 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
             return;
         }
         Some(b"conns") => Group::Conns,
+        Some(b"cachedump") => {
+            cachedump(ctx, toks.next(), toks.next(), out);
+            return;
+        }
         Some(b"hotkeys") => Group::Hotkeys,
         Some(b"latency") => match toks.next() {
             None => Group::Latency,
@@ -85,6 +89,61 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
         }
     };
     write_group(ctx, group, out);
+    out.extend_from_slice(b"END\r\n");
+}
+
+/// memcached caps a cachedump reply at 2 MB, `END` included.
+const CACHEDUMP_MAX: usize = 2 * 1024 * 1024;
+
+/// `stats cachedump <class> <limit>`: `ITEM <key> [<bytes> b; <exptime> s]`
+/// for the newest items of one class (see `Store::cachedump`), then `END`,
+/// with memcached's argument checks and its 2 MB cap.
+fn cachedump(ctx: &Ctx, class: Option<&[u8]>, limit: Option<&[u8]>, out: &mut Vec<u8>) {
+    let fail = |out: &mut Vec<u8>, msg: &str| {
+        out.extend_from_slice(msg.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    };
+    if ctx.shared.settings.no_dump {
+        return fail(out, "CLIENT_ERROR stats cachedump not allowed");
+    }
+    let (Some(class), Some(limit)) = (class, limit) else {
+        return fail(out, "CLIENT_ERROR bad command line");
+    };
+    let (Some(class), Some(limit)) = (
+        crate::protocol::text::parse_u32(class),
+        crate::protocol::text::parse_u32(limit),
+    ) else {
+        return fail(out, "CLIENT_ERROR bad command line format");
+    };
+    if class >= 64 {
+        return fail(out, "CLIENT_ERROR Illegal slab id");
+    }
+    let started = ctx.shared.clock.process_started();
+    // memcached keeps room for `END\r\n` and a C string's NUL.
+    let end = out.len() + CACHEDUMP_MAX - 6;
+    let mut line = Vec::with_capacity(300);
+    ctx.shared.store.cachedump(class as u8, limit, |it| {
+        line.clear();
+        line.extend_from_slice(b"ITEM ");
+        // memcached copies the key as a C string: it ends at a NUL.
+        let key = it.key();
+        let key = &key[..key.iter().position(|&b| b == 0).unwrap_or(key.len())];
+        line.extend_from_slice(key);
+        line.extend_from_slice(b" [");
+        crate::protocol::text::push_u64(&mut line, it.value_len() as u64);
+        line.extend_from_slice(b" b; ");
+        let exp = match it.exptime() {
+            0 => 0,
+            e => i64::from(e) + started,
+        };
+        crate::protocol::meta::push_i64(&mut line, exp);
+        line.extend_from_slice(b" s]\r\n");
+        if out.len() + line.len() > end {
+            return false;
+        }
+        out.extend_from_slice(&line);
+        true
+    });
     out.extend_from_slice(b"END\r\n");
 }
 

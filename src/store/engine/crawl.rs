@@ -174,3 +174,42 @@ impl Store {
         !w.done()
     }
 }
+
+impl Store {
+    /// memcached's `stats cachedump <class> <limit>`: items of `class`,
+    /// expired ones included as memcached lists them, shard by shard and
+    /// in each shard HOT, WARM, COLD, TEMP from their newest end. memcached
+    /// lists only its class-wide HOT segment, but gannet's HOT is per shard
+    /// and keeps 20% of each shard's items, so a small class would show
+    /// nothing. Stops after `limit` items (0: no limit) or when `f` returns
+    /// false.
+    pub fn cachedump(&self, class: u8, limit: u32, mut f: impl FnMut(&ItemRef<'_>) -> bool) {
+        if class as usize > self.slabs.nclasses() as usize {
+            return;
+        }
+        let mut shown = 0u32;
+        for i in 0..NSHARDS {
+            let sh = self.shard(i);
+            for seg in [HOT, WARM, COLD, TEMP] {
+                let mut r = sh.lru[class as usize][seg as usize].head;
+                while r != NULL {
+                    if limit != 0 && shown >= limit {
+                        return;
+                    }
+                    let it = Item::at(&self.slabs, r);
+                    r = it.h().next;
+                    let keep_going = f(&ItemRef {
+                        it,
+                        slabs: &self.slabs,
+                        use_cas: self.cfg.use_cas,
+                        _locked: PhantomData,
+                    });
+                    if !keep_going {
+                        return;
+                    }
+                    shown += 1;
+                }
+            }
+        }
+    }
+}
