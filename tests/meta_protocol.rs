@@ -524,6 +524,28 @@ fn stampede_sequences_match_memcached() {
             "mg st10 t R0\\r\\n",
             "mg st10 t R-1\\r\\n",
             "mg st10 R300 t\\r\\n",
+            // Refused for a too-long opaque (found while the reply is
+            // written): fetched, vivified and touched by the flags before
+            // the opaque, but no win token is marked.
+            "ms so1 2\\r\\nv0\\r\\n",
+            "md so1 I\\r\\n",
+            "mg so1 v Ooooooooooooooooooooooooooooooooooooooo\\r\\n",
+            "mg so1 c k h f\\r\\n",
+            "mg so1 c k h f\\r\\n",
+            "mg so2 N30 R30 Ooooooooooooooooooooooooooooooooooooooo\\r\\n",
+            "mg so2 t v s c\\r\\n",
+            "mg so3 Ooooooooooooooooooooooooooooooooooooooo N30\\r\\n",
+            "mg so3 t v\\r\\n",
+            "ms so4 1\\r\\nx\\r\\n",
+            "mg so4 T30 Ooooooooooooooooooooooooooooooooooooooo\\r\\n",
+            "mg so4 t h\\r\\n",
+            "ms so5 1\\r\\nx\\r\\n",
+            "mg so5 Ooooooooooooooooooooooooooooooooooooooo T30\\r\\n",
+            "mg so5 t h\\r\\n",
+            "ms so6 1\\r\\nx\\r\\n",
+            "mg so6 Ooooooooooooooooooooooooooooooooooooooo\\r\\n",
+            "mg so6 h\\r\\n",
+            "mg so7 Ooooooooooooooooooooooooooooooooooooooo\\r\\n",
         ]),
     );
     assert_eq!(show(&want[0]), "VA 0 c1 t-1 W\\r\\n\\r\\n");

@@ -157,6 +157,20 @@ impl Ttls {
 // ---------------------------------------------------------------- mg
 
 fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
+    mg_inner(ctx, req, out, true);
+}
+
+/// The effects of an `mg` that memcached refused for a too-long opaque,
+/// found only while it wrote the reply: the item was already fetched
+/// (and bumped, unless `N`/`R`/`T` made memcached defer the bump),
+/// vivified, and touched by a `T` before the opaque; but the win token is
+/// never marked and a hit is not counted (a miss is). The caller cuts
+/// `req` at the bad opaque; the reply is for the caller to throw away.
+pub(crate) fn mg_refused(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
+    mg_inner(ctx, req, out, false);
+}
+
+fn mg_inner(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, mark_win: bool) {
     let shared = ctx.shared;
     let mut kbuf = [0u8; DECODED_KEY_MAX];
     let key = req.key_bytes(&mut kbuf);
@@ -173,7 +187,7 @@ fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
                 if round == 0 {
                     watch::item_get(key, watch::found(item.class_id(), item.value_len()));
                 }
-                Ok(mg_hit(req, item, now, ttl, recache, out))
+                Ok(mg_hit(req, item, now, ttl, recache, mark_win, out))
             }
             Err(miss) => {
                 if round == 0 {
@@ -183,6 +197,7 @@ fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
             }
         });
         let miss = match found {
+            Ok(_) if !mark_win => return,
             Ok(class) => return count_mg_hit(ctx, class, ttl.is_some()),
             Err(miss) => miss,
         };
@@ -193,7 +208,7 @@ fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
             break;
         }
         let mut args = StoreArgs::new(Mode::Add, key, 0, ttls.created(req), b"");
-        args.win_sent = true;
+        args.win_sent = mark_win;
         args.set_cas = req.new_cas.unwrap_or(0);
         let res = shared.store.store(&args);
         match res.status {
@@ -203,7 +218,10 @@ fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
                     // memcached bumps the new item like any fetched one.
                     shared.store.get(key, true, |_| ());
                 }
-                return count_mg_hit(ctx, res.class, ttl.is_some());
+                if mark_win {
+                    count_mg_hit(ctx, res.class, ttl.is_some());
+                }
+                return;
             }
             StoreStatus::NotStored => continue,
             _ => break,
@@ -240,6 +258,7 @@ fn mg_hit(
     now: RelTime,
     ttl: Option<RelTime>,
     recache: Option<RelTime>,
+    mark_win: bool,
     out: &mut Vec<u8>,
 ) -> u8 {
     let value = req.flags.has(b'v');
@@ -288,7 +307,9 @@ fn mg_hit(
     }
     if won {
         proto::write_flag(out, b'W');
-        item.set_win_sent();
+        if mark_win {
+            item.set_win_sent();
+        }
     }
     proto::end_line(out);
     if value {

@@ -311,26 +311,63 @@ impl Session {
 
 /// memcached checks an `mg`/`ma` opaque's length only while writing the
 /// reply, after the command has acted (fetched, touched, vivified,
-/// counted). Replay those effects: run the command without its `O`
-/// token and throw its reply away. (An error path: the one allocation is
-/// fine here.)
+/// counted). Replay those effects and throw the reply away. (An error
+/// path: the one allocation is fine here.)
+///
+/// `ma` has done all its work by then: run it without its `O` tokens.
+/// `mg` applies its flags in order while writing, so flags after the bad
+/// opaque never act, and the win token is never marked. What memcached
+/// decided before that walk still holds: `b` (key encoding), `u` (no
+/// bump), and `N` (it vivifies with no expiry: `N0` first keeps that
+/// while a `T` before the opaque still applies). With `N`, `R` or `T`
+/// anywhere memcached defers the bump until after the reply, which the
+/// error skips: `u`.
 fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>) {
-    if !(line.starts_with(b"mg ") || line.starts_with(b"ma ")) {
+    let is_mg = line.starts_with(b"mg ");
+    if !(is_mg || line.starts_with(b"ma ")) {
         return;
     }
-    let mut stripped = Vec::with_capacity(line.len());
-    for (i, tok) in proto::Tokens::new(line).enumerate() {
-        if i >= 2 && tok.first() == Some(&b'O') {
+    let toks: Vec<&[u8]> = proto::Tokens::new(line).collect();
+    let bad = toks
+        .iter()
+        .skip(2)
+        .position(|t| t.first() == Some(&b'O') && t.len() > meta_proto::OPAQUE_TOKEN_MAX)
+        .map_or(toks.len(), |i| i + 2);
+    let mut kept: Vec<&[u8]> = Vec::with_capacity(toks.len() + 1);
+    for (i, &tok) in toks.iter().enumerate() {
+        let letter = tok.first().copied();
+        if i >= 2 && letter == Some(b'O') {
             continue;
         }
-        if !stripped.is_empty() {
-            stripped.push(b' ');
+        if !is_mg || i < bad || matches!(letter, Some(b'b' | b'u')) {
+            kept.push(tok);
         }
-        stripped.extend_from_slice(tok);
     }
+    let n_late = is_mg
+        && toks[bad.min(toks.len())..]
+            .iter()
+            .any(|t| t.first() == Some(&b'N'));
+    let n_early = toks[2.min(toks.len())..bad.min(toks.len())]
+        .iter()
+        .any(|t| t.first() == Some(&b'N'));
+    if n_late && !n_early && kept.len() >= 2 {
+        kept.insert(2, b"N0");
+    }
+    let deferred_bump = toks
+        .iter()
+        .skip(2)
+        .any(|t| matches!(t.first(), Some(b'N' | b'R' | b'T')));
+    if is_mg && deferred_bump && kept.len() >= 2 {
+        kept.push(b"u");
+    }
+    let stripped = kept.join(&b' ');
     if let Ok(req) = meta_proto::parse_meta(&stripped) {
         let mark = out.len();
-        super::meta::run(ctx, &req, None, out);
+        if is_mg {
+            super::meta::mg_refused(ctx, &req, out);
+        } else {
+            super::meta::run(ctx, &req, None, out);
+        }
         out.truncate(mark);
     }
 }
