@@ -357,7 +357,8 @@ fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>) {
         .iter()
         .skip(2)
         .any(|t| matches!(t.first(), Some(b'N' | b'R' | b'T')));
-    if is_mg && deferred_bump && kept.len() >= 2 {
+    let has_u = kept.iter().skip(2).any(|t| t.first() == Some(&b'u'));
+    if is_mg && deferred_bump && !has_u && kept.len() >= 2 {
         kept.push(b"u");
     }
     let stripped = kept.join(&b' ');
