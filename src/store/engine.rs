@@ -458,6 +458,17 @@ impl Store {
         it.hm().bits &= !BIT_LINKED;
     }
 
+    /// A borrowed view of `it` for a caller's closure; the caller holds
+    /// the item's shard lock for as long as the view lives.
+    fn item_ref(&self, it: Item) -> ItemRef<'_> {
+        ItemRef {
+            it,
+            slabs: &self.slabs,
+            use_cas: self.cfg.use_cas,
+            _locked: PhantomData,
+        }
+    }
+
     /// Unlink and free (the caller holds the item's shard lock).
     fn remove(&self, sh: &mut Shard, it: Item, h: u64) {
         self.unlink(sh, it, h);
@@ -715,12 +726,7 @@ impl Store {
             Ok(it) => it,
             Err(m) => return f(Err(m)),
         };
-        let mut r = ItemRef {
-            it,
-            slabs: &self.slabs,
-            use_cas: self.cfg.use_cas,
-            _locked: PhantomData,
-        };
+        let mut r = self.item_ref(it);
         let out = f(Ok(&mut r));
         if bump {
             let class = it.h().class as usize;

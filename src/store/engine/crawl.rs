@@ -108,12 +108,7 @@ impl Store {
             if !w.wants(it.h().class) || self.dead(it, now).is_some() {
                 continue;
             }
-            f(&ItemRef {
-                it,
-                slabs: &self.slabs,
-                use_cas: self.cfg.use_cas,
-                _locked: PhantomData,
-            });
+            f(&self.item_ref(it));
         }
         w.stop_at(end, positions);
         !w.done()
@@ -198,12 +193,7 @@ impl Store {
                     }
                     let it = Item::at(&self.slabs, r);
                     r = it.h().next;
-                    let keep_going = f(&ItemRef {
-                        it,
-                        slabs: &self.slabs,
-                        use_cas: self.cfg.use_cas,
-                        _locked: PhantomData,
-                    });
+                    let keep_going = f(&self.item_ref(it));
                     if !keep_going {
                         return;
                     }
