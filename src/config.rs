@@ -314,8 +314,9 @@ pub struct Settings {
     pub worker_logbuf_size: u32,
     /// `-o read_buf_mem_limit`, bytes (given in MB; 0 = unlimited).
     pub read_buf_mem_limit: u32,
-    /// `-o slab_sizes` (accepted, not used: classes follow `-f`).
-    pub slab_sizes: Option<String>,
+    /// `-o slab_sizes`: the chunk sizes of the classes below
+    /// `slab_chunk_max`, in place of the `-n`/`-f` table.
+    pub slab_sizes: Option<Vec<u32>>,
     /// `-o drop_privileges` / `no_drop_privileges` (accepted, not used).
     pub drop_privileges: bool,
     /// `-o sock_cookie_id` (accepted, not used).
@@ -413,6 +414,7 @@ impl Settings {
             item_size_max: self.item_size_max,
             chunk_size_min: self.chunk_size,
             growth_factor: self.growth_factor,
+            slab_sizes: self.slab_sizes.clone(),
             slab_chunk_max: self.slab_chunk_max,
             page_size: 1024 * 1024,
             evict_to_free: !self.no_evict,
@@ -1056,6 +1058,9 @@ struct Pending {
     slab_chunk_max: i64,
     slab_chunk_changed: bool,
     threads: i64,
+    /// `-o slab_sizes` as given; read after the option loop, against the
+    /// final `-n` and `slab_chunk_max`, as memcached does.
+    slab_sizes: Option<String>,
 }
 
 /// Parse a command line (`args[0]` is the program name).
@@ -1100,6 +1105,7 @@ where
         slab_chunk_max: 512 * 1024,
         slab_chunk_changed: false,
         threads: 4,
+        slab_sizes: None,
     };
     for occ in occurrences(&matches) {
         let raw = occ.value.unwrap_or_default();
@@ -1429,7 +1435,7 @@ fn apply_suboptions(s: &mut Settings, p: &mut Pending, list: &str) -> Result<(),
                     sub_u32("read_buf_mem_limit", value)?.wrapping_mul(1024 * 1024)
             }
             "slab_sizes" => {
-                s.slab_sizes = Some(value.ok_or_else(|| missing("slab_sizes"))?.to_string())
+                p.slab_sizes = Some(value.ok_or_else(|| missing("slab_sizes"))?.to_string())
             }
             "slab_chunk_max" => {
                 let v = value.ok_or_else(|| missing("slab_chunk_max"))?;
@@ -1665,6 +1671,71 @@ fn bracket_prefix(p: &str) -> Option<(Option<&str>, &str)> {
     })
 }
 
+/// `-o slab_sizes=A-B-C...`: chunk sizes, each at least `-n`, at most
+/// `slab_chunk_max`, and more than 8 bytes above the one before; at most
+/// 62 of them. Errors are memcached's (EX_USAGE; an empty list exits
+/// without a message, as memcached does).
+fn parse_slab_sizes(list: &str, min: usize, max: usize) -> Result<Vec<u32>, Exit> {
+    if list.is_empty() {
+        return Err(Exit::err(EX_USAGE, String::new()));
+    }
+    let mut sizes = Vec::new();
+    let mut last = 0u32;
+    // strtok: runs of '-' are one separator, empty tokens do not exist.
+    for tok in list.split('-').filter(|t| !t.is_empty()) {
+        let size = c_strtoul_u32(tok);
+        let size = match size {
+            Some(n) if n as usize >= min && n as usize <= max => n,
+            other => {
+                return Err(Exit::usage(format!(
+                    "slab size {} is out of valid range",
+                    other.unwrap_or(0)
+                )))
+            }
+        };
+        if last >= size {
+            return Err(Exit::usage(format!(
+                "slab size {size} cannot be lower than or equal to a previous class size"
+            )));
+        }
+        if size <= last + 8 {
+            return Err(Exit::usage(format!(
+                "slab size {size} must be at least 8 bytes larger than previous class"
+            )));
+        }
+        sizes.push(size);
+        last = size;
+        if sizes.len() >= crate::store::MAX_SLAB_CLASSES - 1 {
+            return Err(Exit::usage("too many slab classes specified"));
+        }
+    }
+    Ok(sizes)
+}
+
+/// C's `strtoul` as memcached's `safe_strtoul` uses it on a 64-bit
+/// system: leading white space, an optional `+`, digits, then the end or
+/// white space; a value past 64 bits fails, one past 32 bits is truncated
+/// when stored into the `uint32_t`.
+fn c_strtoul_u32(tok: &str) -> Option<u32> {
+    let t = tok.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\x0b');
+    let t = t.strip_prefix('+').unwrap_or(t);
+    let end = t
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(t.len());
+    if end == 0 {
+        return None;
+    }
+    let rest = &t.as_bytes()[end..];
+    if let Some(&c) = rest.first() {
+        if !(c.is_ascii_whitespace() || c == 0x0b) {
+            return None;
+        }
+    }
+    let v: u64 = t[..end].parse().ok()?;
+    Some(v as u32)
+}
+
 /// memcached's checks after the option loop, in its order.
 fn finish(mut s: Settings, p: Pending) -> Result<Settings, Exit> {
     if i64::from(s.napi_ids) > p.threads {
@@ -1705,6 +1776,9 @@ fn finish(mut s: Settings, p: Pending) -> Result<Settings, Exit> {
         return Err(Exit::usage(format!(
             "slab_chunk_max (bytes: {chunk}) must divide evenly into {SLAB_PAGE_SIZE} (slab_page_size)"
         )));
+    }
+    if let Some(list) = &p.slab_sizes {
+        s.slab_sizes = Some(parse_slab_sizes(list, s.chunk_size, chunk as usize)?);
     }
     if s.hot_lru_pct + s.warm_lru_pct > 80 {
         return Err(Exit::usage(
@@ -2258,6 +2332,18 @@ mod tests {
             }),
             ("slab_chunk_max=256k", |s| s.slab_chunk_max == 256 * 1024),
             ("slab_chunk_max=16384", |s| s.slab_chunk_max == 16384),
+            ("slab_sizes=100-164-4000", |s| {
+                s.slab_sizes.as_deref() == Some(&[100, 164, 4000][..])
+                    && s.store_config().slab_sizes == s.slab_sizes
+            }),
+            // strtok and strtoul: runs of dashes, spaces, '+', and a value
+            // past 32 bits truncated (memcached stores it in a uint32_t).
+            ("slab_sizes=-100--+200 -4294967796", |s| {
+                s.slab_sizes.as_deref() == Some(&[100, 200, 500][..])
+            }),
+            ("slab_sizes=---", |s| {
+                s.slab_sizes.as_deref() == Some(&[][..])
+            }),
             ("slab_automove=2", |s| s.slab_automove == 2),
             ("slab_automove", |s| s.slab_automove == 1),
             ("no_slab_automove", |s| s.slab_automove == 0),

@@ -76,8 +76,15 @@ fn main() -> ExitCode {
     let lock_memory = settings.lock_memory;
     let pid_path = settings.pid_file.clone();
 
+    let verbose = settings.verbose;
     let signals = block_signals();
     let mut shared = Shared::new(settings, Arc::clone(&clock));
+    if verbose > 1 {
+        // memcached's slabs_init prints its class table at -vv.
+        for (id, size, perslab) in shared.store.class_table() {
+            eprintln!("slab class {id:3}: chunk size {size:9} perslab {perslab:7}");
+        }
+    }
     shared.tls = tls.clone().map(|t| t as Arc<dyn gannet::exec::TlsHook>);
     let shared = Arc::new(shared);
     // -L: reserve and touch item memory now, or refuse to start (exit 1).

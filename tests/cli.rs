@@ -152,6 +152,22 @@ const BAD: &[&[&str]] = &[
     &["-o", "ext_item_size=abc"],
     &["-o", "slab_chunk_max=1536"],
     &["-o", "slab_chunk_max=1000000"],
+    &["-o", "slab_sizes="],
+    &["-o", "slab_sizes=10"],
+    &["-o", "slab_sizes=100-abc"],
+    &["-o", "slab_sizes=100-100"],
+    &["-o", "slab_sizes=200-100"],
+    &["-o", "slab_sizes=100-108"],
+    &["-o", "slab_sizes=100-600000"],
+    &["-o", "slab_sizes=4294967306"],
+    &["-o", "slab_sizes= +100-200x"],
+    &["-n", "200", "-o", "slab_sizes=100"],
+    &["-I", "2m", "-o", "slab_sizes=600000"],
+    &["-o", "slab_sizes=20000,slab_chunk_max=16384"],
+    // The -I checks come first, the LRU share check after.
+    &["-I", "1025", "-o", "slab_sizes=10"],
+    &["-o", "slab_sizes=10,hot_lru_pct=90"],
+    &["-o", "slab_sizes=48-57-66-75-84-93-102-111-120-129-138-147-156-165-174-183-192-201-210-219-228-237-246-255-264-273-282-291-300-309-318-327-336-345-354-363-372-381-390-399-408-417-426-435-444-453-462-471-480-489-498-507-516-525-534-543-552-561-570-579-588-597-606"],
 ];
 
 /// `-Z` without a certificate (or with a key file that does not load)
@@ -309,6 +325,66 @@ fn parse_rejects_like_memcached() {
         };
         // parse names the program after argv[0], as getopt does.
         assert_eq!((e.code, e.stdout, e.stderr), mc, "args {args:?}");
+    }
+}
+
+/// Runs `path` with `-vv` and `args` until it accepts a connection, then
+/// stops it and returns the class table it printed at start-up.
+fn class_table(path: &str, args: &[&str]) -> Vec<String> {
+    let port = free_port().to_string();
+    let mut child = Command::new(path)
+        .args([
+            "-u",
+            "nobody",
+            "-U",
+            "0",
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-vv",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {path}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            let _ = child.kill();
+            panic!(
+                "{path} {args:?} did not start: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("collect stderr");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("slab class "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `-o slab_sizes` replaces the `-n`/`-f` table: the same classes as
+/// memcached's, checked through the table both print at `-vv`.
+#[test]
+fn slab_sizes_give_memcacheds_class_table() {
+    require_memcached();
+    for args in [
+        &["-o", "slab_sizes=100-164-200-4000"][..],
+        &["-n", "100", "-f", "2", "-o", "slab_sizes=100-201-1000"],
+        &["-o", "slab_sizes=4294967396-300,slab_chunk_max=16384"],
+        &["-o", "slab_sizes=---"],
+        &["-I", "2m", "-o", "slab_sizes=48-524288"],
+    ] {
+        let mc = class_table(MEMCACHED, args);
+        assert!(!mc.is_empty(), "memcached {args:?} printed no class table");
+        assert_eq!(class_table(GANNET, args), mc, "{args:?}");
     }
 }
 

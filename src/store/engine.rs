@@ -39,7 +39,7 @@ use super::item::{
     BIT_WIN,
 };
 use super::sizes::Sizes;
-use super::slab::{Ref, Slabs, MAX_CLASSES, NULL};
+use super::slab::{ClassSpec, Ref, Slabs, MAX_CLASSES, NULL};
 use super::types::*;
 use crate::clock::{is_expired, Clock, RelTime};
 
@@ -330,16 +330,16 @@ impl Shard {
 impl Store {
     pub fn new(cfg: StoreConfig, clock: Arc<Clock>) -> Store {
         let page_size = cfg.page_size.max(4096).next_power_of_two();
-        let min_item = ntotal(0, 0, cfg.chunk_size_min.max(1));
-        let mut slabs = Slabs::new(
-            page_size,
-            cfg.mem_limit,
-            min_item,
-            cfg.growth_factor,
-            cfg.slab_chunk_max,
-        )
-        .or_else(|_| Slabs::new(1 << 20, cfg.mem_limit, min_item, 1.25, 512 * 1024))
-        .unwrap_or_else(|_| unreachable!("1 MiB pages are always accepted"));
+        let spec = match &cfg.slab_sizes {
+            Some(list) => ClassSpec::List(list),
+            None => ClassSpec::Grow {
+                min_item: ntotal(0, 0, cfg.chunk_size_min.max(1)),
+                factor: cfg.growth_factor,
+            },
+        };
+        let mut slabs = Slabs::new(page_size, cfg.mem_limit, spec, cfg.slab_chunk_max)
+            .or_else(|_| Slabs::new(1 << 20, cfg.mem_limit, spec, 512 * 1024))
+            .unwrap_or_else(|_| unreachable!("1 MiB pages are always accepted"));
         // Without page moves (automove off, or -M, where a move would
         // evict), a class's first page may exceed the budget, as in
         // memcached's do_slabs_newslab.
@@ -1493,9 +1493,6 @@ impl Store {
         v
     }
 
-    /// `-L`: map the whole budget up front and give every class its
-    /// first page (see `Slabs::preallocate`). Does nothing without
-    /// `prealloc`; the daemon calls it once at start-up.
     /// The slab class an item of this key and value length is stored in
     /// (the largest class for a chained item), whether or not it is
     /// stored: what a watcher's `item_store` line reports for a store
@@ -1504,6 +1501,20 @@ impl Store {
         self.slabs.class_for(ntotal(nkey, flags, nbytes))
     }
 
+    /// Every class as (id, chunk size, chunks per page), smallest first:
+    /// what memcached prints at start-up under `-vv`.
+    pub fn class_table(&self) -> Vec<(u8, u32, u32)> {
+        (1..=self.slabs.nclasses())
+            .map(|id| {
+                let c = self.slabs.class(id);
+                (id, c.size, c.perpage)
+            })
+            .collect()
+    }
+
+    /// `-L`: map the whole budget up front and give every class its
+    /// first page (see `Slabs::preallocate`). Does nothing without
+    /// `prealloc`; the daemon calls it once at start-up.
     pub fn reserve_memory(&self) -> Result<(), PreallocError> {
         if !self.cfg.prealloc {
             return Ok(());

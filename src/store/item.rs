@@ -345,6 +345,12 @@ impl<'a> Iterator for Segments<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::slab::ClassSpec;
+
+    const GROW: ClassSpec<'static> = ClassSpec::Grow {
+        min_item: 88,
+        factor: 1.25,
+    };
 
     #[test]
     fn header_is_32_bytes() {
@@ -376,7 +382,7 @@ mod tests {
 
     #[test]
     fn chained_value_roundtrip() {
-        let s = Slabs::new(1 << 16, 4 << 16, 88, 1.25, 1024).unwrap();
+        let s = Slabs::new(1 << 16, 4 << 16, GROW, 1024).unwrap();
         let big = s.largest;
         let key = b"chained-key";
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
@@ -398,7 +404,7 @@ mod tests {
 
     #[test]
     fn single_chunk_value_roundtrip() {
-        let s = Slabs::new(1 << 16, 4 << 16, 88, 1.25, 1024).unwrap();
+        let s = Slabs::new(1 << 16, 4 << 16, GROW, 1024).unwrap();
         let id = s.class_for(ntotal(3, 1, 10));
         let it = Item::at(&s, s.alloc(id).unwrap());
         it.init(b"abc", 1, 2, 10, id, false, 3);

@@ -27,3 +27,7 @@ mod sizes;
 mod slab;
 
 pub use engine::{Crawl, CrawlTally, ItemRef, Store, Walk};
+
+/// Class ids run below this (memcached's `MAX_NUMBER_OF_SLAB_CLASSES`);
+/// class 0 is unused and the last one holds the largest chunks.
+pub const MAX_SLAB_CLASSES: usize = slab::MAX_CLASSES;

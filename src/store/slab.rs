@@ -121,14 +121,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How the class table is laid out (memcached's `slabs_init`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ClassSpec<'a> {
+    /// From `min_item` bytes, each class `factor` times the one before
+    /// (`-n`, `-f`), while below `chunk_max / factor`.
+    Grow { min_item: usize, factor: f64 },
+    /// `-o slab_sizes`: exactly these chunk sizes, each rounded up to 8
+    /// bytes. Sizes above `chunk_max` or not above the one before are
+    /// skipped (the command line refuses them first).
+    List(&'a [u32]),
+}
+
 impl Slabs {
-    /// Classes from `min_item` bytes growing by `factor` up to
-    /// `chunk_max` (memcached's `slabs_init`).
+    /// The classes of `spec`, then one class of `chunk_max` for the
+    /// largest items and chains (memcached's `slabs_init`).
     pub(crate) fn new(
         page_size: usize,
         mem_limit: usize,
-        min_item: usize,
-        factor: f64,
+        spec: ClassSpec<'_>,
         chunk_max: usize,
     ) -> Result<Slabs, SlabError> {
         if !page_size.is_power_of_two() || !(4096..=1 << 30).contains(&page_size) {
@@ -137,34 +148,48 @@ impl Slabs {
         let off_bits = (page_size / 8).trailing_zeros();
         let npages = 1usize << (32 - off_bits);
         let chunk_max = (chunk_max.clamp(64, page_size) / 8) * 8;
-        let factor = if factor.is_finite() && factor > 1.0 {
-            factor
-        } else {
-            1.25
-        };
         let mut classes = vec![Class {
             size: 0,
             perpage: 0,
             state: Mutex::new(ClassState::default()),
         }];
-        let mut size = min_item.max(16) as f64;
-        while classes.len() < MAX_CLASSES - 1 {
-            if size >= chunk_max as f64 / factor {
-                break;
-            }
-            let s = (size as usize).div_ceil(8) * 8;
+        let push = |classes: &mut Vec<Class>, s: usize| {
             classes.push(Class {
                 size: s as u32,
                 perpage: (page_size / s) as u32,
                 state: Mutex::new(ClassState::default()),
-            });
-            size = (s as f64 * factor).max(s as f64 + 8.0);
+            })
+        };
+        match spec {
+            ClassSpec::Grow { min_item, factor } => {
+                let factor = if factor.is_finite() && factor > 1.0 {
+                    factor
+                } else {
+                    1.25
+                };
+                let mut size = min_item.max(16) as f64;
+                while classes.len() < MAX_CLASSES - 1 {
+                    if size >= chunk_max as f64 / factor {
+                        break;
+                    }
+                    let s = (size as usize).div_ceil(8) * 8;
+                    push(&mut classes, s);
+                    size = (s as f64 * factor).max(s as f64 + 8.0);
+                }
+            }
+            ClassSpec::List(sizes) => {
+                let mut last = 0;
+                for &size in sizes {
+                    let s = (size.max(8) as usize).div_ceil(8) * 8;
+                    if classes.len() >= MAX_CLASSES - 1 || s > chunk_max || s <= last {
+                        continue;
+                    }
+                    push(&mut classes, s);
+                    last = s;
+                }
+            }
         }
-        classes.push(Class {
-            size: chunk_max as u32,
-            perpage: (page_size / chunk_max) as u32,
-            state: Mutex::new(ClassState::default()),
-        });
+        push(&mut classes, chunk_max);
         let largest = (classes.len() - 1) as u8;
         Ok(Slabs {
             page_size,
@@ -554,8 +579,15 @@ unsafe impl Sync for Slabs {}
 mod tests {
     use super::*;
 
+    fn grow(min_item: usize) -> ClassSpec<'static> {
+        ClassSpec::Grow {
+            min_item,
+            factor: 1.25,
+        }
+    }
+
     fn slabs(limit_pages: usize) -> Slabs {
-        Slabs::new(1 << 20, limit_pages << 20, 88, 1.25, 512 * 1024).unwrap()
+        Slabs::new(1 << 20, limit_pages << 20, grow(88), 512 * 1024).unwrap()
     }
 
     #[test]
@@ -576,9 +608,28 @@ mod tests {
     }
 
     #[test]
+    fn listed_sizes_are_the_classes_then_chunk_max() {
+        let list = [100, 164, 173, 1000, 4096];
+        let s = Slabs::new(1 << 20, 4 << 20, ClassSpec::List(&list), 16384).unwrap();
+        let sizes: Vec<u32> = (1..=s.largest).map(|id| s.class(id).size).collect();
+        assert_eq!(sizes, [104, 168, 176, 1000, 4096, 16384]);
+        assert_eq!(s.class(2).perpage, (1 << 20) / 168);
+        assert_eq!(s.class_for(168), 2);
+        assert_eq!(s.class_for(169), 3);
+        assert_eq!(s.class_for(5000), s.largest);
+        // An empty list leaves only the largest class (memcached does the
+        // same with `slab_sizes=-`); sizes beyond chunk_max are dropped.
+        let s = Slabs::new(1 << 20, 4 << 20, ClassSpec::List(&[]), 16384).unwrap();
+        assert_eq!((s.largest, s.class(1).size), (1, 16384));
+        let s = Slabs::new(1 << 20, 4 << 20, ClassSpec::List(&[64, 20000]), 16384).unwrap();
+        let sizes: Vec<u32> = (1..=s.largest).map(|id| s.class(id).size).collect();
+        assert_eq!(sizes, [64, 16384]);
+    }
+
+    #[test]
     fn bad_page_size_is_refused() {
         assert!(matches!(
-            Slabs::new(1000, 1 << 20, 88, 1.25, 512),
+            Slabs::new(1000, 1 << 20, grow(88), 512),
             Err(SlabError::BadPageSize)
         ));
     }

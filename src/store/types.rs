@@ -289,6 +289,9 @@ pub struct StoreConfig {
     pub chunk_size_min: usize,
     /// `-f`: chunk size growth factor.
     pub growth_factor: f64,
+    /// `-o slab_sizes`: the chunk sizes of the classes below
+    /// `slab_chunk_max`, in place of `-n`/`-f` (which then do nothing).
+    pub slab_sizes: Option<Vec<u32>>,
     /// `-o slab_chunk_max`: the largest chunk; larger items are chained.
     pub slab_chunk_max: usize,
     /// Page size (1 MiB, as memcached).
@@ -324,6 +327,7 @@ impl Default for StoreConfig {
             item_size_max: 1024 * 1024,
             chunk_size_min: 48,
             growth_factor: 1.25,
+            slab_sizes: None,
             slab_chunk_max: 512 * 1024,
             page_size: 1024 * 1024,
             evict_to_free: true,

@@ -1196,3 +1196,32 @@ fn dump_lists_each_live_item_of_the_wanted_classes_once() {
     while s.dump_step(&mut w, |_| all += 1) {}
     assert_eq!(all, 2002);
 }
+
+/// `-o slab_sizes`: items take the smallest listed chunk they fit, and
+/// `stats slabs` shows the listed sizes.
+#[test]
+fn listed_slab_sizes_decide_the_chunk() {
+    let s = Store::new(
+        StoreConfig {
+            slab_sizes: Some(vec![64, 164, 400]),
+            ..cfg(8)
+        },
+        Clock::new(),
+    );
+    let sizes: Vec<u32> = s.class_table().iter().map(|c| c.1).collect();
+    assert_eq!(sizes, [64, 168, 400, 512 * 1024]);
+    // 32-byte header + 32-byte key + 100-byte value = 164 bytes.
+    assert_eq!(s.class_for_item(32, 0, 100), 2);
+    assert_eq!(s.class_for_item(32, 0, 104), 2);
+    assert_eq!(s.class_for_item(32, 0, 105), 3);
+    assert_eq!(s.class_for_item(32, 0, 1000), 4);
+    let key = [b'k'; 32];
+    let o = set(&s, &key, &[b'v'; 100]);
+    assert_eq!((o.status, o.class), (StoreStatus::Stored, 2));
+    assert_eq!(get(&s, &key).unwrap(), vec![b'v'; 100]);
+    let slabs = s.stats_slabs();
+    let stat = |k: &str| slabs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(stat("2:chunk_size").as_deref(), Some("168"));
+    assert_eq!(stat("2:used_chunks").as_deref(), Some("1"));
+    assert_eq!(stat("1:chunk_size"), None, "class 1 has no page");
+}
