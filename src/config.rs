@@ -430,6 +430,7 @@ impl Settings {
                 self.hashpower_init
             },
             slab_automove: self.slab_automove,
+            slab_reassign: self.slab_reassign,
             lru_segmented: self.lru_segmented,
             prealloc: self.large_pages,
             track_sizes: self.track_sizes,

@@ -331,9 +331,9 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
         st.slab_reassign_evictions_nomem,
     );
     push_stat(out, "slab_reassign_inline_reclaim", 0);
-    push_stat(out, "slab_reassign_busy_items", 0);
+    push_stat(out, "slab_reassign_busy_items", st.slab_reassign_busy_items);
     push_stat(out, "slab_reassign_busy_deletes", 0);
-    push_stat(out, "slab_reassign_running", 0);
+    push_stat(out, "slab_reassign_running", st.slab_reassign_running as u8);
     push_stat(out, "slabs_moved", st.slabs_moved);
     push_stat(out, "lru_crawler_running", s.crawler_running as u8);
     push_stat(out, "lru_crawler_starts", s.crawler_starts);

@@ -41,6 +41,7 @@ const NO_CAS: &[&str] = &["-C"];
 const NO_FLUSH: &[&str] = &["-F"];
 const SHUTDOWN: &[&str] = &["-A"];
 const TRACK_SIZES: &[&str] = &["-o", "track_sizes"];
+const NO_REASSIGN: &[&str] = &["-o", "no_slab_reassign"];
 
 fn case(name: &str, args: &'static [&'static str], input: &[u8], expected: &[u8]) -> Case {
     Case {
@@ -247,6 +248,10 @@ fn cases() -> Vec<Case> {
         // ---- administration (each case restores memcached's defaults) ----
         case("admin_slabs_automove", DEFAULT, b"slabs automove 0\r\nslabs automove 1\r\nslabs automove 3\r\nslabs automove\r\nslabs bogus\r\nslabs\r\n", b"OK\r\nOK\r\nERROR\r\nERROR\r\nERROR\r\nERROR\r\n"),
         case("admin_slabs_reassign_bad_format", DEFAULT, b"slabs reassign x y\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        case("admin_slabs_reassign_same", DEFAULT, b"slabs reassign 3 3\r\nslabs reassign -1 -1\r\n", b"SAME src and dst class are identical\r\nSAME src and dst class are identical\r\n"),
+        case("admin_slabs_reassign_no_spare", DEFAULT, b"slabs reassign 1 2\r\nslabs reassign 0 2\r\nslabs reassign 2 0\r\n", b"NOSPARE source class has no spare pages\r\nNOSPARE source class has no spare pages\r\nNOSPARE source class has no spare pages\r\n"),
+        case("admin_slabs_reassign_bad_class", DEFAULT, b"slabs reassign 1 63\r\nslabs reassign -2 1\r\nslabs reassign 1 -1\r\nslabs reassign -1 2\r\n", b"BADCLASS invalid src or dst class id\r\nBADCLASS invalid src or dst class id\r\nBADCLASS invalid src or dst class id\r\nBADCLASS invalid src or dst class id\r\n"),
+        case("admin_slabs_reassign_disabled", NO_REASSIGN, b"slabs reassign 1 2\r\nslabs reassign x y\r\n", b"CLIENT_ERROR slab reassignment disabled\r\nCLIENT_ERROR slab reassignment disabled\r\n"),
         case("admin_lru", DEFAULT, b"lru mode flat\r\nlru mode segmented\r\nlru mode x\r\nlru tune 20 40 0.20 2.00\r\nlru temp_ttl 61\r\nlru bogus\r\nlru\r\n", b"OK\r\nOK\r\nERROR\r\nOK\r\nOK\r\nERROR\r\nERROR\r\n"),
         case("admin_lru_crawler", DEFAULT, b"lru_crawler sleep 100\r\nlru_crawler tocrawl 0\r\nlru_crawler bogus\r\nlru_crawler\r\nlru_crawler enable\r\n", b"OK\r\nOK\r\nERROR\r\nERROR\r\nERROR failed to start lru crawler thread\r\n"),
         case("admin_watch_bad_argument", DEFAULT, b"watch bogus\r\n", b"ERROR\r\n"),

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::protocol::text::{self as proto, Tokens};
 
 use super::{Action, Ctx};
-use crate::store::{ItemRef, Walk};
+use crate::store::{ItemRef, ReassignError, Walk};
 
 /// Settings an operator may change at run time.
 #[derive(Debug)]
@@ -81,9 +81,13 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
     match name {
         b"slabs" => {
             if ntokens == 5 && arg(0) == b"reassign" {
-                match (proto::parse_i32(arg(1)), proto::parse_i32(arg(2))) {
-                    (Some(src), Some(dst)) => answer(slabs_reassign(ctx, src, dst)),
-                    _ => answer(proto::BAD_FORMAT),
+                if !ctx.shared.store.reassign_enabled() {
+                    answer("CLIENT_ERROR slab reassignment disabled");
+                } else {
+                    match (proto::parse_i32(arg(1)), proto::parse_i32(arg(2))) {
+                        (Some(src), Some(dst)) => answer(slabs_reassign(ctx, src, dst)),
+                        _ => answer(proto::BAD_FORMAT),
+                    }
                 }
             } else if ntokens >= 4 && arg(0) == b"automove" {
                 if arg(1) == b"ratio" {
@@ -99,6 +103,7 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                         None => answer(proto::BAD_FORMAT),
                         Some(level @ 0..=2) => {
                             t.slab_automove.store(level as u8, Ordering::Relaxed);
+                            ctx.shared.store.set_automove(level as u8);
                             answer("OK");
                         }
                         Some(_) => answer("ERROR"),
@@ -219,10 +224,6 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
     Action::Continue
 }
 
-/// `slabs reassign <src> <dst>`: class ids are checked as memcached does.
-/// Manual page moves are not offered yet (the store rebalances pages by
-/// itself), so a valid request is answered as memcached answers when the
-/// source has no page to give.
 /// memcached's class list for the crawler: `all`, or class ids from 1 to
 /// 63 separated by commas (empty pieces are skipped). Bit `c` of the
 /// result stands for class `c`; `None` is `BADCLASS`.
@@ -371,14 +372,20 @@ fn uri_encode(key: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn slabs_reassign(_ctx: &Ctx, src: i32, dst: i32) -> &'static str {
-    let valid = |c: i32| (1..crate::stats::MAX_CLASSES as i32).contains(&c);
-    if src == dst {
-        "SAME src and dst class are identical"
-    } else if !(valid(src) || src == -1) || !valid(dst) {
-        "BADCLASS invalid src or dst class id"
-    } else {
-        "NOSPARE source class has no spare pages"
+/// `slabs reassign <src> <dst>`: memcached's checks and replies; the
+/// move itself runs on the rebalancer thread.
+fn slabs_reassign(ctx: &Ctx, src: i32, dst: i32) -> &'static str {
+    const BUSY: &str = "BUSY currently processing reassign request";
+    if ctx.shared.rebalancer.busy() {
+        return BUSY;
+    }
+    match ctx.shared.store.reassign_check(src, dst) {
+        Ok((src, dst)) if ctx.shared.rebalancer.request(src, dst) => "OK",
+        Ok(_) | Err(ReassignError::Running) => BUSY,
+        Err(ReassignError::Same) => "SAME src and dst class are identical",
+        Err(ReassignError::BadClass) => "BADCLASS invalid src or dst class id",
+        Err(ReassignError::NoSpare) => "NOSPARE source class has no spare pages",
+        Err(ReassignError::Disabled) => "CLIENT_ERROR slab reassignment disabled",
     }
 }
 

@@ -13,6 +13,7 @@ pub mod binary;
 pub mod crawler;
 pub mod detail;
 pub mod meta;
+pub mod rebalance;
 pub mod session;
 pub mod text;
 pub mod watch;
@@ -66,6 +67,9 @@ pub struct Shared {
     /// The LRU crawler's requests and counters (its thread is started by
     /// `crawler::spawn`).
     pub crawler: crawler::Crawler,
+    /// Queued `slabs reassign` moves (its thread is started by
+    /// `rebalance::spawn`).
+    pub rebalancer: rebalance::Rebalancer,
     /// Open sockets for `stats conns`.
     pub conn_table: crate::stats::ConnTable,
     /// The TLS context (`-Z`), seen through what `exec` needs of it:
@@ -115,6 +119,7 @@ impl Shared {
             detail: detail::Detail::default(),
             tunables,
             crawler: crawler::Crawler::default(),
+            rebalancer: rebalance::Rebalancer::default(),
             conn_table: crate::stats::ConnTable::default(),
             tls: None,
         }

@@ -223,7 +223,9 @@ fn thread_refs<'a>(ctx: &Ctx<'a>) -> Vec<&'a ThreadStats> {
 fn general(ctx: &Ctx, out: &mut Vec<u8>) {
     let shared = ctx.shared;
     let ops = OpsTotals::sum(&thread_refs(ctx));
-    let store = shared.store.stats();
+    let mut store = shared.store.stats();
+    // A queued `slabs reassign` counts as running, as in memcached.
+    store.slab_reassign_running |= shared.rebalancer.busy();
     let (log_watchers, log_watcher_sent, log_watcher_skipped) = super::watch::counters();
     stats::write_general(
         out,

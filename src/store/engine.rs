@@ -30,7 +30,7 @@
 //! class free list, owned by one thread while being filled, or linked.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::index::Index;
@@ -122,8 +122,16 @@ pub struct Store {
     evict_cursor: AtomicUsize,
     slabs_moved: AtomicU64,
     reassign_evictions: AtomicU64,
+    reassign_rescues: AtomicU64,
+    reassign_busy_items: AtomicU64,
+    /// `slab_automove` now (the `slabs automove` command changes it).
+    automove: AtomicU8,
     /// Serialises page moves (one at a time, like memcached's rebalancer).
     mover: Mutex<()>,
+    /// A page move is under way (`slab_reassign_running`).
+    moving: AtomicBool,
+    /// Where `slabs reassign -1 <dst>` looks for a donor next.
+    reassign_cursor: AtomicU8,
     /// Counts allocation failures; a page move is considered every 32nd.
     move_tick: AtomicU64,
     /// `stats sizes` histogram (`-o track_sizes`).
@@ -316,6 +324,23 @@ impl Shard {
         l.count -= 1;
     }
 
+    /// Put `new`, a copy of a linked item (header included), in the
+    /// original's place in its LRU.
+    fn lru_replace(&mut self, sl: &Slabs, new: Item) {
+        let h = *new.h();
+        let l = &mut self.lru[h.class as usize][h.seg as usize];
+        if h.prev != NULL {
+            Item::at(sl, h.prev).hm().next = new.r;
+        } else {
+            l.head = new.r;
+        }
+        if h.next != NULL {
+            Item::at(sl, h.next).hm().prev = new.r;
+        } else {
+            l.tail = new.r;
+        }
+    }
+
     fn lru_move(&mut self, sl: &Slabs, it: Item, seg: u8) {
         self.lru_remove(sl, it);
         self.lru_push(sl, it, seg);
@@ -337,19 +362,15 @@ impl Store {
                 factor: cfg.growth_factor,
             },
         };
-        let mut slabs = Slabs::new(page_size, cfg.mem_limit, spec, cfg.slab_chunk_max)
+        let slabs = Slabs::new(page_size, cfg.mem_limit, spec, cfg.slab_chunk_max)
             .or_else(|_| Slabs::new(1 << 20, cfg.mem_limit, spec, 512 * 1024))
             .unwrap_or_else(|_| unreachable!("1 MiB pages are always accepted"));
-        // Without page moves (automove off, or -M, where a move would
-        // evict), a class's first page may exceed the budget, as in
-        // memcached's do_slabs_newslab.
-        slabs.first_page_grace = cfg.slab_automove == 0 || !cfg.evict_to_free;
         let per_shard = (1usize << cfg.hashpower_init.clamp(10, 32)) / NSHARDS;
         let nclasses = slabs.nclasses() as usize + 1;
         let shards = (0..NSHARDS)
             .map(|_| ShardSlot(Mutex::new(Shard::new(per_shard.max(16), nclasses))))
             .collect();
-        Store {
+        let store = Store {
             clock,
             slabs,
             shards,
@@ -362,11 +383,36 @@ impl Store {
             evict_cursor: AtomicUsize::new(0),
             slabs_moved: AtomicU64::new(0),
             reassign_evictions: AtomicU64::new(0),
+            reassign_rescues: AtomicU64::new(0),
+            reassign_busy_items: AtomicU64::new(0),
+            automove: AtomicU8::new(cfg.slab_automove),
             mover: Mutex::new(()),
+            moving: AtomicBool::new(false),
+            reassign_cursor: AtomicU8::new(0),
             move_tick: AtomicU64::new(0),
             sizes: Sizes::new(cfg.item_size_max, cfg.track_sizes),
             cfg,
-        }
+        };
+        store.set_automove(store.cfg.slab_automove);
+        store
+    }
+
+    /// Whether the page mover may move pages by itself now.
+    fn automoving(&self) -> bool {
+        self.automove.load(Ordering::Relaxed) > 0
+            && self.cfg.slab_reassign
+            && self.cfg.evict_to_free
+    }
+
+    /// `slabs automove <0|1|2>` (and `-o slab_automove` at start).
+    pub fn set_automove(&self, level: u8) {
+        self.automove.store(level, Ordering::Relaxed);
+        // Without page moves (automove off, no_slab_reassign, or -M, where
+        // a move would evict), a class's first page may exceed the
+        // budget, as in memcached's do_slabs_newslab.
+        self.slabs
+            .first_page_grace
+            .store(!self.automoving(), Ordering::Relaxed);
     }
 
     #[inline]
@@ -630,11 +676,7 @@ impl Store {
             let force = empty_shards > 0 && empty_shards % 8 == 0;
             // Under -M nothing may be evicted, and a page move evicts what
             // the page holds: no moves then (memcached keeps every item).
-            if self.cfg.slab_automove > 0
-                && self.cfg.evict_to_free
-                && (attempt == 0 || force)
-                && self.move_page_to(class, force)
-            {
+            if self.automoving() && (attempt == 0 || force) && self.move_page_to(class, force) {
                 continue;
             }
             let s = if attempt == 0 {
@@ -1202,121 +1244,6 @@ impl Store {
         Ok(())
     }
 
-    /// Give one page to class `to` when it evicts much younger items than
-    /// another class keeps. Age is measured in CAS units (stores since the
-    /// item was written), which works at any request rate, unlike seconds.
-    /// The donor is the class whose oldest unfetched (COLD, else HOT)
-    /// items are the oldest; a page moves when they are more than twice
-    /// as old as the receiver's, so a steady mix does not pass pages back
-    /// and forth. A class with no page at all is served at once, from any
-    /// class with a page. The donor's first page is emptied (evicting what
-    /// it holds) and changes class.
-    fn move_page_to(&self, to: u8, force: bool) -> bool {
-        let tick = self.move_tick.fetch_add(1, Ordering::Relaxed);
-        let aggressive = self.cfg.slab_automove >= 2;
-        // A class without any page (or with nothing left to evict) can
-        // store nothing: serve it at once.
-        let starving = force || self.slabs.class_state(to).pages.is_empty();
-        if !aggressive && !starving && !tick.is_multiple_of(32) {
-            return false;
-        }
-        // Waiting is safe: the caller holds no lock, and the mover takes
-        // shard locks one at a time.
-        let _one_mover = if starving {
-            lock(&self.mover)
-        } else {
-            match self.mover.try_lock() {
-                Ok(g) => g,
-                Err(_) => return false,
-            }
-        };
-        // Another thread may have just served this class.
-        if starving && self.slabs.class_free(to) {
-            return true;
-        }
-        let largest = self.slabs.largest;
-        let n = largest as usize + 1;
-        let mut oldest = vec![u64::MAX; n];
-        for i in 0..NSHARDS {
-            let sh = self.shard(i);
-            for (c, o) in oldest.iter_mut().enumerate().skip(1) {
-                let l = &sh.lru[c];
-                let t = if l[COLD as usize].tail != NULL {
-                    l[COLD as usize].tail
-                } else {
-                    l[HOT as usize].tail
-                };
-                if t != NULL {
-                    *o = (*o).min(Item::at(&self.slabs, t).h().cas);
-                }
-            }
-        }
-        let now = self.next_cas.load(Ordering::Relaxed);
-        let age = |c: usize| {
-            if oldest[c] == u64::MAX {
-                0
-            } else {
-                now.saturating_sub(oldest[c])
-            }
-        };
-        let mut donor: Option<u8> = None;
-        for c in 1..=largest {
-            let npages = self.slabs.class_state(c).pages.len();
-            if c == to || npages == 0 || (npages < 2 && !starving) {
-                continue;
-            }
-            if donor.is_none_or(|d| age(c as usize) > age(d as usize)) {
-                donor = Some(c);
-            }
-        }
-        let Some(donor) = donor else {
-            return false;
-        };
-        if !aggressive && !starving && age(donor as usize) <= 2 * age(to as usize) + 64 {
-            return false;
-        }
-        if !self.slabs.release_empty_page(donor) {
-            let Some(page) = self.slabs.class_state(donor).pages.first().copied() else {
-                return false;
-            };
-            self.drain_page(donor, page);
-            if !self.slabs.release_empty_page(donor) {
-                return false;
-            }
-        }
-        self.slabs_moved.fetch_add(1, Ordering::Relaxed);
-        true
-    }
-
-    /// Evict every item linked in `page` of class `class`.
-    ///
-    /// A chunk of the page is free, being filled by its owner, or linked.
-    /// Only linked chunks can be identified safely, and only under their
-    /// shard lock; we find the shard by hashing the key, which needs the
-    /// key before the lock. To stay race free we lock each shard in turn
-    /// and, under it, walk that shard's LRUs for the class, evicting items
-    /// whose chunk lies in the page.
-    fn drain_page(&self, class: u8, page: u32) {
-        for s in 0..NSHARDS {
-            let mut sh = self.shard(s);
-            for seg in 0..4 {
-                let mut r = sh.lru[class as usize][seg].head;
-                while r != NULL {
-                    let it = Item::at(&self.slabs, r);
-                    let next = it.h().next;
-                    let mut hit = self.slabs.page_of(r) == page;
-                    it.chain_refs(&self.slabs, |c| hit |= self.slabs.page_of(c) == page);
-                    if hit {
-                        let h = self.hash(it.key());
-                        self.reassign_evictions.fetch_add(1, Ordering::Relaxed);
-                        self.remove(&mut sh, it, h);
-                    }
-                    r = next;
-                }
-            }
-        }
-    }
-
     pub fn stats(&self) -> StoreStats {
         let mut s = StoreStats::default();
         let (mut slots, mut index_bytes) = (0u64, 0u64);
@@ -1343,6 +1270,9 @@ impl Store {
         }
         s.slabs_moved = self.slabs_moved.load(Ordering::Relaxed);
         s.slab_reassign_evictions_nomem = self.reassign_evictions.load(Ordering::Relaxed);
+        s.slab_reassign_rescues = self.reassign_rescues.load(Ordering::Relaxed);
+        s.slab_reassign_busy_items = self.reassign_busy_items.load(Ordering::Relaxed);
+        s.slab_reassign_running = self.moving.load(Ordering::Relaxed);
         s.slab_global_page_pool = self.slabs.idle_pages() as u64;
         // The index is not a power of two in size: report the power of
         // two at or below its slot count, and its true size in bytes.
@@ -1553,6 +1483,8 @@ impl Store {
         }
         self.slabs_moved.store(0, Ordering::Relaxed);
         self.reassign_evictions.store(0, Ordering::Relaxed);
+        self.reassign_rescues.store(0, Ordering::Relaxed);
+        self.reassign_busy_items.store(0, Ordering::Relaxed);
     }
 }
 
@@ -1571,6 +1503,8 @@ impl Store {
 
 mod crawl;
 pub use crawl::{Crawl, CrawlTally, Walk};
+mod mover;
+pub use mover::ReassignError;
 
 #[cfg(test)]
 mod tests;

@@ -197,22 +197,9 @@ impl Index {
 
     /// Remove `r`, stored under hash `h`. Returns whether it was there.
     pub(crate) fn remove(&mut self, h: u64, r: Ref) -> bool {
-        let mut i = self.home(h);
-        let mut want = 1u8;
-        loop {
-            let d = self.dist(i);
-            if d < want {
-                return self.remove_spilled(r);
-            }
-            if d == want && self.get_ref(i) == r {
-                break;
-            }
-            if want == MAX_DIST {
-                return self.remove_spilled(r);
-            }
-            want += 1;
-            i = self.next(i);
-        }
+        let Some(mut i) = self.slot_of(h, r) else {
+            return self.remove_spilled(r);
+        };
         // Backward shift: pull each following displaced entry one slot
         // closer to home until an empty slot or an entry already at home.
         loop {
@@ -228,6 +215,44 @@ impl Index {
         }
         self.len -= 1;
         true
+    }
+
+    /// Point the entry for `old`, stored under hash `h`, at `new` (the
+    /// item moved to another chunk). Returns whether `old` was there.
+    pub(crate) fn replace(&mut self, h: u64, old: Ref, new: Ref) -> bool {
+        if let Some(i) = self.slot_of(h, old) {
+            let d = self.dist(i);
+            self.set(i, d, new);
+            return true;
+        }
+        match self.spill.iter_mut().find(|x| **x == old) {
+            Some(x) => {
+                *x = new;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The slot holding `r`, stored under hash `h` (`None`: not in a slot;
+    /// it may be spilled).
+    fn slot_of(&self, h: u64, r: Ref) -> Option<usize> {
+        let mut i = self.home(h);
+        let mut want = 1u8;
+        loop {
+            let d = self.dist(i);
+            if d < want {
+                return None;
+            }
+            if d == want && self.get_ref(i) == r {
+                return Some(i);
+            }
+            if want == MAX_DIST {
+                return None;
+            }
+            want += 1;
+            i = self.next(i);
+        }
     }
 
     fn remove_spilled(&mut self, r: Ref) -> bool {
@@ -373,6 +398,39 @@ mod tests {
         want.sort_unstable();
         assert_eq!(got, want);
         assert!(ix.len() * MAX_LOAD_DEN <= ix.slots() * MAX_LOAD_NUM);
+    }
+
+    /// The page mover moves an item to another chunk: its entry keeps its
+    /// place and now names the new chunk, also in a long shared run.
+    #[test]
+    fn replace_points_an_entry_at_a_new_chunk() {
+        let same = |r: Ref| {
+            if r % 1000 < 50 {
+                u64::MAX
+            } else {
+                mix(r % 1000)
+            }
+        };
+        let mut ix = Index::with_slots(8);
+        for r in 1..=100 {
+            ix.insert(same(r), r, same);
+        }
+        for r in [3, 40, 77] {
+            assert!(ix.replace(same(r), r, r + 1000));
+            assert!(!ix.replace(same(r), r, r + 2000), "r {r} is gone");
+        }
+        ix.check(same);
+        assert_eq!(ix.len(), 100);
+        for r in 1..=100 {
+            let want = if [3, 40, 77].contains(&r) {
+                r + 1000
+            } else {
+                r
+            };
+            assert_eq!(ix.find(same(r), |x| x == want), Some(want));
+            assert_eq!(ix.find(same(r), |x| x == r).is_some(), want == r);
+        }
+        assert!(ix.remove(same(40), 1040));
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod item;
 mod sizes;
 mod slab;
 
-pub use engine::{Crawl, CrawlTally, ItemRef, Store, Walk};
+pub use engine::{Crawl, CrawlTally, ItemRef, ReassignError, Store, Walk};
 
 /// Class ids run below this (memcached's `MAX_NUMBER_OF_SLAB_CLASSES`);
 /// class 0 is unused and the last one holds the largest chunks.

@@ -21,7 +21,7 @@
 //! other way round. Callers (the engine) may hold a shard lock while
 //! taking either, never the reverse.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// A chunk reference: `(page_id << off_bits) | (offset_in_page / 8)`.
@@ -54,6 +54,32 @@ pub(crate) struct ClassState {
     pub(crate) used: u64,
     /// Chunks handed out ever (demand, for the page mover).
     pub(crate) allocs: u64,
+    /// The page being emptied by the page mover, if any.
+    draining: Option<Draining>,
+}
+
+/// A page taken out of circulation while the page mover empties it
+/// (memcached's `slab_rebal`).
+///
+/// Invariant: while a class has a `Draining`, none of the page's chunks
+/// is on the class's free list and the page is not the class's carving
+/// page, so `alloc` never hands one out; every chunk of the page that is
+/// free is marked in `free`, and `nfree` counts the marks. A chunk freed
+/// meanwhile is marked instead of being threaded onto the free list.
+/// So the page is empty exactly when `nfree == perpage`.
+struct Draining {
+    page: u32,
+    free: Vec<u64>,
+    nfree: u32,
+}
+
+impl Draining {
+    fn mark(&mut self, chunk: usize) {
+        let (w, b) = (chunk / 64, 1u64 << (chunk % 64));
+        debug_assert!(self.free[w] & b == 0, "chunk freed twice while draining");
+        self.free[w] |= b;
+        self.nfree += 1;
+    }
 }
 
 impl ClassState {
@@ -110,7 +136,7 @@ pub(crate) struct Slabs {
     pub(crate) largest: u8,
     /// Let a class with no page take one beyond the limit (for
     /// configurations without a page mover).
-    pub(crate) first_page_grace: bool,
+    pub(crate) first_page_grace: AtomicBool,
     pub(crate) total_malloced: AtomicU64,
     pub(crate) malloc_fails: AtomicU64,
 }
@@ -211,7 +237,7 @@ impl Slabs {
             }),
             classes,
             largest,
-            first_page_grace: false,
+            first_page_grace: AtomicBool::new(false),
             total_malloced: AtomicU64::new(0),
             malloc_fails: AtomicU64::new(0),
         })
@@ -262,7 +288,10 @@ impl Slabs {
     /// chunk and the page budget is spent.
     pub(crate) fn alloc(&self, id: u8) -> Option<Ref> {
         let class = &self.classes[id as usize];
-        let mut st = lock(&class.state);
+        self.alloc_locked(class, &mut lock(&class.state), true)
+    }
+
+    fn alloc_locked(&self, class: &Class, st: &mut ClassState, new_page: bool) -> Option<Ref> {
         if st.free_head != NULL {
             let r = st.free_head;
             // SAFETY: a free chunk's first 4 bytes hold the next free ref;
@@ -274,6 +303,9 @@ impl Slabs {
             return Some(r);
         }
         if st.cur_page == 0 || st.carved >= class.perpage {
+            if !new_page {
+                return None;
+            }
             let first = st.pages.is_empty();
             let page = match self.new_page(first) {
                 Some(p) => p,
@@ -296,7 +328,15 @@ impl Slabs {
     /// Return chunk `r` to class `id`. The chunk must not be reachable
     /// from any index or LRU any more.
     pub(crate) fn free(&self, id: u8, r: Ref) {
-        let mut st = lock(&self.classes[id as usize].state);
+        let class = &self.classes[id as usize];
+        let mut st = lock(&class.state);
+        if let Some(d) = st.draining.as_mut() {
+            if r >> self.off_bits == d.page {
+                d.mark(self.chunk_index(class, r));
+                st.used -= 1;
+                return;
+            }
+        }
         // SAFETY: the caller gave up the chunk; we own it until it is
         // popped again under this same lock.
         unsafe { (self.ptr(r) as *mut u32).write(st.free_head) };
@@ -315,7 +355,9 @@ impl Slabs {
         let page = if let Some(p) = pool.idle.pop() {
             p
         } else if pool.mapped < pool.limit_pages
-            || (first && self.first_page_grace && pool.mapped < pool.limit_pages + 64)
+            || (first
+                && self.first_page_grace.load(Ordering::Relaxed)
+                && pool.mapped < pool.limit_pages + 64)
         {
             let pid = match pool.unused_ids.pop() {
                 Some(p) => p,
@@ -388,14 +430,14 @@ impl Slabs {
     }
 
     /// Take a whole page away from class `from`, if it has a page all of
-    /// whose chunks are free; the page goes idle in the pool. Used by the
-    /// rebalancer after it has emptied a page. Returns whether a page moved.
-    pub(crate) fn release_empty_page(&self, from: u8) -> bool {
+    /// whose chunks are free, and return its id; the caller hands it on
+    /// (`page_to_pool`, `page_to_class`).
+    pub(crate) fn take_empty_page(&self, from: u8) -> Option<u32> {
         let class = &self.classes[from as usize];
         let mut st = lock(&class.state);
         let uncarved = st.free_end(class.perpage);
-        if st.free_count + uncarved < class.perpage {
-            return false;
+        if st.draining.is_some() || st.free_count + uncarved < class.perpage {
+            return None;
         }
         // Count free chunks per page of this class (the carving page's
         // never-cut chunks count as free).
@@ -415,43 +457,167 @@ impl Slabs {
             // SAFETY: free list walk under the class lock.
             r = unsafe { (self.ptr(r) as *const u32).read() };
         }
-        let Some(&(victim, _)) = counts.iter().find(|&&(_, n)| n == class.perpage) else {
-            return false;
-        };
-        // Unthread the victim's chunks from the free list.
-        let mut prev: Ref = NULL;
-        let mut r = st.free_head;
-        while r != NULL {
-            // SAFETY: as above.
-            let next = unsafe { (self.ptr(r) as *const u32).read() };
-            if r >> self.off_bits == victim {
-                if prev == NULL {
-                    st.free_head = next;
-                } else {
-                    // SAFETY: prev is a free chunk we own under the lock.
-                    unsafe { (self.ptr(prev) as *mut u32).write(next) };
-                }
-                st.free_count -= 1;
-            } else {
-                prev = r;
-            }
-            r = next;
-        }
+        let &(victim, _) = counts.iter().find(|&&(_, n)| n == class.perpage)?;
+        self.unthread_page(&mut st, victim, |_| {});
         st.pages.retain(|&p| p != victim);
         if st.cur_page == victim {
             st.cur_page = 0;
             st.carved = 0;
         }
-        drop(st);
-        // Give the memory back to the system but keep the mapping.
-        let base = self.pages[victim as usize].load(Ordering::Acquire);
-        // SAFETY: the page is ours alone now; MADV_DONTNEED on a private
-        // anonymous mapping only zeroes it.
+        Some(victim)
+    }
+
+    /// Take a page of class `from` all of whose chunks are free and put
+    /// it in the pool. Returns whether a page moved.
+    #[cfg(test)]
+    pub(crate) fn release_empty_page(&self, from: u8) -> bool {
+        self.take_empty_page(from)
+            .map(|p| self.page_to_pool(p))
+            .is_some()
+    }
+
+    /// Hand an empty page that belongs to no class to the pool (memcached's
+    /// global page pool): its memory goes back to the system, its mapping
+    /// stays, and it is unmapped if the pool is over the budget.
+    pub(crate) fn page_to_pool(&self, page: u32) {
+        let base = self.pages[page as usize].load(Ordering::Acquire);
+        // SAFETY: the page belongs to nobody now; MADV_DONTNEED on a
+        // private anonymous mapping only zeroes it.
         unsafe { libc::madvise(base.cast(), self.page_size, libc::MADV_DONTNEED) };
         let mut pool = lock(&self.pool);
-        pool.idle.push(victim);
+        pool.idle.push(page);
         self.release_over_limit(&mut pool);
+    }
+
+    /// An idle page out of the pool, if any.
+    pub(crate) fn take_idle_page(&self) -> Option<u32> {
+        lock(&self.pool).idle.pop()
+    }
+
+    /// Give an empty page that belongs to no class to class `to`: it
+    /// becomes the carving page if the class has none with chunks left,
+    /// else its chunks go onto the free list.
+    pub(crate) fn page_to_class(&self, to: u8, page: u32) {
+        let class = &self.classes[to as usize];
+        let mut st = lock(&class.state);
+        st.pages.push(page);
+        if st.free_end(class.perpage) == 0 {
+            st.cur_page = page;
+            st.carved = 0;
+            return;
+        }
+        for i in (0..class.perpage as usize).rev() {
+            let r = self.chunk_ref(class, page, i);
+            // SAFETY: the page is ours alone; its chunks join the free
+            // list under the class lock.
+            unsafe { (self.ptr(r) as *mut u32).write(st.free_head) };
+            st.free_head = r;
+            st.free_count += 1;
+        }
+    }
+
+    /// Start emptying `page` of class `id` (see [`Draining`]): its free
+    /// chunks leave the free list, and if it is the carving page its
+    /// uncut chunks count as free and carving stops. Returns false when
+    /// the class is already draining a page or does not own `page`.
+    pub(crate) fn begin_drain(&self, id: u8, page: u32) -> bool {
+        let class = &self.classes[id as usize];
+        let mut st = lock(&class.state);
+        if st.draining.is_some() || !st.pages.contains(&page) {
+            return false;
+        }
+        let mut d = Draining {
+            page,
+            free: vec![0; (class.perpage as usize).div_ceil(64)],
+            nfree: 0,
+        };
+        self.unthread_page(&mut st, page, |r| d.mark(self.chunk_index(class, r)));
+        if st.cur_page == page {
+            for i in st.carved..class.perpage {
+                d.mark(i as usize);
+            }
+            st.cur_page = 0;
+            st.carved = 0;
+        }
+        st.draining = Some(d);
         true
+    }
+
+    /// Chunks of the draining page of class `id` still in use.
+    pub(crate) fn drain_left(&self, id: u8) -> u32 {
+        let class = &self.classes[id as usize];
+        let st = lock(&class.state);
+        st.draining.as_ref().map_or(0, |d| class.perpage - d.nfree)
+    }
+
+    /// End the drain of class `id`. If every chunk of the page is free,
+    /// the page leaves the class and its id is returned; otherwise its
+    /// free chunks go back onto the free list and the class keeps it.
+    pub(crate) fn finish_drain(&self, id: u8) -> Option<u32> {
+        let class = &self.classes[id as usize];
+        let mut st = lock(&class.state);
+        let d = st.draining.take()?;
+        if d.nfree == class.perpage {
+            st.pages.retain(|&p| p != d.page);
+            return Some(d.page);
+        }
+        // The page stays; the next drain of this class tries another one
+        // first (memcached's mover takes the oldest page, `pages[0]`).
+        if let Some(i) = st.pages.iter().position(|&p| p == d.page) {
+            let p = st.pages.remove(i);
+            st.pages.push(p);
+        }
+        for i in 0..class.perpage as usize {
+            if d.free[i / 64] >> (i % 64) & 1 == 1 {
+                let r = self.chunk_ref(class, d.page, i);
+                // SAFETY: a free chunk of a page the class owns, put back
+                // on the free list under the class lock.
+                unsafe { (self.ptr(r) as *mut u32).write(st.free_head) };
+                st.free_head = r;
+                st.free_count += 1;
+            }
+        }
+        None
+    }
+
+    /// A chunk of class `id` that is free now, without taking a page:
+    /// what the page mover moves a live item into.
+    pub(crate) fn alloc_no_new_page(&self, id: u8) -> Option<Ref> {
+        let class = &self.classes[id as usize];
+        self.alloc_locked(class, &mut lock(&class.state), false)
+    }
+
+    /// Take every chunk of `page` off the class's free list (`st` is the
+    /// locked class state), telling `each` about them.
+    fn unthread_page(&self, st: &mut ClassState, page: u32, mut each: impl FnMut(Ref)) {
+        let mut prev: Ref = NULL;
+        let mut r = st.free_head;
+        while r != NULL {
+            // SAFETY: a free chunk's first 4 bytes hold the next free ref;
+            // the list is ours under the class lock.
+            let next = unsafe { (self.ptr(r) as *const u32).read() };
+            if r >> self.off_bits == page {
+                if prev == NULL {
+                    st.free_head = next;
+                } else {
+                    // SAFETY: prev is a free chunk owned by the list.
+                    unsafe { (self.ptr(prev) as *mut u32).write(next) };
+                }
+                st.free_count -= 1;
+                each(r);
+            } else {
+                prev = r;
+            }
+            r = next;
+        }
+    }
+
+    fn chunk_index(&self, class: &Class, r: Ref) -> usize {
+        (((r & ((1 << self.off_bits) - 1)) as usize) << 3) / class.size as usize
+    }
+
+    fn chunk_ref(&self, class: &Class, page: u32, i: usize) -> Ref {
+        (page << self.off_bits) | ((i * class.size as usize) >> 3) as u32
     }
 
     /// Page id of chunk `r`.
@@ -722,6 +888,71 @@ mod tests {
         s.free(a, r);
         assert!(s.release_empty_page(a));
         assert!(s.alloc(2).is_some());
+    }
+
+    /// The page mover's drain: no chunk of the page is handed out while it
+    /// drains; chunks freed meanwhile are kept; an unfinished drain gives
+    /// the free chunks back, a finished one takes the page away.
+    #[test]
+    fn a_draining_page_is_out_of_circulation() {
+        let s = slabs(8);
+        let c = s.class_for(1000);
+        let perpage = s.class(c).perpage as usize;
+        let refs: Vec<Ref> = (0..perpage + 5).map(|_| s.alloc(c).unwrap()).collect();
+        let p1 = s.page_of(refs[0]);
+        let p2 = s.page_of(refs[perpage]);
+        assert_ne!(p1, p2);
+        s.free(c, refs[0]);
+        s.free(c, refs[perpage]);
+        assert!(s.begin_drain(c, p1));
+        assert!(!s.begin_drain(c, p2), "one drain per class at a time");
+        assert_eq!(s.drain_left(c), perpage as u32 - 1);
+        // Only p2's chunks are handed out: its free one, then its uncut ones.
+        let mut got = Vec::new();
+        while let Some(r) = s.alloc_no_new_page(c) {
+            assert_eq!(s.page_of(r), p2);
+            got.push(r);
+        }
+        assert_eq!(got.len(), 1 + perpage - 5);
+        for &r in &refs[1..perpage - 1] {
+            s.free(c, r);
+        }
+        assert_eq!(s.drain_left(c), 1);
+        // One chunk still in use: the page stays, its free chunks return.
+        assert_eq!(s.finish_drain(c), None);
+        assert_eq!(s.class_state(c).pages.len(), 2);
+        let back: Vec<Ref> = std::iter::from_fn(|| s.alloc_no_new_page(c)).collect();
+        assert_eq!(back.len(), perpage - 1);
+        assert!(back.iter().all(|&r| s.page_of(r) == p1));
+        for &r in &back {
+            s.free(c, r);
+        }
+        assert!(s.begin_drain(c, p1));
+        s.free(c, refs[perpage - 1]);
+        assert_eq!(s.drain_left(c), 0);
+        assert_eq!(s.finish_drain(c), Some(p1));
+        assert_eq!(s.class_state(c).pages, vec![p2]);
+        // The page can serve another class at once.
+        let d = s.class_for(100);
+        s.page_to_class(d, p1);
+        let r = s.alloc_no_new_page(d).unwrap();
+        assert_eq!(s.page_of(r), p1);
+    }
+
+    /// A page given to a class that still has uncut chunks joins its free
+    /// list instead of replacing the carving page.
+    #[test]
+    fn a_page_given_to_a_carving_class_joins_its_free_list() {
+        let s = slabs(8);
+        let (a, b) = (s.class_for(1000), s.class_for(100));
+        let r = s.alloc(a).unwrap();
+        s.free(a, r);
+        let page = s.take_empty_page(a).unwrap();
+        s.alloc(b).unwrap();
+        s.page_to_class(b, page);
+        let st = s.class_state(b);
+        assert_eq!(st.pages.len(), 2);
+        assert_eq!(st.free_count, s.class(b).perpage);
     }
 
     #[test]

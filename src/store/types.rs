@@ -310,6 +310,8 @@ pub struct StoreConfig {
     pub hashpower_init: u8,
     /// `-o slab_automove` (0 off, 1 on, 2 aggressive).
     pub slab_automove: u8,
+    /// `!-o no_slab_reassign`: pages may change class at all.
+    pub slab_reassign: bool,
     /// `-o lru_segmented` (default on).
     pub lru_segmented: bool,
     /// `-L`: preallocate all memory up front.
@@ -339,6 +341,7 @@ impl Default for StoreConfig {
             temporary_ttl: 61,
             hashpower_init: 16,
             slab_automove: 1,
+            slab_reassign: true,
             lru_segmented: true,
             prealloc: false,
             track_sizes: false,
@@ -369,6 +372,9 @@ pub struct StoreStats {
     pub lru_bumps_dropped: u64,
     pub slab_reassign_rescues: u64,
     pub slab_reassign_evictions_nomem: u64,
+    pub slab_reassign_busy_items: u64,
+    /// A page move is under way.
+    pub slab_reassign_running: bool,
     pub slabs_moved: u64,
     pub slab_global_page_pool: u64,
     pub hash_power_level: u64,

@@ -742,12 +742,21 @@ fn random_ops_against_model_under_pressure() {
         if step % 5000 == 0 {
             clock.advance(1);
         }
+        // Now and then an operator's `slabs reassign -1 <dst>`: items it
+        // rescues must keep their values, and what it evicts is counted.
+        if step % 797 == 0 {
+            let dst = rng.below(u64::from(s.slabs.largest) + 1) as i32;
+            if let Ok((src, dst)) = s.reassign_check(-1, dst) {
+                s.reassign(src, dst);
+            }
+        }
     }
     let st = s.stats();
     assert!(
         st.evictions + st.slab_reassign_evictions_nomem > 0,
         "test did not reach memory pressure"
     );
+    assert!(st.slabs_moved > 0, "no page moved");
     assert!(evicted_ok > 0, "no miss was ever explained by eviction");
 }
 
@@ -789,6 +798,64 @@ fn concurrent_threads_see_consistent_values() {
     }
     let st = s.stats();
     assert!(st.curr_items <= 500);
+}
+
+/// Pages move (rescuing and evicting items) while other threads store,
+/// read and delete: no reader ever sees a wrong or torn value.
+#[test]
+fn page_moves_under_concurrent_load_keep_values_whole() {
+    // Room for every class to keep pages, so moves rescue items.
+    let (s, _) = store(64);
+    let s = Arc::new(s);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mover = {
+        let (s, stop) = (s.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(99);
+            let mut moved = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let dst = rng.below(u64::from(s.slabs.largest) + 1) as i32;
+                if let Ok((src, dst)) = s.reassign_check(-1, dst) {
+                    moved += u32::from(s.reassign(src, dst));
+                }
+            }
+            moved
+        })
+    };
+    let workers: Vec<_> = (0..3u64)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(t * 31 + 7);
+                for i in 0..30_000u64 {
+                    let k = format!("k{}", rng.below(20_000));
+                    if rng.below(2) == 0 {
+                        // Three sizes, so each class spans several pages.
+                        let n = [20, 80, 180][rng.below(3) as usize];
+                        let v: Vec<u8> = k.bytes().cycle().take(n * k.len()).collect();
+                        set(&s, k.as_bytes(), &v);
+                    } else if let Ok(v) = get(&s, k.as_bytes()) {
+                        let want: Vec<u8> = k.bytes().cycle().take(v.len()).collect();
+                        assert_eq!(v, want, "torn value at {i}");
+                    }
+                    if i % 100 == 0 {
+                        s.delete(&DeleteArgs::new(k.as_bytes()));
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let moved = mover.join().unwrap();
+    let st = s.stats();
+    assert!(
+        moved > 0 && st.slabs_moved >= u64::from(moved),
+        "{moved} {st:?}"
+    );
+    assert!(st.slab_reassign_rescues > 0, "{st:?}");
 }
 
 #[test]
@@ -1224,4 +1291,156 @@ fn listed_slab_sizes_decide_the_chunk() {
     assert_eq!(stat("2:chunk_size").as_deref(), Some("168"));
     assert_eq!(stat("2:used_chunks").as_deref(), Some("1"));
     assert_eq!(stat("1:chunk_size"), None, "class 1 has no page");
+}
+
+fn class_pages(s: &Store, class: u8) -> usize {
+    s.slabs.class_state(class).pages.len()
+}
+
+/// `slabs reassign`: a page of a class with room elsewhere moves without
+/// losing an item (each is copied to a free chunk of the class); without
+/// room, what the page held is evicted and counted, and every item left
+/// still has its own value.
+#[test]
+fn reassign_rescues_items_when_the_class_has_room() {
+    let s = Store::new(cfg(64), Clock::new());
+    let v = |i: u32| format!("{i:0>1000}").into_bytes();
+    let n = 3000u32;
+    for i in 0..n {
+        assert_eq!(
+            set(&s, format!("k{i}").as_bytes(), &v(i)).status,
+            StoreStatus::Stored
+        );
+    }
+    let class = s.class_for_item(5, 0, 1000);
+    let pages = class_pages(&s, class);
+    assert!(pages >= 3, "{pages} pages");
+    // Free more than a page worth of chunks, spread over every page.
+    let perpage = s.slabs.class(class).perpage;
+    let mut gone = std::collections::HashSet::new();
+    for i in (0..n).step_by(2).take(perpage as usize + 10) {
+        s.delete(&DeleteArgs::new(format!("k{i}").as_bytes()));
+        gone.insert(i);
+    }
+    let other = s.class_for_item(5, 0, 100);
+    assert_eq!(
+        s.reassign_check(class as i32, other as i32),
+        Ok((class, other))
+    );
+    assert!(s.reassign(class, other));
+    let st = s.stats();
+    assert_eq!(st.slabs_moved, 1);
+    assert_eq!(st.slab_reassign_evictions_nomem, 0, "{st:?}");
+    assert!(st.slab_reassign_rescues > 0, "{st:?}");
+    assert!(!st.slab_reassign_running);
+    assert_eq!(class_pages(&s, class), pages - 1);
+    assert_eq!(class_pages(&s, other), 1);
+    assert_eq!(st.curr_items, u64::from(n) - gone.len() as u64);
+    for i in 0..n {
+        let got = get(&s, format!("k{i}").as_bytes());
+        if gone.contains(&i) {
+            assert_eq!(got, Err(Miss::NotFound));
+        } else {
+            assert_eq!(got.as_deref(), Ok(&v(i)[..]), "k{i}");
+        }
+    }
+    // The destination carves its new page.
+    assert_eq!(set(&s, b"small", &[b's'; 100]).class, other);
+    assert_eq!(class_pages(&s, other), 1);
+
+    // No room left: the page's items are evicted, the rest stay intact.
+    for i in n..n + 2 * perpage {
+        set(&s, format!("k{i}").as_bytes(), &v(i));
+    }
+    let before = s.stats();
+    assert!(s.reassign(class, 0));
+    let st = s.stats();
+    let evicted = st.slab_reassign_evictions_nomem;
+    assert!(evicted > 0, "{st:?}");
+    assert_eq!(st.curr_items + evicted, before.curr_items);
+    assert_eq!(st.slab_global_page_pool, 1, "{st:?}");
+    let mut found = 0;
+    for i in 0..n + 2 * perpage {
+        if let Ok(got) = get(&s, format!("k{i}").as_bytes()) {
+            assert_eq!(got, v(i), "k{i}");
+            found += 1;
+        }
+    }
+    // Every item but "small" is a k-key.
+    assert_eq!(found + 1, st.curr_items);
+    // From the pool to a class.
+    assert_eq!(
+        s.reassign_check(0, class as i32),
+        Err(ReassignError::NoSpare)
+    );
+}
+
+#[test]
+fn reassign_checks_are_memcacheds() {
+    let s = Store::new(cfg(64), Clock::new());
+    let largest = i32::from(s.slabs.largest);
+    assert_eq!(s.reassign_check(3, 3), Err(ReassignError::Same));
+    assert_eq!(s.reassign_check(-1, -1), Err(ReassignError::Same));
+    assert_eq!(
+        s.reassign_check(1, largest + 1),
+        Err(ReassignError::BadClass)
+    );
+    assert_eq!(s.reassign_check(-2, 1), Err(ReassignError::BadClass));
+    assert_eq!(s.reassign_check(1, 2), Err(ReassignError::NoSpare));
+    assert_eq!(s.reassign_check(0, 2), Err(ReassignError::NoSpare));
+    // -1: no class has a page to spare yet.
+    assert_eq!(s.reassign_check(-1, 2), Err(ReassignError::BadClass));
+    let v = vec![b'v'; 1000];
+    for i in 0..3000 {
+        set(&s, format!("k{i}").as_bytes(), &v);
+    }
+    let class = s.class_for_item(5, 0, 1000);
+    assert_eq!(s.reassign_check(-1, 2), Ok((class, 2)));
+    assert_eq!(s.reassign_check(-1, largest), Ok((class, largest as u8)));
+    assert_eq!(
+        s.reassign_check(-1, i32::from(class)),
+        Err(ReassignError::BadClass)
+    );
+    let off = Store::new(
+        StoreConfig {
+            slab_reassign: false,
+            ..cfg(64)
+        },
+        Clock::new(),
+    );
+    assert_eq!(off.reassign_check(1, 2), Err(ReassignError::Disabled));
+}
+
+/// `slabs automove 0` at run time stops page moves (and `-o
+/// no_slab_reassign` stops them for good): a class that needs memory
+/// evicts its own items instead of taking another class's page.
+#[test]
+fn automove_follows_the_runtime_setting() {
+    for (reassign, level, moves) in [(true, 1, true), (true, 0, false), (false, 1, false)] {
+        let s = Store::new(
+            StoreConfig {
+                slab_reassign: reassign,
+                ..cfg(8)
+            },
+            Clock::new(),
+        );
+        s.set_automove(level);
+        let small = vec![b's'; 100];
+        for i in 0..100_000u32 {
+            set(&s, format!("s{i}").as_bytes(), &small);
+        }
+        let big = vec![b'b'; 5000];
+        for i in 0..3000u32 {
+            assert_eq!(
+                set(&s, format!("b{i}").as_bytes(), &big).status,
+                StoreStatus::Stored
+            );
+        }
+        let moved = s.stats().slabs_moved;
+        assert_eq!(
+            moved > 0,
+            moves,
+            "reassign {reassign} automove {level}: {moved} moves"
+        );
+    }
 }

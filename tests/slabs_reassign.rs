@@ -1,0 +1,212 @@
+//! `slabs reassign` moving real pages, on memcached and on gannet.
+//!
+//! The class ids and chunk sizes differ between the two servers (gannet's
+//! item header is smaller), so the same commands are not compared byte
+//! for byte; both servers must do the same things instead: a page of a
+//! class with free chunks elsewhere moves without losing an item, lands
+//! in the global page pool (class 0) and comes back out of it, and the
+//! counters (`slabs_moved`, `slab_global_page_pool`,
+//! `slab_reassign_rescues`, `slab_reassign_evictions_nomem`,
+//! `slab_reassign_running`) say so. The reply texts of the refusals are
+//! compared byte for byte in `text_protocol.rs`.
+
+mod common;
+
+use common::{Client, Kind, Server, IDLE};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const KEYS: u32 = 3000;
+const VALUE: usize = 1000;
+
+fn value(i: u32) -> Vec<u8> {
+    format!("{i:0>width$}", width = VALUE).into_bytes()
+}
+
+/// `stats <group>` (or plain `stats`) as a name -> value map.
+fn stats(c: &mut Client, group: &str) -> HashMap<String, String> {
+    let cmd = if group.is_empty() {
+        "stats\r\n".to_string()
+    } else {
+        format!("stats {group}\r\n")
+    };
+    c.send(cmd.as_bytes());
+    let mut text = Vec::new();
+    while !text.ends_with(b"END\r\n") {
+        let r = c.read_reply(usize::MAX, IDLE);
+        assert!(!r.bytes.is_empty() && !r.closed, "no stats reply");
+        text.extend_from_slice(&r.bytes);
+    }
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn num(m: &HashMap<String, String>, k: &str) -> u64 {
+    m.get(k)
+        .unwrap_or_else(|| panic!("no {k} in {m:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{k} is not a number"))
+}
+
+fn ask(c: &mut Client, cmd: &str) -> String {
+    let r = c.exchange(format!("{cmd}\r\n").as_bytes(), 1);
+    String::from_utf8_lossy(&r.bytes).trim_end().to_string()
+}
+
+/// Wait until the move asked for is done (`slabs_moved` reaches `moved`
+/// and nothing is running).
+fn wait_moved(c: &mut Client, name: &str, moved: u64) -> HashMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(c, "");
+        if num(&s, "slabs_moved") >= moved && num(&s, "slab_reassign_running") == 0 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{name}: move not done: {s:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The values of `keys` that are present (one multi-get).
+fn present(c: &mut Client, keys: &[u32]) -> HashMap<u32, Vec<u8>> {
+    let mut cmd = b"get".to_vec();
+    for k in keys {
+        cmd.extend_from_slice(format!(" k{k}").as_bytes());
+    }
+    cmd.extend_from_slice(b"\r\n");
+    c.send(&cmd);
+    let mut buf = Vec::new();
+    while !buf.ends_with(b"END\r\n") {
+        let r = c.read_reply(usize::MAX, IDLE);
+        assert!(!r.bytes.is_empty() && !r.closed, "get reply cut short");
+        buf.extend_from_slice(&r.bytes);
+    }
+    let mut out = HashMap::new();
+    let mut rest = &buf[..];
+    while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let line = std::str::from_utf8(&rest[..line_end]).expect("header");
+        if line == "END" {
+            break;
+        }
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts[0], "VALUE", "{line}");
+        let key: u32 = parts[1][1..].parse().expect("key");
+        let len: usize = parts[3].parse().expect("length");
+        let start = line_end + 2;
+        out.insert(key, rest[start..start + len].to_vec());
+        rest = &rest[start + len + 2..];
+    }
+    out
+}
+
+fn check(kind: Kind) {
+    let name = kind.name();
+    let server = Server::start(kind, &["-m", "64"]);
+    let mut c = server.connect();
+    let mut batch = Vec::new();
+    for i in 0..KEYS {
+        batch.extend_from_slice(format!("set k{i} 0 0 {VALUE} noreply\r\n").as_bytes());
+        batch.extend_from_slice(&value(i));
+        batch.extend_from_slice(b"\r\n");
+    }
+    c.send(&batch);
+    assert_eq!(ask(&mut c, "mn"), "MN", "{name}: sets not done");
+
+    let slabs = stats(&mut c, "slabs");
+    let (class, pages) = slabs
+        .iter()
+        .filter_map(|(k, v)| {
+            let (id, field) = k.split_once(':')?;
+            if field != "total_pages" {
+                return None;
+            }
+            Some((id.parse::<u32>().ok()?, v.parse::<u64>().ok()?))
+        })
+        .max_by_key(|&(_, p)| p)
+        .expect("a class with pages");
+    assert!(pages >= 3, "{name}: class {class} has {pages} pages");
+    let perpage = num(&slabs, &format!("{class}:chunks_per_page")) as u32;
+
+    // Free more than a page worth of chunks across the class.
+    let mut deleted = Vec::new();
+    let mut batch = Vec::new();
+    for i in (0..KEYS).step_by(2).take(perpage as usize + 10) {
+        batch.extend_from_slice(format!("delete k{i} noreply\r\n").as_bytes());
+        deleted.push(i);
+    }
+    c.send(&batch);
+    assert_eq!(ask(&mut c, "mn"), "MN");
+    let items = num(&stats(&mut c, ""), "curr_items");
+
+    assert_eq!(
+        ask(&mut c, &format!("slabs reassign {class} 0")),
+        "OK",
+        "{name}"
+    );
+    let s = wait_moved(&mut c, name, 1);
+    assert_eq!(num(&s, "slab_global_page_pool"), 1, "{name}: {s:?}");
+    assert_eq!(num(&s, "slab_reassign_evictions_nomem"), 0, "{name}: {s:?}");
+    assert!(num(&s, "slab_reassign_rescues") > 0, "{name}: {s:?}");
+    assert_eq!(num(&s, "curr_items"), items, "{name}: an item was lost");
+    let slabs = stats(&mut c, "slabs");
+    assert_eq!(
+        num(&slabs, &format!("{class}:total_pages")),
+        pages - 1,
+        "{name}"
+    );
+
+    let all: Vec<u32> = (0..KEYS).collect();
+    let got = present(&mut c, &all);
+    for i in 0..KEYS {
+        match got.get(&i) {
+            Some(v) => assert_eq!(v, &value(i), "{name}: k{i} changed"),
+            None => assert!(deleted.contains(&i), "{name}: k{i} was lost"),
+        }
+    }
+    assert_eq!(got.len() as u64, items, "{name}");
+
+    // One page in the pool is not enough to give one away; two are.
+    assert_eq!(
+        ask(&mut c, &format!("slabs reassign 0 {class}")),
+        "NOSPARE source class has no spare pages",
+        "{name}"
+    );
+    assert_eq!(ask(&mut c, "slabs reassign -1 0"), "OK", "{name}");
+    let s = wait_moved(&mut c, name, 2);
+    assert_eq!(num(&s, "slab_global_page_pool"), 2, "{name}: {s:?}");
+    assert_eq!(
+        ask(&mut c, &format!("slabs reassign 0 {class}")),
+        "OK",
+        "{name}"
+    );
+    let s = wait_moved(&mut c, name, 3);
+    assert_eq!(num(&s, "slab_global_page_pool"), 1, "{name}: {s:?}");
+    let slabs = stats(&mut c, "slabs");
+    assert_eq!(
+        num(&slabs, &format!("{class}:total_pages")),
+        pages - 1,
+        "{name}"
+    );
+    let s = stats(&mut c, "");
+    let evicted = num(&s, "slab_reassign_evictions_nomem");
+    assert_eq!(num(&s, "curr_items") + evicted, items, "{name}: {s:?}");
+    let got = present(&mut c, &all);
+    for (k, v) in &got {
+        assert_eq!(v, &value(*k), "{name}: k{k} changed");
+    }
+    assert_eq!(got.len() as u64 + evicted, items, "{name}");
+}
+
+#[test]
+fn memcached_moves_pages_this_way() {
+    check(Kind::Memcached);
+}
+
+#[test]
+fn gannet_moves_pages_like_memcached() {
+    check(Kind::Gannet);
+}
