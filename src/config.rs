@@ -435,6 +435,7 @@ impl Settings {
             prealloc: self.large_pages,
             track_sizes: self.track_sizes,
             on_evict: None,
+            on_slab_move: None,
         }
     }
 

@@ -1106,6 +1106,57 @@ fn watch_evictions_has_memcached_fields() {
     assert_eq!(got, want, "eviction line fields differ from memcached's");
 }
 
+/// `watch sysevents`: a page the automover moves shows up as memcached's
+/// `type=slab_move src=<class> dst=<class>` line. memcached's automover
+/// needs its 30 s window before it moves anything, so only gannet is
+/// driven here; the line format is memcached's `LOGGER_SLAB_MOVE`.
+#[test]
+fn watch_sysevents_shows_page_moves() {
+    let small = "s".repeat(100);
+    let big = "b".repeat(5000);
+    let mut fill: Vec<(String, String)> = (0..60_000)
+        .map(|i| {
+            (
+                format!("set s{i} 0 0 100\r\n{small}\r\n"),
+                "STORED\r\n".to_string(),
+            )
+        })
+        .collect();
+    fill.extend((0..1500).map(|i| {
+        (
+            format!("set b{i} 0 0 5000\r\n{big}\r\n"),
+            "STORED\r\n".to_string(),
+        )
+    }));
+    let run: Vec<(&str, &str)> = fill.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let s = Server::start(Kind::Gannet, &["-m", "8"]);
+    let lines = watch_session(s.port(), "sysevents", &run);
+    let moves: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("type=slab_move"))
+        .collect();
+    assert!(!moves.is_empty(), "no slab_move line in {lines:?}");
+    let mut c = Conn::new(s.port());
+    let moved = c.cmd("stats\r\n", &[b"END\r\n"]);
+    assert!(!moved.contains("STAT slabs_moved 0\r\n"), "{moved}");
+    for l in moves {
+        let parts: Vec<&str> = l.split(' ').collect();
+        assert_eq!(parts.len(), 5, "{l}");
+        assert!(
+            parts[0].starts_with("ts=") && parts[1].starts_with("gid="),
+            "{l}"
+        );
+        assert_eq!(parts[2], "type=slab_move", "{l}");
+        let class = |p: &str, name: &str| -> u32 {
+            p.strip_prefix(name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{l}"))
+        };
+        let (src, dst) = (class(parts[3], "src="), class(parts[4], "dst="));
+        assert!(src >= 1 && dst >= 1 && src != dst, "{l}");
+    }
+}
+
 /// One request of the watch comparison: a text line (with its data
 /// block) or a binary packet.
 #[derive(Clone, Copy)]

@@ -97,6 +97,7 @@ impl Shared {
     pub fn new(settings: Settings, clock: Arc<Clock>) -> Shared {
         let mut store_cfg = settings.store_config();
         store_cfg.on_evict = Some(watch::eviction_hook);
+        store_cfg.on_slab_move = Some(watch::slab_move);
         let store = Store::new(store_cfg, Arc::clone(&clock));
         let tunables = admin::Tunables::new(&settings);
         let threads = (0..settings.threads.max(1))

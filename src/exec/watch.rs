@@ -1,6 +1,7 @@
 //! `watch`: memcached's live log stream.
 //!
-//! `watch [fetchers] [mutations] [evictions] [connevents] [deletions] ...`
+//! `watch [fetchers] [mutations] [evictions] [connevents] [deletions]
+//! [sysevents] ...`
 //! answers `OK` and turns the connection into a watcher: from then on it
 //! receives one line per event of the kinds it asked for, in memcached's
 //! format (`ts=<sec>.<usec> gid=<n> type=item_get key=... status=...`).
@@ -32,6 +33,8 @@ pub const MUTATIONS: u32 = 1 << 1;
 pub const EVICTIONS: u32 = 1 << 2;
 pub const CONNEVENTS: u32 = 1 << 3;
 pub const DELETIONS: u32 = 1 << 4;
+/// memcached's `sysevents`: gannet emits its `slab_move` lines.
+pub const SYSEVENTS: u32 = 1 << 5;
 /// Accepted for compatibility; gannet emits no such events.
 const SILENT: u32 = 1 << 8;
 
@@ -214,7 +217,8 @@ pub fn start(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
             b"evictions" => EVICTIONS,
             b"connevents" => CONNEVENTS,
             b"deletions" => DELETIONS,
-            b"rawcmds" | b"sysevents" | b"proxyreqs" | b"proxyevents" | b"proxyuser" => SILENT,
+            b"sysevents" => SYSEVENTS,
+            b"rawcmds" | b"proxyreqs" | b"proxyevents" | b"proxyuser" => SILENT,
             _ => {
                 out.extend_from_slice(b"ERROR\r\n");
                 return;
@@ -517,6 +521,17 @@ pub fn eviction_hook(ev: &crate::store::Eviction<'_>, now: u32) {
         ev.class,
         ev.size,
     );
+}
+
+/// `sysevents`: the automover moved a page (the store's `on_slab_move`
+/// hook), in memcached's `type=slab_move src=<class> dst=<class>` form.
+pub fn slab_move(src: u8, dst: u8) {
+    if !wants(SYSEVENTS) {
+        return;
+    }
+    let mut l = Line::new();
+    let _ = write!(l, "type=slab_move src={src} dst={dst}");
+    publish(SYSEVENTS, &l);
 }
 
 /// `connevents`: a client connected. `peer` is its `stats conns` address

@@ -278,6 +278,10 @@ pub struct Eviction<'a> {
 /// of who listens (the `watch` command, in `exec`).
 pub type EvictionHook = fn(&Eviction<'_>, RelTime);
 
+/// Called when the page mover, on its own (`slab_automove`), has moved a
+/// page from class `src` to class `dst`; no store lock is held.
+pub type SlabMoveHook = fn(src: u8, dst: u8);
+
 /// What the engine needs from the command line.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -320,6 +324,8 @@ pub struct StoreConfig {
     pub track_sizes: bool,
     /// Told about every eviction (see `EvictionHook`).
     pub on_evict: Option<EvictionHook>,
+    /// Told about every page the automover moves (see `SlabMoveHook`).
+    pub on_slab_move: Option<SlabMoveHook>,
 }
 
 impl Default for StoreConfig {
@@ -346,6 +352,7 @@ impl Default for StoreConfig {
             prealloc: false,
             track_sizes: false,
             on_evict: None,
+            on_slab_move: None,
         }
     }
 }

@@ -116,6 +116,10 @@ impl Store {
             self.slabs_moved.fetch_add(1, Ordering::Relaxed);
         }
         self.moving.store(false, Ordering::Relaxed);
+        drop(_one_mover);
+        if let (Some(_), Some(hook)) = (page, self.cfg.on_slab_move) {
+            hook(donor, to);
+        }
         page.is_some()
     }
 
