@@ -405,6 +405,12 @@ struct TextGen {
     flush: bool,
     queue: VecDeque<Step>,
     now: i64,
+    /// The last command's data block was one byte short of its
+    /// terminator (a bare LF, or a byte too few), so the server reads
+    /// the next command's first byte as the end of that block.
+    misframed: bool,
+    /// The command being generated loses its first byte that way.
+    eaten: bool,
 }
 
 const STORE_CMDS: &[&str] = &["set", "add", "replace", "append", "prepend"];
@@ -464,6 +470,8 @@ impl TextGen {
             flush,
             queue: VecDeque::new(),
             now,
+            misframed: false,
+            eaten: false,
         }
     }
 
@@ -550,7 +558,18 @@ impl TextGen {
     }
 
     /// A storage command (maybe with a bad data chunk) into `s`.
-    fn storage(&self, rng: &mut Rng, s: &mut Step, cmd: &str, key: &[u8], data: &[u8], cas: bool) {
+    fn storage(
+        &mut self,
+        rng: &mut Rng,
+        s: &mut Step,
+        cmd: &str,
+        key: &[u8],
+        data: &[u8],
+        cas: bool,
+    ) {
+        // Missing its first byte, this command line is garbage to the
+        // server, and its payload is then parsed as commands.
+        let eaten = std::mem::take(&mut self.eaten);
         let flags = if rng.chance(85) {
             "0"
         } else {
@@ -569,12 +588,17 @@ impl TextGen {
         let mut declared = data.len().to_string();
         let mut body = data.to_vec();
         let mut tail: &[u8] = b"\r\n";
+        let mut short = false;
         match rng.below(100) {
             0..=2 => tail = b"XX", // bad data chunk
-            3 => tail = b"\n",     // bare LF after data
-            4 => body.push(b'z'),  // one byte too many
+            3 => {
+                tail = b"\n"; // bare LF after data
+                short = true;
+            }
+            4 => body.push(b'z'), // one byte too many
             5 if !body.is_empty() => {
                 body.pop(); // one byte too few: the \r is read as data
+                short = true;
             }
             6 => {
                 declared = rng
@@ -609,7 +633,8 @@ impl TextGen {
         let numeric = declared
             .parse::<i64>()
             .is_ok_and(|n| (0..1 << 24).contains(&n));
-        let valid = numeric
+        let valid = !eaten
+            && numeric
             && cas_ok
             && key.len() <= 250
             && flags.parse::<u32>().is_ok()
@@ -617,6 +642,8 @@ impl TextGen {
         if (valid || body.len() < 1500) && (numeric || rng.chance(30)) {
             s.raw(&body);
             s.raw(tail);
+            // Only a line the server takes reads a data block at all.
+            self.misframed = short && valid;
         }
         s.cur().commands += 1;
     }
@@ -875,8 +902,11 @@ impl Generator for TextGen {
                 s.next_unit();
             }
             self.first = i == 0;
+            self.eaten = std::mem::take(&mut self.misframed);
             self.command(rng, &mut s);
         }
+        // The step's sentinel takes a byte a misframed block eats.
+        self.misframed = false;
         self.first = true;
         if rng.chance(15) {
             let cuts = rng.range(1, 4);
@@ -1128,8 +1158,10 @@ impl Generator for MetaGen {
                 s.next_unit();
             }
             self.text.first = i == 0;
+            self.text.eaten = std::mem::take(&mut self.text.misframed);
             self.command(rng, &mut s);
         }
+        self.text.misframed = false;
         self.text.first = true;
         if rng.chance(10) {
             s.cuts = vec![rng.below(1000) as u16];
@@ -1394,8 +1426,10 @@ impl Generator for BinGen {
                 s.next_unit();
             }
             self.text.first = i == 0;
+            self.text.eaten = std::mem::take(&mut self.text.misframed);
             self.command(rng, &mut s);
         }
+        self.text.misframed = false;
         self.text.first = true;
         if rng.chance(10) {
             s.cuts = vec![rng.below(1000) as u16];
