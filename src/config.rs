@@ -279,7 +279,7 @@ pub struct Settings {
     pub listen_spec: Option<String>,
     /// `-D` also turns on `stats detail` collection from the start.
     pub detail_enabled: bool,
-    /// `-o temporary_ttl` given: items with a ttl below `temporary_ttl` go
+    /// `-o temporary_ttl` given: items with a ttl of at most `temporary_ttl` go
     /// to the TEMP LRU.  memcached keeps no TEMP LRU unless this is set.
     pub temp_lru: bool,
     /// UDP workers per port: 1 when several `-l` addresses are given,
@@ -424,12 +424,15 @@ impl Settings {
             hot_max_factor: self.hot_max_factor,
             warm_max_factor: self.warm_max_factor,
             temporary_ttl: self.temporary_ttl,
+            temp_lru: self.temp_lru,
+            lru_maintainer: self.lru_maintainer,
             hashpower_init: if self.hashpower_init == 0 {
                 16
             } else {
                 self.hashpower_init
             },
             slab_automove: self.slab_automove,
+            slab_automove_ratio: self.slab_automove_ratio,
             slab_reassign: self.slab_reassign,
             lru_segmented: self.lru_segmented,
             prealloc: self.large_pages,
@@ -493,7 +496,7 @@ impl Settings {
             ("slab_automove", ctx.slab_automove.to_string()),
             (
                 "slab_automove_ratio",
-                format!("{:.2}", self.slab_automove_ratio),
+                format!("{:.2}", ctx.slab_automove_ratio),
             ),
             (
                 "slab_automove_window",
@@ -574,6 +577,8 @@ pub struct SettingsStatsCtx {
     pub oldest: u64,
     pub detail_enabled: bool,
     pub slab_automove: u8,
+    /// `slabs automove ratio` changes it.
+    pub slab_automove_ratio: f64,
     pub lru_crawler: bool,
     pub lru_maintainer_thread: bool,
     pub lru_segmented: bool,
@@ -595,6 +600,7 @@ impl SettingsStatsCtx {
             oldest: 0,
             detail_enabled: s.detail_enabled,
             slab_automove: s.slab_automove,
+            slab_automove_ratio: s.slab_automove_ratio,
             lru_crawler: s.lru_crawler,
             lru_maintainer_thread: s.lru_maintainer,
             lru_segmented: s.lru_segmented,

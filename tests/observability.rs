@@ -205,6 +205,64 @@ fn stats_groups_have_memcached_names_and_order() {
     }
 }
 
+/// `lru tune|mode|temp_ttl` and `slabs automove ratio` change the running
+/// cache: the same replies as memcached, `stats settings` shows the new
+/// values, and `stats items` lists `number_temp` exactly while the TEMP
+/// LRU is in use, with the short-TTL item counted there.
+#[test]
+fn lru_commands_change_the_running_cache_like_memcached() {
+    let run = |kind: Kind, args: &[&str]| -> Vec<String> {
+        let s = Server::start(kind, args);
+        let mut c = Conn::new(s.port());
+        let mut out = Vec::new();
+        let ask = |c: &mut Conn, out: &mut Vec<String>, line: &str| {
+            out.push(c.cmd(&format!("{line}\r\n"), &[b"\r\n"]));
+        };
+        for line in [
+            "lru tune 50 40 0.5 2",
+            "lru tune 30 30 0 1",
+            "lru tune 30 30 0.3 1.5",
+            "lru mode bogus",
+            "lru mode flat",
+            "lru mode segmented",
+            "lru temp_ttl x",
+            "lru temp_ttl 100",
+            "slabs automove ratio 0.5",
+        ] {
+            ask(&mut c, &mut out, line);
+        }
+        ask(&mut c, &mut out, "set t 0 50 1\r\nt");
+        ask(&mut c, &mut out, "set p 0 0 1\r\np");
+        let items = c.stat_map("items");
+        let temp = items.iter().find(|(k, _)| k.ends_with(":number_temp"));
+        out.push(format!("number_temp {:?}", temp.map(|(_, v)| v.clone())));
+        ask(&mut c, &mut out, "lru temp_ttl -1");
+        let items = c.stat_map("items");
+        let temp = items.keys().any(|k| k.ends_with(":number_temp"));
+        let hot = items.keys().any(|k| k.ends_with(":number_hot"));
+        out.push(format!("number_temp shown {temp}, number_hot shown {hot}"));
+        let settings = c.stat_map("settings");
+        for k in [
+            "hot_lru_pct",
+            "warm_lru_pct",
+            "hot_max_factor",
+            "warm_max_factor",
+            "lru_segmented",
+            "temp_lru",
+            "temporary_ttl",
+            "slab_automove_ratio",
+        ] {
+            out.push(format!("{k} {}", settings[k]));
+        }
+        out
+    };
+    for args in [&[][..], &["-o", "no_lru_maintainer"]] {
+        let want = run(Kind::Memcached, args);
+        let got = run(Kind::Gannet, args);
+        assert_eq!(got, want, "{args:?}");
+    }
+}
+
 /// `stats sizes` without `-o track_sizes` and `stats detail dump` agree
 /// byte for byte; detail counts per prefix.
 #[test]

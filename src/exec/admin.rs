@@ -6,7 +6,7 @@
 //! script them. The tunables they change live in `Tunables`, which
 //! `stats settings` reports and the store reads.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::config::Settings;
 use crate::protocol::text::{self as proto, Tokens};
@@ -14,21 +14,10 @@ use crate::protocol::text::{self as proto, Tokens};
 use super::{Action, Ctx};
 use crate::store::{ItemRef, ReassignError, Walk};
 
-/// Settings an operator may change at run time.
+/// The crawler settings an operator may change at run time (the LRU and
+/// page-mover ones live in the store: `Store::runtime_settings`).
 #[derive(Debug)]
 pub struct Tunables {
-    pub slab_automove: AtomicU8,
-    /// `slab_automove_ratio`, as f64 bits.
-    pub slab_automove_ratio: AtomicU64,
-    pub hot_lru_pct: AtomicU32,
-    pub warm_lru_pct: AtomicU32,
-    /// f64 bits.
-    pub hot_max_factor: AtomicU64,
-    /// f64 bits.
-    pub warm_max_factor: AtomicU64,
-    pub lru_segmented: AtomicBool,
-    pub temp_lru: AtomicBool,
-    pub temporary_ttl: AtomicI32,
     pub lru_crawler: AtomicBool,
     pub lru_crawler_sleep: AtomicU32,
     pub lru_crawler_tocrawl: AtomicU32,
@@ -37,15 +26,6 @@ pub struct Tunables {
 impl Tunables {
     pub fn new(s: &Settings) -> Tunables {
         Tunables {
-            slab_automove: AtomicU8::new(s.slab_automove),
-            slab_automove_ratio: AtomicU64::new(0.8f64.to_bits()),
-            hot_lru_pct: AtomicU32::new(s.hot_lru_pct),
-            warm_lru_pct: AtomicU32::new(s.warm_lru_pct),
-            hot_max_factor: AtomicU64::new(s.hot_max_factor.to_bits()),
-            warm_max_factor: AtomicU64::new(s.warm_max_factor.to_bits()),
-            lru_segmented: AtomicBool::new(s.lru_segmented),
-            temp_lru: AtomicBool::new(s.temp_lru),
-            temporary_ttl: AtomicI32::new(s.temporary_ttl as i32),
             lru_crawler: AtomicBool::new(s.lru_crawler),
             lru_crawler_sleep: AtomicU32::new(s.lru_crawler_sleep),
             lru_crawler_tocrawl: AtomicU32::new(s.lru_crawler_tocrawl),
@@ -93,7 +73,7 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                 if arg(1) == b"ratio" {
                     match (ntokens >= 5).then(|| parse_f64(arg(2))).flatten() {
                         Some(r) => {
-                            t.slab_automove_ratio.store(r.to_bits(), Ordering::Relaxed);
+                            ctx.shared.store.set_automove_ratio(r);
                             answer("OK");
                         }
                         None => answer("ERROR"),
@@ -102,7 +82,6 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                     match proto::parse_u32(arg(1)) {
                         None => answer(proto::BAD_FORMAT),
                         Some(level @ 0..=2) => {
-                            t.slab_automove.store(level as u8, Ordering::Relaxed);
                             ctx.shared.store.set_automove(level as u8);
                             answer("OK");
                         }
@@ -114,6 +93,9 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
             }
         }
         b"lru" => {
+            // memcached takes `mode` and `temp_ttl` only while its LRU
+            // maintainer runs (not with `-o no_lru_maintainer`).
+            let maintainer = ctx.shared.settings.lru_maintainer;
             if arg(0) == b"tune" && ntokens >= 7 {
                 let parsed = (
                     proto::parse_u32(arg(1)),
@@ -128,35 +110,26 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                         } else if wf <= 0.0 || hf <= 0.0 {
                             answer("ERROR hot/warm age factors must be greater than 0");
                         } else {
-                            t.hot_lru_pct.store(hot, Ordering::Relaxed);
-                            t.warm_lru_pct.store(warm, Ordering::Relaxed);
-                            t.hot_max_factor.store(hf.to_bits(), Ordering::Relaxed);
-                            t.warm_max_factor.store(wf.to_bits(), Ordering::Relaxed);
+                            ctx.shared.store.lru_tune(hot, warm, hf, wf);
                             answer("OK");
                         }
                     }
                     _ => answer("ERROR"),
                 }
-            } else if arg(0) == b"mode" && ntokens >= 4 {
+            } else if arg(0) == b"mode" && ntokens >= 4 && maintainer {
                 match arg(1) {
-                    b"flat" => {
-                        t.lru_segmented.store(false, Ordering::Relaxed);
-                        answer("OK");
-                    }
-                    b"segmented" => {
-                        t.lru_segmented.store(true, Ordering::Relaxed);
+                    b"flat" | b"segmented" => {
+                        let on = arg(1) == b"segmented";
+                        ctx.shared.store.set_lru_segmented(on);
                         answer("OK");
                     }
                     _ => answer("ERROR"),
                 }
-            } else if arg(0) == b"temp_ttl" && ntokens >= 4 {
+            } else if arg(0) == b"temp_ttl" && ntokens >= 4 && maintainer {
                 match proto::parse_i32(arg(1)) {
                     None => answer("ERROR"),
                     Some(ttl) => {
-                        t.temp_lru.store(ttl >= 0, Ordering::Relaxed);
-                        if ttl >= 0 {
-                            t.temporary_ttl.store(ttl, Ordering::Relaxed);
-                        }
+                        ctx.shared.store.set_temp_ttl(u32::try_from(ttl).ok());
                         answer("OK");
                     }
                 }

@@ -296,15 +296,17 @@ fn settings(ctx: &Ctx, out: &mut Vec<u8>) {
     rt.detail_enabled = ctx.shared.detail.enabled();
     rt.track_sizes = ctx.shared.store.track_sizes();
     let t = &ctx.shared.tunables;
-    rt.slab_automove = t.slab_automove.load(Ordering::Relaxed);
+    let live = ctx.shared.store.runtime_settings();
+    rt.slab_automove = live.slab_automove;
+    rt.slab_automove_ratio = live.slab_automove_ratio;
     rt.lru_crawler = t.lru_crawler.load(Ordering::Relaxed);
-    rt.lru_segmented = t.lru_segmented.load(Ordering::Relaxed);
-    rt.hot_lru_pct = t.hot_lru_pct.load(Ordering::Relaxed);
-    rt.warm_lru_pct = t.warm_lru_pct.load(Ordering::Relaxed);
-    rt.hot_max_factor = f64::from_bits(t.hot_max_factor.load(Ordering::Relaxed));
-    rt.warm_max_factor = f64::from_bits(t.warm_max_factor.load(Ordering::Relaxed));
-    rt.temp_lru = t.temp_lru.load(Ordering::Relaxed);
-    rt.temporary_ttl = t.temporary_ttl.load(Ordering::Relaxed).max(0) as u32;
+    rt.lru_segmented = live.lru_segmented;
+    rt.hot_lru_pct = live.hot_lru_pct;
+    rt.warm_lru_pct = live.warm_lru_pct;
+    rt.hot_max_factor = live.hot_max_factor;
+    rt.warm_max_factor = live.warm_max_factor;
+    rt.temp_lru = live.temp_lru;
+    rt.temporary_ttl = live.temporary_ttl;
     for (k, v) in s.stats_settings(&rt) {
         stats::push_stat(out, k, v);
     }

@@ -108,6 +108,8 @@ struct ShardSlot(Mutex<Shard>);
 /// The storage engine. See the module docs for locking.
 pub struct Store {
     cfg: StoreConfig,
+    /// The LRU settings `lru tune|mode|temp_ttl` change.
+    lru: LruTuning,
     clock: Arc<Clock>,
     slabs: Slabs,
     shards: Box<[ShardSlot]>,
@@ -126,6 +128,8 @@ pub struct Store {
     reassign_busy_items: AtomicU64,
     /// `slab_automove` now (the `slabs automove` command changes it).
     automove: AtomicU8,
+    /// `slab_automove_ratio` now, as f64 bits (`slabs automove ratio`).
+    automove_ratio: AtomicU64,
     /// Serialises page moves (one at a time, like memcached's rebalancer).
     mover: Mutex<()>,
     /// A page move is under way (`slab_reassign_running`).
@@ -371,6 +375,7 @@ impl Store {
             .map(|_| ShardSlot(Mutex::new(Shard::new(per_shard.max(16), nclasses))))
             .collect();
         let store = Store {
+            lru: LruTuning::new(&cfg),
             clock,
             slabs,
             shards,
@@ -386,6 +391,7 @@ impl Store {
             reassign_rescues: AtomicU64::new(0),
             reassign_busy_items: AtomicU64::new(0),
             automove: AtomicU8::new(cfg.slab_automove),
+            automove_ratio: AtomicU64::new(cfg.slab_automove_ratio.to_bits()),
             mover: Mutex::new(()),
             moving: AtomicBool::new(false),
             reassign_cursor: AtomicU8::new(0),
@@ -402,6 +408,47 @@ impl Store {
         self.automove.load(Ordering::Relaxed) > 0
             && self.cfg.slab_reassign
             && self.cfg.evict_to_free
+    }
+
+    /// The settings commands change at run time, as they stand now.
+    pub fn runtime_settings(&self) -> RuntimeSettings {
+        let (hot, warm, hf, wf, segmented, temp, ttl) = self.lru.snapshot();
+        RuntimeSettings {
+            hot_lru_pct: hot,
+            warm_lru_pct: warm,
+            hot_max_factor: hf,
+            warm_max_factor: wf,
+            lru_segmented: segmented,
+            temp_lru: temp,
+            temporary_ttl: ttl,
+            slab_automove: self.automove.load(Ordering::Relaxed),
+            slab_automove_ratio: f64::from_bits(self.automove_ratio.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// `lru tune <hot_pct> <warm_pct> <hot_factor> <warm_factor>`: the
+    /// caller has checked them as memcached does.
+    pub fn lru_tune(&self, hot_pct: u32, warm_pct: u32, hot_factor: f64, warm_factor: f64) {
+        self.lru.tune(hot_pct, warm_pct, hot_factor, warm_factor);
+    }
+
+    /// `lru mode segmented|flat`: new items go to HOT, or straight to COLD
+    /// with no HOT/WARM maintenance (items already in HOT or WARM stay
+    /// there and are evicted from there once COLD is empty).
+    pub fn set_lru_segmented(&self, on: bool) {
+        self.lru.set_segmented(on);
+    }
+
+    /// `lru temp_ttl <n>`: items with a ttl of at most `n` go to the TEMP
+    /// LRU from now on; `None` (a negative `n`) stops using it.
+    pub fn set_temp_ttl(&self, ttl: Option<u32>) {
+        self.lru.set_temp_ttl(ttl);
+    }
+
+    /// `slabs automove ratio <r>`: see `StoreConfig::slab_automove_ratio`.
+    pub fn set_automove_ratio(&self, ratio: f64) {
+        self.automove_ratio
+            .store(ratio.to_bits(), Ordering::Relaxed);
     }
 
     /// `slabs automove <0|1|2>` (and `-o slab_automove` at start).
@@ -478,12 +525,12 @@ impl Store {
         let hd = it.hm();
         hd.bits |= BIT_LINKED;
         let class = hd.class as usize;
-        let seg = if !self.cfg.lru_segmented {
-            COLD
-        } else if hd.exptime != 0 && hd.exptime.saturating_sub(now) < self.cfg.temporary_ttl {
-            TEMP
-        } else {
-            HOT
+        // memcached's do_item_alloc: TEMP first (only with temp_lru; an
+        // expiry already past wraps to a huge ttl there, so not TEMP).
+        let seg = match self.lru.temp_ttl() {
+            Some(ttl) if hd.exptime != 0 && hd.exptime.wrapping_sub(now) <= ttl => TEMP,
+            _ if self.lru.segmented() => HOT,
+            _ => COLD,
         };
         sh.hash_insert(&self.slabs, &self.hasher, it, h);
         sh.lru_push(&self.slabs, it, seg);
@@ -536,9 +583,11 @@ impl Store {
     /// few items from the HOT and WARM tails (memcached's maintainer does
     /// the same work in a thread; here it rides on each link).
     fn juggle(&self, sh: &mut Shard, class: usize, now: RelTime) {
-        if !self.cfg.lru_segmented {
+        if !self.lru.segmented() {
             return;
         }
+        let (hot_pct, hot_factor) = (self.lru.hot_pct(), self.lru.hot_factor());
+        let (warm_pct, warm_factor) = (self.lru.warm_pct(), self.lru.warm_factor());
         let sl = &self.slabs;
         let total = (sh.lru[class][HOT as usize].count
             + sh.lru[class][WARM as usize].count
@@ -551,8 +600,8 @@ impl Store {
             }
             let it = Item::at(sl, l.tail);
             let age = now.saturating_sub(it.h().atime);
-            let over = l.count as u64 > total * self.cfg.hot_lru_pct as u64 / 100;
-            let old = cold_age.is_some_and(|c| age as f64 > c as f64 * self.cfg.hot_max_factor);
+            let over = l.count as u64 > total * hot_pct as u64 / 100;
+            let old = cold_age.is_some_and(|c| age as f64 > c as f64 * hot_factor);
             if !(over || old) {
                 break;
             }
@@ -572,8 +621,8 @@ impl Store {
             }
             let it = Item::at(sl, l.tail);
             let age = now.saturating_sub(it.h().atime);
-            let over = l.count as u64 > total * self.cfg.warm_lru_pct as u64 / 100;
-            let old = cold_age.is_some_and(|c| age as f64 > c as f64 * self.cfg.warm_max_factor);
+            let over = l.count as u64 > total * warm_pct as u64 / 100;
+            let old = cold_age.is_some_and(|c| age as f64 > c as f64 * warm_factor);
             if !(over || old) {
                 break;
             }
@@ -625,7 +674,7 @@ impl Store {
                 }
                 let it = Item::at(sl, t);
                 let bits = it.h().bits;
-                if seg == COLD && bits & BIT_ACTIVE != 0 && self.cfg.lru_segmented {
+                if seg == COLD && bits & BIT_ACTIVE != 0 && self.lru.segmented() {
                     it.hm().bits &= !BIT_ACTIVE;
                     sh.lru_move(sl, it, WARM);
                     sh.cs[class].moves_to_warm += 1;
@@ -771,6 +820,7 @@ impl Store {
         let mut r = self.item_ref(it);
         let out = f(Ok(&mut r));
         if bump {
+            let segmented = self.lru.segmented();
             let class = it.h().class as usize;
             let seg = it.h().seg;
             let c = &mut sh.cs[class];
@@ -782,7 +832,7 @@ impl Store {
                 hd.bits |= BIT_FETCHED;
             } else if hd.bits & BIT_ACTIVE == 0 {
                 hd.bits |= BIT_ACTIVE;
-                if self.cfg.lru_segmented && seg == COLD {
+                if segmented && seg == COLD {
                     // Rescued to WARM with the bit spent, as memcached's
                     // bump does: it stays in WARM past the tail only if it
                     // is hit again there. (Keeping the bit let one old hit
@@ -792,7 +842,7 @@ impl Store {
                     sh.cs[class].moves_to_warm += 1;
                 }
             }
-            if !self.cfg.lru_segmented {
+            if !segmented {
                 sh.lru_move(&self.slabs, it, seg);
             }
         }
@@ -1346,11 +1396,16 @@ impl Store {
             let t = &cs[c];
             let mut put = |k: &str, val: String| v.push((format!("items:{c}:{k}"), val));
             put("number", n.to_string());
-            put("number_hot", counts[c][HOT as usize].to_string());
-            put("number_warm", counts[c][WARM as usize].to_string());
-            put("number_cold", counts[c][COLD as usize].to_string());
-            put("age_hot", ages[c][0].to_string());
-            put("age_warm", ages[c][1].to_string());
+            if self.cfg.lru_maintainer {
+                put("number_hot", counts[c][HOT as usize].to_string());
+                put("number_warm", counts[c][WARM as usize].to_string());
+                put("number_cold", counts[c][COLD as usize].to_string());
+                if self.lru.temp_ttl().is_some() {
+                    put("number_temp", counts[c][TEMP as usize].to_string());
+                }
+                put("age_hot", ages[c][0].to_string());
+                put("age_warm", ages[c][1].to_string());
+            }
             put("age", ages[c][2].to_string());
             put("mem_requested", t.mem_requested.to_string());
             put("evicted", t.evicted.to_string());
@@ -1505,6 +1560,8 @@ mod crawl;
 pub use crawl::{Crawl, CrawlTally, Walk};
 mod mover;
 pub use mover::ReassignError;
+mod tuning;
+use tuning::LruTuning;
 
 #[cfg(test)]
 mod tests;

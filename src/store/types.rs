@@ -282,6 +282,21 @@ pub type EvictionHook = fn(&Eviction<'_>, RelTime);
 /// page from class `src` to class `dst`; no store lock is held.
 pub type SlabMoveHook = fn(src: u8, dst: u8);
 
+/// The settings commands change while the store runs (`lru tune|mode|
+/// temp_ttl`, `slabs automove`), as `stats settings` shows them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuntimeSettings {
+    pub hot_lru_pct: u32,
+    pub warm_lru_pct: u32,
+    pub hot_max_factor: f64,
+    pub warm_max_factor: f64,
+    pub lru_segmented: bool,
+    pub temp_lru: bool,
+    pub temporary_ttl: u32,
+    pub slab_automove: u8,
+    pub slab_automove_ratio: f64,
+}
+
 /// What the engine needs from the command line.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -308,12 +323,20 @@ pub struct StoreConfig {
     pub warm_lru_pct: u32,
     pub hot_max_factor: f64,
     pub warm_max_factor: f64,
-    /// Items with a ttl below this go to the TEMP LRU.
+    /// With `temp_lru`, items with a ttl of at most this go to the TEMP
+    /// LRU.
     pub temporary_ttl: u32,
+    /// `-o temporary_ttl` given (memcached's `temp_lru`; off by default).
+    pub temp_lru: bool,
+    /// `!-o no_lru_maintainer`: `stats items` shows the per-segment lines.
+    pub lru_maintainer: bool,
     /// `-o hashpower`: initial hash table size is 2^hashpower.
     pub hashpower_init: u8,
     /// `-o slab_automove` (0 off, 1 on, 2 aggressive).
     pub slab_automove: u8,
+    /// `-o slab_automove_ratio`: a page moves to a class whose oldest
+    /// items are younger than this share of the donor's.
+    pub slab_automove_ratio: f64,
     /// `!-o no_slab_reassign`: pages may change class at all.
     pub slab_reassign: bool,
     /// `-o lru_segmented` (default on).
@@ -345,8 +368,11 @@ impl Default for StoreConfig {
             hot_max_factor: 0.2,
             warm_max_factor: 2.0,
             temporary_ttl: 61,
+            temp_lru: false,
+            lru_maintainer: true,
             hashpower_init: 16,
             slab_automove: 1,
+            slab_automove_ratio: 0.8,
             slab_reassign: true,
             lru_segmented: true,
             prealloc: false,

@@ -35,16 +35,25 @@ pub enum ReassignError {
     NoSpare,
 }
 
+/// Free chunks, in pages, above which a class gives a page before any
+/// age comparison (memcached's `MIN_PAGES_FOR_RECLAIM`).
+const RECLAIM_PAGES: f64 = 2.5;
+
 impl Store {
-    /// Give one page to class `to` when it evicts much younger items than
-    /// another class keeps. Age is measured in CAS units (stores since the
-    /// item was written), which works at any request rate, unlike seconds.
-    /// The donor is the class whose oldest unfetched (COLD, else HOT)
-    /// items are the oldest; a page moves when they are more than twice
-    /// as old as the receiver's, so a steady mix does not pass pages back
-    /// and forth. A class with no page at all is served at once, from any
-    /// class with a page. The donor's first page is emptied (evicting what
-    /// it holds) and changes class.
+    /// Give one page to class `to`, which has run out of chunks.
+    ///
+    /// A class holding more than `RECLAIM_PAGES` pages' worth of free
+    /// chunks gives one first: its page moves without losing an item
+    /// (memcached's automover returns such pages to the global pool).
+    /// Otherwise the donor is the class whose oldest (COLD, else HOT)
+    /// items are the oldest, and a page moves when `to`'s oldest items
+    /// are younger than `slab_automove_ratio` times the donor's
+    /// (memcached's rule), so a steady mix does not pass pages back and
+    /// forth. Age is measured in CAS units (stores since the item was
+    /// written), which works at any request rate, unlike seconds. A class
+    /// with no page at all is served at once, from any class with a page.
+    /// The donor's first page is emptied (see `drain_page`) and changes
+    /// class.
     pub(super) fn move_page_to(&self, to: u8, force: bool) -> bool {
         let tick = self.move_tick.fetch_add(1, Ordering::Relaxed);
         let aggressive = self.automove.load(Ordering::Relaxed) >= 2;
@@ -94,21 +103,38 @@ impl Store {
             }
         };
         let mut donor: Option<u8> = None;
+        let mut spare: Option<u8> = None;
         for c in 1..=largest {
-            let npages = self.slabs.class_state(c).pages.len();
+            let (npages, free) = {
+                let st = self.slabs.class_state(c);
+                let perpage = self.slabs.class(c).perpage;
+                (st.pages.len(), st.free_count + st.free_end(perpage))
+            };
             if c == to || npages == 0 || (npages < 2 && !starving) {
                 continue;
+            }
+            let perpage = self.slabs.class(c).perpage as f64;
+            if spare.is_none() && npages >= 2 && free as f64 > perpage * RECLAIM_PAGES {
+                spare = Some(c);
             }
             if donor.is_none_or(|d| age(c as usize) > age(d as usize)) {
                 donor = Some(c);
             }
         }
-        let Some(donor) = donor else {
-            return false;
+        let donor = match (spare, donor) {
+            (Some(c), _) => c,
+            (None, Some(c)) => {
+                let ratio = f64::from_bits(self.automove_ratio.load(Ordering::Relaxed));
+                // The constant keeps tiny ages (a fresh cache) from moving
+                // pages on noise.
+                let younger = (age(to as usize) as f64) + 32.0 < ratio * age(c as usize) as f64;
+                if !aggressive && !starving && !younger {
+                    return false;
+                }
+                c
+            }
+            (None, None) => return false,
         };
-        if !aggressive && !starving && age(donor as usize) <= 2 * age(to as usize) + 64 {
-            return false;
-        }
         self.moving.store(true, Ordering::Relaxed);
         let page = self.take_page(donor);
         if let Some(page) = page {

@@ -1444,3 +1444,114 @@ fn automove_follows_the_runtime_setting() {
         );
     }
 }
+
+/// `lru temp_ttl`, `lru mode` and `lru tune` act on the running store:
+/// TEMP is used only once enabled (memcached's `temp_lru`, off by
+/// default) for ttls up to the bound, flat mode links into COLD, and a
+/// new HOT share is kept from then on.
+#[test]
+fn lru_settings_apply_at_run_time() {
+    let (s, clock) = store(64);
+    let now = clock.now();
+    let set_ttl = |k: &[u8], ttl: u32| {
+        let exp = if ttl == 0 { 0 } else { now + ttl };
+        s.store(&StoreArgs::new(Mode::Set, k, 0, exp, b"v"));
+        s.lru_state(k).unwrap().0
+    };
+    // (A lone item may leave HOT for COLD at once: HOT keeps 20%.)
+    assert_ne!(set_ttl(b"a", 10), TEMP, "no TEMP LRU by default");
+    s.set_temp_ttl(Some(100));
+    assert_eq!(set_ttl(b"b", 10), TEMP);
+    assert_eq!(set_ttl(b"c", 100), TEMP, "the bound is inclusive");
+    assert_ne!(set_ttl(b"d", 101), TEMP);
+    assert_ne!(set_ttl(b"e", 0), TEMP);
+    let stat = |s: &Store, k: &str| -> Option<u64> {
+        let items = s.stats_items();
+        items
+            .iter()
+            .find(|(n, _)| n.ends_with(k))
+            .map(|(_, v)| v.parse().unwrap())
+    };
+    assert_eq!(stat(&s, ":number_temp"), Some(2));
+    s.set_temp_ttl(None);
+    assert_ne!(set_ttl(b"f", 10), TEMP);
+    assert_eq!(stat(&s, ":number_temp"), None, "shown only while in use");
+    s.set_lru_segmented(false);
+    let (hot, cold) = (stat(&s, ":number_hot"), stat(&s, ":number_cold").unwrap());
+    for i in 0..100 {
+        assert_eq!(set_ttl(format!("flat{i}").as_bytes(), 0), COLD);
+    }
+    assert_eq!(stat(&s, ":number_hot"), hot);
+    assert_eq!(stat(&s, ":number_cold"), Some(cold + 100));
+
+    let hot_share = |s: &Store| {
+        let items = s.stats_items();
+        let get = |k: &str| -> f64 {
+            items
+                .iter()
+                .find(|(n, _)| n.ends_with(k))
+                .map(|(_, v)| v.parse().unwrap())
+                .unwrap()
+        };
+        get(":number_hot") / get(":number")
+    };
+    let (s, _) = store(64);
+    for i in 0..6400 {
+        set(&s, format!("k{i}").as_bytes(), b"v");
+    }
+    let before = hot_share(&s);
+    assert!((0.15..=0.25).contains(&before), "hot share {before}");
+    s.lru_tune(60, 10, 0.2, 2.0);
+    for i in 6400..12800 {
+        set(&s, format!("k{i}").as_bytes(), b"v");
+    }
+    let after = hot_share(&s);
+    assert!(after >= 0.4, "hot share {after} after lru tune 60");
+}
+
+/// The automover takes a page from a class with spare free chunks before
+/// evicting another class's old items for one, and `slab_automove_ratio`
+/// decides how much older a donor's items must be.
+#[test]
+fn automove_prefers_spare_pages_and_follows_the_ratio() {
+    let fill = |s: &Store, prefix: &str, n: u32, len: usize| {
+        let v = vec![b'x'; len];
+        for i in 0..n {
+            let o = set(s, format!("{prefix}{i}").as_bytes(), &v);
+            assert_eq!(o.status, StoreStatus::Stored);
+        }
+    };
+    // D: old and full. A: younger, mostly deleted. B: new demand.
+    let s = Store::new(cfg(16), Clock::new());
+    fill(&s, "d", 3500, 1000);
+    fill(&s, "a", 7000, 1000 + 200);
+    for i in (0..7000).filter(|i| i % 10 < 7) {
+        s.delete(&DeleteArgs::new(format!("a{i}").as_bytes()));
+    }
+    // About two pages more than the budget has left: fewer than A can
+    // spare (it stays above 2.5 pages of free chunks for three moves).
+    fill(&s, "b", 20_000, 100);
+    let st = s.stats();
+    assert!(st.slabs_moved > 0, "{st:?}");
+    assert_eq!(st.slab_reassign_evictions_nomem, 0, "{st:?}");
+    assert!(st.slab_reassign_rescues > 0, "{st:?}");
+    for i in 0..3500 {
+        assert!(get(&s, format!("d{i}").as_bytes()).is_ok(), "d{i} lost");
+    }
+    for i in (0..7000).filter(|i| i % 10 >= 7) {
+        assert!(get(&s, format!("a{i}").as_bytes()).is_ok(), "a{i} lost");
+    }
+
+    // No spare anywhere: pages move only while the donor's oldest items
+    // are old enough next to the receiver's.
+    for (ratio, moves) in [(0.8, true), (1e-9, false)] {
+        let s = Store::new(cfg(8), Clock::new());
+        s.set_automove_ratio(ratio);
+        // D leaves B a few pages, so B is never starving (which is
+        // served whatever the ratio).
+        fill(&s, "d", 5000, 1000);
+        fill(&s, "b", 100_000, 100);
+        let moved = s.stats().slabs_moved;
+        assert_eq!(moved > 0, moves, "ratio {ratio}: {moved} pages moved");
+    }
+}
