@@ -830,8 +830,13 @@ fn page_moves_under_concurrent_load_keep_values_whole() {
                 for i in 0..30_000u64 {
                     let k = format!("k{}", rng.below(20_000));
                     if rng.below(2) == 0 {
-                        // Three sizes, so each class spans several pages.
-                        let n = [20, 80, 180][rng.below(3) as usize];
+                        // Three sizes, so each class spans several pages,
+                        // and now and then a chained one (over 512 KB).
+                        let n = if rng.below(500) == 0 {
+                            100_000
+                        } else {
+                            [20, 80, 180][rng.below(3) as usize]
+                        };
                         let v: Vec<u8> = k.bytes().cycle().take(n * k.len()).collect();
                         set(&s, k.as_bytes(), &v);
                     } else if let Ok(v) = get(&s, k.as_bytes()) {
