@@ -694,6 +694,8 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
                         shared
                             .memlimit_mb
                             .store(megabytes, std::sync::atomic::Ordering::Relaxed);
+                        shared.rebalancer.request_shrink();
+                        log::info!("maxbytes adjusted to {megabytes}m");
                         "OK"
                     }
                     Err(_) => "MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust",

@@ -1286,9 +1286,15 @@ impl Store {
         }
     }
 
+    /// `cache_memlimit`: a new page budget. Idle pages above it are
+    /// unmapped at once; pages classes hold above it are given back by
+    /// [`Store::shrink_step`], which the caller runs off the request path.
     pub fn set_mem_limit(&self, bytes: usize) -> Result<(), MemLimitError> {
         if bytes < 8 * 1024 * 1024 {
             return Err(MemLimitError::TooSmall);
+        }
+        if self.cfg.prealloc {
+            return Err(MemLimitError::Preallocated);
         }
         self.slabs.set_limit(bytes);
         Ok(())

@@ -641,6 +641,13 @@ impl Slabs {
         lock(&self.pool).mapped
     }
 
+    /// More pages are mapped than the budget allows (after `set_limit`
+    /// lowered it).
+    pub(crate) fn over_limit(&self) -> bool {
+        let pool = lock(&self.pool);
+        pool.mapped > pool.limit_pages
+    }
+
     pub(crate) fn idle_pages(&self) -> usize {
         lock(&self.pool).idle.len()
     }

@@ -239,6 +239,8 @@ pub struct ArithOutcome {
 pub enum MemLimitError {
     /// Below the smallest limit the engine accepts.
     TooSmall,
+    /// `-L`: the memory was reserved at start-up (memcached refuses too).
+    Preallocated,
 }
 
 /// `-L` could not give every size class its first page.

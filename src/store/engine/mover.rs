@@ -39,6 +39,14 @@ pub enum ReassignError {
 /// age comparison (memcached's `MIN_PAGES_FOR_RECLAIM`).
 const RECLAIM_PAGES: f64 = 2.5;
 
+/// What `Store::donors` found.
+struct Donors {
+    spare: Option<u8>,
+    oldest: Option<u8>,
+    oldest_age: u64,
+    to_age: u64,
+}
+
 impl Store {
     /// Give one page to class `to`, which has run out of chunks.
     ///
@@ -77,57 +85,14 @@ impl Store {
         if starving && self.slabs.class_free(to) {
             return true;
         }
-        let largest = self.slabs.largest;
-        let n = largest as usize + 1;
-        let mut oldest = vec![u64::MAX; n];
-        for i in 0..NSHARDS {
-            let sh = self.shard(i);
-            for (c, o) in oldest.iter_mut().enumerate().skip(1) {
-                let l = &sh.lru[c];
-                let t = if l[COLD as usize].tail != NULL {
-                    l[COLD as usize].tail
-                } else {
-                    l[HOT as usize].tail
-                };
-                if t != NULL {
-                    *o = (*o).min(Item::at(&self.slabs, t).h().cas);
-                }
-            }
-        }
-        let now = self.next_cas.load(Ordering::Relaxed);
-        let age = |c: usize| {
-            if oldest[c] == u64::MAX {
-                0
-            } else {
-                now.saturating_sub(oldest[c])
-            }
-        };
-        let mut donor: Option<u8> = None;
-        let mut spare: Option<u8> = None;
-        for c in 1..=largest {
-            let (npages, free) = {
-                let st = self.slabs.class_state(c);
-                let perpage = self.slabs.class(c).perpage;
-                (st.pages.len(), st.free_count + st.free_end(perpage))
-            };
-            if c == to || npages == 0 || (npages < 2 && !starving) {
-                continue;
-            }
-            let perpage = self.slabs.class(c).perpage as f64;
-            if spare.is_none() && npages >= 2 && free as f64 > perpage * RECLAIM_PAGES {
-                spare = Some(c);
-            }
-            if donor.is_none_or(|d| age(c as usize) > age(d as usize)) {
-                donor = Some(c);
-            }
-        }
-        let donor = match (spare, donor) {
+        let d = self.donors(Some(to), if starving { 1 } else { 2 });
+        let donor = match (d.spare, d.oldest) {
             (Some(c), _) => c,
             (None, Some(c)) => {
                 let ratio = f64::from_bits(self.automove_ratio.load(Ordering::Relaxed));
                 // The constant keeps tiny ages (a fresh cache) from moving
                 // pages on noise.
-                let younger = (age(to as usize) as f64) + 32.0 < ratio * age(c as usize) as f64;
+                let younger = (d.to_age as f64) + 32.0 < ratio * d.oldest_age as f64;
                 if !aggressive && !starving && !younger {
                     return false;
                 }
@@ -146,6 +111,92 @@ impl Store {
         if let (Some(_), Some(hook)) = (page, self.cfg.on_slab_move) {
             hook(donor, to);
         }
+        page.is_some()
+    }
+
+    /// Candidate donors of a page, other than `to`: the first class with
+    /// at least two pages and more than `RECLAIM_PAGES` pages' worth of
+    /// free chunks (`spare`), and the class whose oldest (COLD, else HOT)
+    /// items are the oldest among those with at least `min_pages` pages,
+    /// with its age and `to`'s in CAS units (stores since written).
+    fn donors(&self, to: Option<u8>, min_pages: usize) -> Donors {
+        let largest = self.slabs.largest;
+        let mut oldest = vec![u64::MAX; largest as usize + 1];
+        for i in 0..NSHARDS {
+            let sh = self.shard(i);
+            for (c, o) in oldest.iter_mut().enumerate().skip(1) {
+                let l = &sh.lru[c];
+                let t = if l[COLD as usize].tail != NULL {
+                    l[COLD as usize].tail
+                } else {
+                    l[HOT as usize].tail
+                };
+                if t != NULL {
+                    *o = (*o).min(Item::at(&self.slabs, t).h().cas);
+                }
+            }
+        }
+        let now = self.next_cas.load(Ordering::Relaxed);
+        let age = |c: u8| {
+            let o = oldest[c as usize];
+            if o == u64::MAX {
+                0
+            } else {
+                now.saturating_sub(o)
+            }
+        };
+        let mut d = Donors {
+            spare: None,
+            oldest: None,
+            oldest_age: 0,
+            to_age: to.map_or(0, age),
+        };
+        for c in 1..=largest {
+            if Some(c) == to {
+                continue;
+            }
+            let perpage = self.slabs.class(c).perpage;
+            let (npages, free) = {
+                let st = self.slabs.class_state(c);
+                (st.pages.len(), st.free_count + st.free_end(perpage))
+            };
+            if npages == 0 || npages < min_pages {
+                continue;
+            }
+            if d.spare.is_none() && npages >= 2 && free as f64 > perpage as f64 * RECLAIM_PAGES {
+                d.spare = Some(c);
+            }
+            if d.oldest.is_none() || age(c) > d.oldest_age {
+                d.oldest = Some(c);
+                d.oldest_age = age(c);
+            }
+        }
+        d
+    }
+
+    /// `cache_memlimit` lowered the budget below what is mapped: give one
+    /// page back to the system, taken from a class with spare free chunks
+    /// if there is one (nothing is lost), else from the class with the
+    /// oldest items (what its page holds is rescued or evicted). Under
+    /// `-M` only spare pages go, since a drain may evict; with
+    /// `no_slab_reassign` none (memcached releases nothing then either).
+    /// Returns whether a page went (call again while it does).
+    pub fn shrink_step(&self) -> bool {
+        if !self.cfg.slab_reassign || !self.slabs.over_limit() {
+            return false;
+        }
+        let _one_mover = lock(&self.mover);
+        let d = self.donors(None, 2);
+        let Some(donor) = d.spare.or(d.oldest.filter(|_| self.cfg.evict_to_free)) else {
+            return false;
+        };
+        self.moving.store(true, Ordering::Relaxed);
+        let page = self.take_page(donor);
+        if let Some(page) = page {
+            self.slabs.page_to_pool(page);
+            self.slabs_moved.fetch_add(1, Ordering::Relaxed);
+        }
+        self.moving.store(false, Ordering::Relaxed);
         page.is_some()
     }
 

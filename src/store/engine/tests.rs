@@ -1560,3 +1560,68 @@ fn automove_prefers_spare_pages_and_follows_the_ratio() {
         assert_eq!(moved > 0, moves, "ratio {ratio}: {moved} pages moved");
     }
 }
+
+/// `cache_memlimit` lowered: pages above the new budget go back to the
+/// system, spare ones first, and every item left keeps its value.
+#[test]
+fn a_lower_mem_limit_gives_pages_back() {
+    let s = Store::new(cfg(32), Clock::new());
+    let v = |i: u32, len: usize| -> Vec<u8> {
+        let mut v = format!("{i}:").into_bytes();
+        v.resize(len, b'.');
+        v
+    };
+    for i in 0..12_000u32 {
+        set(&s, format!("a{i}").as_bytes(), &v(i, 1000));
+    }
+    for i in 0..12_000u32 {
+        set(&s, format!("b{i}").as_bytes(), &v(i, 1500));
+    }
+    // Half of class a is deleted: spare chunks to rescue into.
+    for i in (0..12_000u32).step_by(2) {
+        s.delete(&DeleteArgs::new(format!("a{i}").as_bytes()));
+    }
+    assert_eq!(s.stats().total_malloced, 32 << 20);
+    let before = s.stats();
+    s.set_mem_limit(16 << 20).unwrap();
+    let mut pages = 0;
+    while s.shrink_step() {
+        pages += 1;
+    }
+    let st = s.stats();
+    assert_eq!(st.total_malloced, 16 << 20, "{st:?}");
+    assert_eq!(pages, 16);
+    assert_eq!(st.slabs_moved - before.slabs_moved, 16);
+    assert!(st.slab_reassign_rescues > 0, "{st:?}");
+    assert_eq!(
+        st.curr_items + st.slab_reassign_evictions_nomem - before.slab_reassign_evictions_nomem,
+        before.curr_items,
+        "every item is still there or was counted as evicted"
+    );
+    let mut left = 0;
+    for (p, len) in [("a", 1000), ("b", 1500)] {
+        for i in 0..12_000u32 {
+            if let Ok(got) = get(&s, format!("{p}{i}").as_bytes()) {
+                assert_eq!(got, v(i, len), "{p}{i}");
+                left += 1;
+            }
+        }
+    }
+    assert_eq!(left, st.curr_items);
+    // Within budget: nothing more to do; sets keep working.
+    assert!(!s.shrink_step());
+    assert_eq!(set(&s, b"new", &v(1, 1000)).status, StoreStatus::Stored);
+    assert!(s.stats().total_malloced <= 16 << 20);
+
+    let pre = Store::new(
+        StoreConfig {
+            prealloc: true,
+            ..cfg(32)
+        },
+        Clock::new(),
+    );
+    assert_eq!(
+        pre.set_mem_limit(64 << 20),
+        Err(MemLimitError::Preallocated)
+    );
+}
