@@ -25,6 +25,14 @@ pub struct Walk {
     pos: usize,
     /// Bit `c` set: class `c` is walked.
     classes: u64,
+    /// Entries met in this shard before its first empty slot. A removal
+    /// near the end of the table shifts the entry in slot 0 back to the
+    /// last slot (Robin Hood backward shift wraps around), so these are
+    /// the entries the walk could meet a second time there; it skips
+    /// them once past the first empty slot.
+    head: Vec<Ref>,
+    /// The walk has met an empty slot in this shard.
+    past_head: bool,
 }
 
 impl Walk {
@@ -34,6 +42,8 @@ impl Walk {
             shard: 0,
             pos: 0,
             classes,
+            head: Vec::new(),
+            past_head: false,
         }
     }
 
@@ -50,9 +60,26 @@ impl Walk {
         if pos >= positions {
             self.shard += 1;
             self.pos = 0;
+            self.head.clear();
+            self.past_head = false;
         } else {
             self.pos = pos;
         }
+    }
+
+    /// The entry at a position, as the walk should see it: `None` for an
+    /// empty slot or one it has seen already (see `head`).
+    fn visit(&mut self, entry: Option<Ref>) -> Option<Ref> {
+        let Some(r) = entry else {
+            self.past_head = true;
+            return None;
+        };
+        if !self.past_head {
+            self.head.push(r);
+        } else if self.head.contains(&r) {
+            return None;
+        }
+        Some(r)
     }
 }
 
@@ -103,7 +130,9 @@ impl Store {
         let positions = sh.index.positions();
         let end = (w.pos + BATCH).min(positions);
         for i in w.pos..end {
-            let Some(r) = sh.index.at(i) else { continue };
+            let Some(r) = w.visit(sh.index.at(i)) else {
+                continue;
+            };
             let it = Item::at(&self.slabs, r);
             if !w.wants(it.h().class) || self.dead(it, now).is_some() {
                 continue;
@@ -131,7 +160,7 @@ impl Store {
             if i >= sh.index.positions() {
                 break;
             }
-            let Some(r) = sh.index.at(i) else {
+            let Some(r) = w.visit(sh.index.at(i)) else {
                 i += 1;
                 continue;
             };
