@@ -3,8 +3,9 @@
 //!
 //! They tune the running cache the way memcached's do, and answer with
 //! memcached's exact replies (argument checks included), because operators
-//! script them. The tunables they change live in `Tunables`, which
-//! `stats settings` reports and the store reads.
+//! script them. The LRU and page-mover settings they change live in the
+//! store (`Store::runtime_settings`), which applies them to the running
+//! cache; the crawler's live in `Tunables`. `stats settings` reports both.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
