@@ -324,7 +324,11 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "hash_bytes", st.hash_bytes);
     push_stat(out, "hash_is_expanding", st.hash_is_expanding as u8);
     push_stat(out, "slab_reassign_rescues", st.slab_reassign_rescues);
-    push_stat(out, "slab_reassign_chunk_rescues", 0);
+    push_stat(
+        out,
+        "slab_reassign_chunk_rescues",
+        st.slab_reassign_chunk_rescues,
+    );
     push_stat(
         out,
         "slab_reassign_evictions_nomem",
@@ -337,7 +341,7 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "slabs_moved", st.slabs_moved);
     push_stat(out, "lru_crawler_running", s.crawler_running as u8);
     push_stat(out, "lru_crawler_starts", s.crawler_starts);
-    push_stat(out, "lru_maintainer_juggles", 0);
+    push_stat(out, "lru_maintainer_juggles", st.lru_maintainer_juggles);
     push_stat(out, "malloc_fails", st.malloc_fails);
     push_stat(out, "log_worker_dropped", 0);
     push_stat(out, "log_worker_written", s.log_watcher_sent);

@@ -83,6 +83,8 @@ struct ClassCounters {
     moves_to_warm: u64,
     moves_within_lru: u64,
     direct_reclaims: u64,
+    /// Maintenance passes that moved an item (`lru_maintainer_juggles`).
+    juggles: u64,
     hits: [u64; 4],
     get_hits: u64,
     cmd_set: u64,
@@ -125,6 +127,7 @@ pub struct Store {
     slabs_moved: AtomicU64,
     reassign_evictions: AtomicU64,
     reassign_rescues: AtomicU64,
+    reassign_chunk_rescues: AtomicU64,
     reassign_busy_items: AtomicU64,
     /// `slab_automove` now (the `slabs automove` command changes it).
     automove: AtomicU8,
@@ -389,6 +392,7 @@ impl Store {
             slabs_moved: AtomicU64::new(0),
             reassign_evictions: AtomicU64::new(0),
             reassign_rescues: AtomicU64::new(0),
+            reassign_chunk_rescues: AtomicU64::new(0),
             reassign_busy_items: AtomicU64::new(0),
             automove: AtomicU8::new(cfg.slab_automove),
             automove_ratio: AtomicU64::new(cfg.slab_automove_ratio.to_bits()),
@@ -593,6 +597,7 @@ impl Store {
             + sh.lru[class][WARM as usize].count
             + sh.lru[class][COLD as usize].count) as u64;
         let cold_age = sh.age(sl, class, COLD, now);
+        let mut moved = false;
         for _ in 0..2 {
             let l = sh.lru[class][HOT as usize];
             if l.tail == NULL {
@@ -605,6 +610,7 @@ impl Store {
             if !(over || old) {
                 break;
             }
+            moved = true;
             if it.h().bits & BIT_ACTIVE != 0 {
                 it.hm().bits &= !BIT_ACTIVE;
                 sh.lru_move(sl, it, WARM);
@@ -626,6 +632,7 @@ impl Store {
             if !(over || old) {
                 break;
             }
+            moved = true;
             if it.h().bits & BIT_ACTIVE != 0 {
                 it.hm().bits &= !BIT_ACTIVE;
                 sh.lru_move(sl, it, WARM);
@@ -634,6 +641,9 @@ impl Store {
                 sh.lru_move(sl, it, COLD);
                 sh.cs[class].moves_to_cold += 1;
             }
+        }
+        if moved {
+            sh.cs[class].juggles += 1;
         }
     }
 
@@ -1322,11 +1332,13 @@ impl Store {
                 s.moves_to_warm += c.moves_to_warm;
                 s.moves_within_lru += c.moves_within_lru;
                 s.direct_reclaims += c.direct_reclaims;
+                s.lru_maintainer_juggles += c.juggles;
             }
         }
         s.slabs_moved = self.slabs_moved.load(Ordering::Relaxed);
         s.slab_reassign_evictions_nomem = self.reassign_evictions.load(Ordering::Relaxed);
         s.slab_reassign_rescues = self.reassign_rescues.load(Ordering::Relaxed);
+        s.slab_reassign_chunk_rescues = self.reassign_chunk_rescues.load(Ordering::Relaxed);
         s.slab_reassign_busy_items = self.reassign_busy_items.load(Ordering::Relaxed);
         s.slab_reassign_running = self.moving.load(Ordering::Relaxed);
         s.slab_global_page_pool = self.slabs.idle_pages() as u64;
@@ -1545,6 +1557,7 @@ impl Store {
         self.slabs_moved.store(0, Ordering::Relaxed);
         self.reassign_evictions.store(0, Ordering::Relaxed);
         self.reassign_rescues.store(0, Ordering::Relaxed);
+        self.reassign_chunk_rescues.store(0, Ordering::Relaxed);
         self.reassign_busy_items.store(0, Ordering::Relaxed);
     }
 }

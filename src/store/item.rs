@@ -284,6 +284,52 @@ impl Item {
         }
     }
 
+    /// Move the continuation chunks `pick` selects into chunks `alloc`
+    /// hands out: each chunk is copied whole (its link and data) and the
+    /// link that pointed at it is repointed, then `free` gets the old one.
+    /// Returns how many moved; `Err` (with that count) when `alloc` had
+    /// nothing for a chunk, which is left where it was. The caller owns
+    /// the item as `Item` requires and no picked chunk is the head.
+    pub(crate) fn move_chunks(
+        &self,
+        slabs: &Slabs,
+        mut pick: impl FnMut(Ref) -> bool,
+        mut alloc: impl FnMut() -> Option<Ref>,
+        mut free: impl FnMut(Ref),
+    ) -> Result<u32, u32> {
+        if !self.chained() {
+            return Ok(0);
+        }
+        let mut link = self.chain_link().cast::<u32>();
+        let mut moved = 0;
+        loop {
+            // SAFETY: `link` is the head's chain link or the first word of
+            // a continuation chunk of this item (see `set_chain`).
+            let r = unsafe { link.read_unaligned() };
+            if r == NULL {
+                return Ok(moved);
+            }
+            let cur = if pick(r) {
+                let Some(nr) = alloc() else {
+                    return Err(moved);
+                };
+                // SAFETY: `nr` is a fresh chunk of the chunk-max class,
+                // not `r`, and both are `chunk_max` bytes; the link is
+                // ours to write (see above).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(slabs.ptr(r), slabs.ptr(nr), slabs.chunk_max());
+                    link.write_unaligned(nr);
+                }
+                free(r);
+                moved += 1;
+                nr
+            } else {
+                r
+            };
+            link = slabs.ptr(cur).cast::<u32>();
+        }
+    }
+
     /// Visit every continuation chunk (for freeing).
     pub(crate) fn chain_refs(&self, slabs: &Slabs, mut f: impl FnMut(Ref)) {
         if !self.chained() {

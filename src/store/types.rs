@@ -404,8 +404,13 @@ pub struct StoreStats {
     pub moves_to_warm: u64,
     pub moves_within_lru: u64,
     pub direct_reclaims: u64,
+    /// LRU maintenance passes that moved an item between segments (the
+    /// work memcached's maintainer thread counts per wake-up).
+    pub lru_maintainer_juggles: u64,
     pub lru_bumps_dropped: u64,
     pub slab_reassign_rescues: u64,
+    /// Continuation chunks of chained items moved out of a draining page.
+    pub slab_reassign_chunk_rescues: u64,
     pub slab_reassign_evictions_nomem: u64,
     pub slab_reassign_busy_items: u64,
     /// A page move is under way.

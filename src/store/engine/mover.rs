@@ -251,7 +251,7 @@ impl Store {
                         let mut tail_in = false;
                         it.chain_refs(&self.slabs, |c| tail_in |= self.slabs.page_of(c) == page);
                         if tail_in || self.slabs.page_of(r) == page {
-                            self.drain_item(&mut sh, it, tail_in, now);
+                            self.drain_item(&mut sh, it, page, now);
                         }
                         r = next;
                     }
@@ -261,20 +261,33 @@ impl Store {
         self.slabs.finish_drain(class)
     }
 
-    /// Move `it` out of a draining page, or drop it (see `drain_page`).
-    /// `tail_in`: a continuation chunk of its chain is in the page (those
-    /// are not moved; the item is evicted).
-    fn drain_item(&self, sh: &mut Shard, it: Item, tail_in: bool, now: RelTime) {
+    /// Move `it` out of draining `page`, or drop it (see `drain_page`).
+    /// A chained item may have its head, continuation chunks, or both in
+    /// the page: continuation chunks move first
+    /// (`slab_reassign_chunk_rescues`, memcached's name), each into a free
+    /// chunk-max chunk elsewhere with the link before it repointed, then
+    /// the head. If any chunk finds no room the whole item is evicted.
+    fn drain_item(&self, sh: &mut Shard, it: Item, page: u32, now: RelTime) {
         let h = self.hash(it.key());
         if self.dead(it, now).is_some() {
             self.remove(sh, it, h);
             return;
         }
         let class = it.h().class;
-        let moved = if tail_in {
-            None
-        } else {
-            self.slabs.alloc_no_new_page(class)
+        let largest = self.slabs.largest;
+        let chunks = it.move_chunks(
+            &self.slabs,
+            |r| self.slabs.page_of(r) == page,
+            || self.slabs.alloc_no_new_page(largest),
+            |r| self.slabs.free(largest, r),
+        );
+        let (Ok(n) | Err(n)) = chunks;
+        self.reassign_chunk_rescues
+            .fetch_add(u64::from(n), Ordering::Relaxed);
+        let moved = match chunks {
+            Err(_) => None,
+            Ok(_) if self.slabs.page_of(it.r) != page => return,
+            Ok(_) => self.slabs.alloc_no_new_page(class),
         };
         let Some(nr) = moved else {
             self.reassign_evictions.fetch_add(1, Ordering::Relaxed);

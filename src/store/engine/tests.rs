@@ -525,6 +525,17 @@ fn lru_segments_fetched_active_and_rescue() {
     let hot = find(&items, "items:1:number_hot");
     assert!(cold > 0 && hot > 0, "{items:?}");
     assert!(find(&items, "items:1:moves_to_cold") > 0);
+    // Each maintenance pass that moved items counts once: at least one per
+    // shard, at most one per move.
+    let st = s.stats();
+    assert!(
+        st.lru_maintainer_juggles >= NSHARDS as u64
+            && st.lru_maintainer_juggles
+                <= st.moves_to_cold + st.moves_to_warm + st.moves_within_lru,
+        "{st:?}"
+    );
+    s.reset_stats();
+    assert_eq!(s.stats().lru_maintainer_juggles, 0);
     // k0 is in COLD by now: first hit marks fetched, second active and
     // moves it to WARM.
     assert!(get(&s, b"k0").is_ok());
@@ -1378,6 +1389,58 @@ fn reassign_rescues_items_when_the_class_has_room() {
         s.reassign_check(0, class as i32),
         Err(ReassignError::NoSpare)
     );
+}
+
+/// A page of the chunk-max class holds heads and continuation chunks of
+/// chained items: when it drains, each continuation chunk moves to a free
+/// chunk elsewhere with the link before it repointed (memcached's chunk
+/// rescue), so no chained item is lost while the class has room.
+#[test]
+fn reassign_rescues_the_chunks_of_chained_items() {
+    let s = Store::new(
+        StoreConfig {
+            item_size_max: 2 << 20,
+            ..cfg(64)
+        },
+        Clock::new(),
+    );
+    // Three chunks each: heads and continuations straddle pages.
+    let v = |i: u32| -> Vec<u8> { (0..1_200_000u32).map(|j| (i * 7 + j % 251) as u8).collect() };
+    let n = 12u32;
+    for i in 0..n {
+        assert_eq!(
+            set(&s, format!("big{i}").as_bytes(), &v(i)).status,
+            StoreStatus::Stored
+        );
+    }
+    let largest = s.slabs.largest;
+    let pages = class_pages(&s, largest);
+    assert_eq!(pages, 18);
+    for i in (1..n).step_by(3) {
+        s.delete(&DeleteArgs::new(format!("big{i}").as_bytes()));
+    }
+    // Each deleted item left one page empty (those move first) and one
+    // chunk free; the two moves after those drain the first pages, which
+    // hold a head, a continuation linked from a head and one linked from
+    // another continuation, using 3 of the 4 free chunks.
+    for _ in 0..6 {
+        assert!(s.reassign(largest, 0));
+    }
+    let st = s.stats();
+    assert_eq!(st.slab_reassign_evictions_nomem, 0, "{st:?}");
+    assert!(st.slab_reassign_chunk_rescues >= 2, "{st:?}");
+    assert!(st.slab_reassign_rescues >= 1, "{st:?}");
+    assert_eq!(st.slab_global_page_pool, 6);
+    assert_eq!(class_pages(&s, largest), pages - 6);
+    assert_eq!(st.curr_items, 8);
+    for i in 0..n {
+        let got = get(&s, format!("big{i}").as_bytes());
+        if i % 3 == 1 {
+            assert_eq!(got, Err(Miss::NotFound));
+        } else {
+            assert!(got.as_deref() == Ok(&v(i)[..]), "big{i} changed");
+        }
+    }
 }
 
 #[test]
