@@ -149,6 +149,40 @@ pub struct ConnStats {
     pub conn_structures: AtomicU64,
     pub listen_disabled_num: AtomicU64,
     pub accepting: AtomicBool,
+    /// When accepting last stopped (microseconds since the epoch).
+    pub disabled_since_us: AtomicU64,
+    /// Finished stretches of not accepting (`time_in_listen_disabled_us`).
+    pub time_in_listen_disabled_us: AtomicU64,
+}
+
+impl ConnStats {
+    /// New connections stop being taken (the `-c` limit reached with
+    /// `no_maxconns_fast`): the first thread to notice counts
+    /// `listen_disabled_num` and starts the clock, as memcached does when
+    /// it turns its listeners off.
+    pub fn stop_accepting(&self) {
+        if self.accepting.swap(false, Ordering::AcqRel) {
+            self.listen_disabled_num.fetch_add(1, Ordering::Relaxed);
+            self.disabled_since_us.store(now_us(), Ordering::Relaxed);
+        }
+    }
+
+    /// Connections are taken again: the stretch since `stop_accepting`
+    /// adds to `time_in_listen_disabled_us`. One load when nothing
+    /// changed.
+    pub fn resume_accepting(&self) {
+        if !self.accepting.load(Ordering::Relaxed) && !self.accepting.swap(true, Ordering::AcqRel) {
+            let since = self.disabled_since_us.load(Ordering::Relaxed);
+            self.time_in_listen_disabled_us
+                .fetch_add(now_us().saturating_sub(since), Ordering::Relaxed);
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The sums of every thread's `Ops`, by field index.
@@ -317,7 +351,11 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
         "listen_disabled_num",
         c.listen_disabled_num.load(Ordering::Relaxed),
     );
-    push_stat(out, "time_in_listen_disabled_us", 0);
+    push_stat(
+        out,
+        "time_in_listen_disabled_us",
+        c.time_in_listen_disabled_us.load(Ordering::Relaxed),
+    );
     push_stat(out, "threads", s.threads);
     push_stat(out, "conn_yields", o("conn_yields"));
     push_stat(out, "hash_power_level", st.hash_power_level);

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use common::{show, Kind, Server};
 
 fn stat(server: &Server, name: &str) -> u64 {
-    let mut c = server.connect();
+    stat_on(&mut server.connect(), name)
+}
+
+fn stat_on(c: &mut common::Client, name: &str) -> u64 {
     c.send(b"stats\r\n");
     let mut all = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -37,20 +40,26 @@ fn stat(server: &Server, name: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{name} is not a number"))
 }
 
+/// `n` connections, each answered once (so each was accepted).
+fn served_clients(server: &Server, n: usize) -> Vec<common::Client> {
+    (0..n)
+        .map(|i| {
+            let mut c = server.connect();
+            let r = c.exchange(b"version\r\n", 9);
+            assert!(
+                r.bytes.starts_with(b"VERSION "),
+                "connection {i} within the limit was not served: {}",
+                show(&r.bytes)
+            );
+            c
+        })
+        .collect()
+}
+
 #[test]
 fn connection_limit_rejects_with_memcached_message() {
     let server = Server::start(Kind::Gannet, &["-c", "5", "-t", "2"]);
-    let mut open = Vec::new();
-    for i in 0..5 {
-        let mut c = server.connect();
-        let r = c.exchange(b"version\r\n", 9);
-        assert!(
-            r.bytes.starts_with(b"VERSION "),
-            "connection {i} within the limit was not served: {}",
-            show(&r.bytes)
-        );
-        open.push(c);
-    }
+    let mut open = served_clients(&server, 5);
     let mut extra = server.connect();
     let r = extra.wait_close(Duration::from_secs(3));
     assert_eq!(show(&r.bytes), show(b"ERROR Too many open connections\r\n"));
@@ -66,6 +75,46 @@ fn connection_limit_rejects_with_memcached_message() {
     drop(open);
     std::thread::sleep(Duration::from_millis(200));
     assert!(stat(&server, "rejected_connections") >= 1);
+}
+
+/// `-o no_maxconns_fast`: at the limit a new client is not rejected but
+/// waits in the listen backlog until a connection closes, while
+/// `accepting_conns` is 0; the stretch is counted in `listen_disabled_num`
+/// and `time_in_listen_disabled_us`. (memcached 1.6.18 does the same,
+/// checked by hand: it waits once its descriptors run out.)
+#[test]
+fn connection_limit_without_maxconns_fast_makes_clients_wait() {
+    let server = Server::start(
+        Kind::Gannet,
+        &["-c", "5", "-t", "2", "-o", "no_maxconns_fast"],
+    );
+    let mut open = served_clients(&server, 5);
+    let mut waiting = server.connect();
+    waiting.send(b"version\r\n");
+    let r = waiting.read_reply(9, Duration::from_millis(500));
+    assert!(
+        r.bytes.is_empty() && !r.closed,
+        "over the limit: {} (closed: {})",
+        show(&r.bytes),
+        r.closed
+    );
+    assert_eq!(stat_on(&mut open[0], "accepting_conns"), 0);
+    assert_eq!(stat_on(&mut open[0], "listen_disabled_num"), 1);
+    assert_eq!(stat_on(&mut open[0], "rejected_connections"), 0);
+    assert_eq!(stat_on(&mut open[0], "time_in_listen_disabled_us"), 0);
+
+    // A place frees up: the waiting client is taken and answered.
+    drop(open.pop());
+    let r = waiting.read_reply(9, Duration::from_secs(3));
+    assert!(r.bytes.starts_with(b"VERSION "), "{}", show(&r.bytes));
+    assert_eq!(stat_on(&mut open[0], "accepting_conns"), 1);
+    let waited = stat_on(&mut open[0], "time_in_listen_disabled_us");
+    assert!(waited >= 400_000, "{waited} us");
+    assert_eq!(stat_on(&mut open[0], "rejected_connections"), 0);
+    // `stats reset` zeroes both, as memcached's does.
+    open[0].exchange(b"stats reset\r\n", 7);
+    assert_eq!(stat_on(&mut open[0], "listen_disabled_num"), 0);
+    assert_eq!(stat_on(&mut open[0], "time_in_listen_disabled_us"), 0);
 }
 
 #[test]

@@ -66,6 +66,11 @@ impl Crawler {
         self.starts.load(Ordering::Relaxed)
     }
 
+    /// `stats reset` zeroes `lru_crawler_starts`, as memcached's does.
+    pub fn reset_starts(&self) {
+        self.starts.store(0, Ordering::Relaxed);
+    }
+
     /// A metadump counts as a crawler start in memcached too.
     pub fn count_start(&self) {
         self.starts.fetch_add(1, Ordering::Relaxed);

@@ -163,6 +163,15 @@ pub(crate) fn reset(ctx: &Ctx) {
     ctx.shared.detail.clear();
     ctx.shared.conns.total_conns.store(0, Ordering::Relaxed);
     ctx.shared.conns.rejected_conns.store(0, Ordering::Relaxed);
+    ctx.shared.crawler.reset_starts();
+    ctx.shared
+        .conns
+        .listen_disabled_num
+        .store(0, Ordering::Relaxed);
+    ctx.shared
+        .conns
+        .time_in_listen_disabled_us
+        .store(0, Ordering::Relaxed);
 }
 
 /// Appends `group` as `STAT <name> <value>\r\n` lines (no `END`).

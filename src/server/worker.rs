@@ -43,6 +43,25 @@ pub enum Listener {
     Unix(UnixListener),
 }
 
+impl Listener {
+    /// Whether a connection waits to be accepted, without taking it.
+    fn pending(&self) -> bool {
+        let fd = match self {
+            Listener::Tcp(l) | Listener::Tls(l, _) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout; `fd` stays open (the
+        // listener is borrowed) for the call.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 1 && p.revents & libc::POLLIN != 0
+    }
+}
+
 pub struct Worker {
     id: usize,
     poll: Poll,
@@ -236,7 +255,22 @@ impl Worker {
     }
 
     fn accept(&mut self, idx: usize) {
+        let max = self.shared.settings.max_conns;
         loop {
+            // `no_maxconns_fast`: at the limit, leave new connections
+            // waiting in the listen backlog (memcached turns its
+            // listeners off) and look again in 10 ms.
+            // A client only counts as turned away once one is waiting, as
+            // memcached only notices at the accept that fails.
+            if !self.shared.settings.maxconns_fast
+                && self.shared.conns.curr_conns.load(Ordering::Acquire) >= max
+            {
+                if self.listeners[idx].pending() {
+                    self.shared.conns.stop_accepting();
+                    self.accept_backoff = true;
+                }
+                return;
+            }
             let accepted = match &self.listeners[idx] {
                 Listener::Tcp(l) => l.accept().map(|(s, peer)| {
                     let _ = s.set_nodelay(true);
@@ -267,18 +301,18 @@ impl Worker {
                 Err(e) => {
                     // EMFILE/ENFILE and friends: keep serving, retry soon.
                     log::warn!("worker {}: accept failed: {}", self.id, e);
-                    self.shared
-                        .conns
-                        .listen_disabled_num
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.conns.stop_accepting();
                     self.accept_backoff = true;
                     return;
                 }
             };
             let conns = &self.shared.conns;
+            conns.resume_accepting();
             conns.total_conns.fetch_add(1, Ordering::Relaxed);
             let curr = conns.curr_conns.fetch_add(1, Ordering::AcqRel);
-            if curr >= self.shared.settings.max_conns {
+            // With `no_maxconns_fast` only a race between workers for the
+            // last place gets here.
+            if curr >= max {
                 conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
                 conns.rejected_conns.fetch_add(1, Ordering::Relaxed);
                 use std::io::Write;
