@@ -89,6 +89,7 @@ counters!(Ops {
     bytes_read,
     bytes_written,
     conn_yields,
+    read_buf_oom,
 });
 
 counters!(ClassOps {
@@ -112,6 +113,48 @@ pub struct ThreadStats {
     pub latency: crate::latency::Latency,
     /// Sampled hot-key table (`stats hotkeys`, `-o hotkeys=N`).
     pub hot: crate::hotkeys::Table,
+    /// This thread's read buffers (gauges, not reset).
+    pub read_bufs: ReadBufs,
+}
+
+/// A worker's read buffers, memcached's `read_buf_*` gauges: its scratch
+/// buffer plus the connections' own input buffers. A buffer is free
+/// while it holds no unprocessed input. Only the owning worker writes.
+#[derive(Debug, Default)]
+pub struct ReadBufs {
+    pub count: AtomicU64,
+    pub bytes: AtomicU64,
+    pub free: AtomicU64,
+}
+
+impl ReadBufs {
+    /// A buffer went from `before` to `after`, each `(capacity, empty)`
+    /// (capacity 0: no buffer).
+    pub fn change(&self, before: (usize, bool), after: (usize, bool)) {
+        if before == after {
+            return;
+        }
+        let add = |a: &AtomicU64, old: usize, new: usize| {
+            a.fetch_add((new as u64).wrapping_sub(old as u64), Ordering::Relaxed);
+        };
+        let free = |(cap, empty): (usize, bool)| if empty { cap } else { 0 };
+        add(
+            &self.count,
+            usize::from(before.0 > 0),
+            usize::from(after.0 > 0),
+        );
+        add(&self.bytes, before.0, after.0);
+        add(&self.free, free(before), free(after));
+    }
+
+    /// `(count, bytes, free)`.
+    pub fn get(&self) -> (u64, u64, u64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+            self.free.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Default for ThreadStats {
@@ -121,6 +164,7 @@ impl Default for ThreadStats {
             classes: std::array::from_fn(|_| ClassOps::default()),
             latency: crate::latency::Latency::default(),
             hot: crate::hotkeys::Table::default(),
+            read_bufs: ReadBufs::default(),
         }
     }
 }
@@ -252,6 +296,8 @@ pub struct GeneralStats<'a> {
     /// `lru_crawler_running`, `lru_crawler_starts`.
     pub crawler_running: bool,
     pub crawler_starts: u64,
+    /// Every thread's read buffers: `(count, bytes, free bytes)`.
+    pub read_bufs: (u64, u64, u64),
     /// With `-Z`: the `ssl_*` counters.
     pub tls: Option<TlsStats>,
 }
@@ -309,10 +355,10 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "response_obj_oom", 0);
     push_stat(out, "response_obj_count", 0);
     push_stat(out, "response_obj_bytes", 0);
-    push_stat(out, "read_buf_count", 0);
-    push_stat(out, "read_buf_bytes", 0);
-    push_stat(out, "read_buf_bytes_free", 0);
-    push_stat(out, "read_buf_oom", 0);
+    push_stat(out, "read_buf_count", s.read_bufs.0);
+    push_stat(out, "read_buf_bytes", s.read_bufs.1);
+    push_stat(out, "read_buf_bytes_free", s.read_bufs.2);
+    push_stat(out, "read_buf_oom", o("read_buf_oom"));
     push_stat(out, "reserved_fds", s.reserved_fds);
     push_stat(out, "cmd_get", o("get_cmds"));
     push_stat(out, "cmd_set", o("set_cmds"));
@@ -471,6 +517,7 @@ mod tests {
                 log_watcher_skipped: 0,
                 crawler_running: false,
                 crawler_starts: 0,
+                read_bufs: (4, 4 << 16, 4 << 16),
             },
         );
         let text = String::from_utf8(out).unwrap();

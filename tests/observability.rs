@@ -470,6 +470,47 @@ fn watch_deletions_and_replies() {
     }
 }
 
+/// Send a batch of 100 gets and wait for their 100 replies.
+fn get_batch(c: &mut Conn, batch: &str) {
+    c.send(batch.as_bytes());
+    let mut n = 0;
+    while n < 100 {
+        let got = c.read_until(&[b"END\r\n".as_slice()]);
+        assert!(!got.is_empty(), "server stopped answering");
+        n += got.windows(5).filter(|w| *w == b"END\r\n").count();
+    }
+}
+
+/// `-o worker_logbuf_size` sizes each worker's ring for a watcher: a batch
+/// of gets whose lines (about 30 KB) fit the default 64 KB arrives whole,
+/// while with 4 KB some is skipped, even for a watcher that reads.
+/// One worker, so nothing drains the ring while a read's requests run.
+#[test]
+fn worker_logbuf_size_bounds_what_a_batch_may_log() {
+    let key = "k".repeat(240);
+    let batch: String = (0..100).map(|_| format!("get {key}\r\n")).collect();
+    let skipped_with = |extra: &[&str]| {
+        let mut args = vec!["-t", "1"];
+        args.extend_from_slice(extra);
+        let gn = Server::start(Kind::Gannet, &args);
+        let mut w = Conn::new(gn.port());
+        assert_eq!(w.cmd("watch fetchers\r\n", &[b"\r\n"]), "OK\r\n");
+        let mut c = Conn::new(gn.port());
+        get_batch(&mut c, &batch);
+        let lines = w.lines_for(Duration::from_millis(500));
+        let items = lines.iter().filter(|l| l.contains("type=item_get")).count();
+        let s = c.stat_map("");
+        let skipped = num(&s, "log_watcher_skipped");
+        assert_eq!(items as u64 + skipped, 100, "{lines:?}");
+        skipped
+    };
+    assert_eq!(skipped_with(&[]), 0);
+    let small = skipped_with(&["-o", "worker_logbuf_size=4"]);
+    // How many depends on how the batch is split into reads (the watcher
+    // drains between them); 4 KB holds about 13 lines.
+    assert!(small > 0, "none of 100 skipped with a 4 KB ring");
+}
+
 /// A watcher that never reads is skipped: the workers keep their pace and
 /// `log_watcher_skipped` counts what it lost.
 #[test]
@@ -492,13 +533,7 @@ fn slow_watcher_is_skipped_not_waited_for() {
     let rounds = 400;
     let start = Instant::now();
     for _ in 0..rounds {
-        c.send(batch.as_bytes());
-        let mut n = 0;
-        while n < 100 {
-            let got = c.read_until(&[b"END\r\n".as_slice()]);
-            assert!(!got.is_empty(), "server stopped answering");
-            n += got.windows(5).filter(|w| *w == b"END\r\n").count();
-        }
+        get_batch(&mut c, &batch);
     }
     let took = start.elapsed();
     assert!(

@@ -117,6 +117,84 @@ fn connection_limit_without_maxconns_fast_makes_clients_wait() {
     assert_eq!(stat_on(&mut open[0], "time_in_listen_disabled_us"), 0);
 }
 
+/// `read_buf_*`: each worker's scratch buffer, plus a buffer of its own
+/// for a connection holding part of a request; an emptied small buffer is
+/// kept (free) until the connection closes.
+#[test]
+fn read_buf_stats_follow_connection_buffers() {
+    let server = Server::start(Kind::Gannet, &["-t", "2"]);
+    let scratch = stat(&server, "read_buf_bytes");
+    assert_eq!(stat(&server, "read_buf_count"), 2);
+    assert!(scratch > 0);
+    assert_eq!(stat(&server, "read_buf_bytes_free"), scratch);
+    assert_eq!(stat(&server, "read_buf_oom"), 0);
+
+    let mut c = server.connect();
+    c.send(b"set k 0 0 10\r\n01234");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(stat(&server, "read_buf_count"), 3);
+    let held = stat(&server, "read_buf_bytes");
+    assert!(held > scratch, "{held}");
+    assert_eq!(stat(&server, "read_buf_bytes_free"), scratch);
+
+    let r = c.exchange(b"56789\r\n", 8);
+    assert_eq!(show(&r.bytes), show(b"STORED\r\n"));
+    assert_eq!(stat(&server, "read_buf_count"), 3);
+    assert_eq!(stat(&server, "read_buf_bytes_free"), held);
+
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(stat(&server, "read_buf_count"), 2);
+    assert_eq!(stat(&server, "read_buf_bytes"), scratch);
+}
+
+/// `-o read_buf_mem_limit`: while a worker's connection buffers hold
+/// more than its share (the limit over `-t`), a connection that would
+/// need a buffer of its own is closed and counted in `read_buf_oom`;
+/// complete requests need none and are served, and a connection already
+/// holding a buffer finishes its request.
+#[test]
+fn read_buf_mem_limit_closes_connections_that_need_a_buffer() {
+    let server = Server::start(Kind::Gannet, &["-t", "1", "-o", "read_buf_mem_limit=1"]);
+    let value = vec![b'v'; 900_000];
+    let mut big = server.connect();
+    big.send(b"set big 0 0 900000\r\n");
+    big.send(&value[..600_000]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stat(&server, "read_buf_bytes") < 600_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the partial value was not buffered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut split = server.connect();
+    split.send(b"set small 0 0 10\r\n01");
+    let r = split.wait_close(Duration::from_secs(3));
+    assert!(r.closed && r.bytes.is_empty(), "{}", show(&r.bytes));
+    assert_eq!(stat(&server, "read_buf_oom"), 1);
+
+    let mut whole = server.connect();
+    let r = whole.exchange(b"set w 0 0 1\r\nx\r\nget w\r\n", 26);
+    assert_eq!(
+        show(&r.bytes),
+        show(b"STORED\r\nVALUE w 0 1\r\nx\r\nEND\r\n")
+    );
+
+    let mut rest = value[600_000..].to_vec();
+    rest.extend_from_slice(b"\r\n");
+    let r = big.exchange(&rest, 8);
+    assert_eq!(show(&r.bytes), show(b"STORED\r\n"));
+    // The large buffer is released: buffering is allowed again.
+    let mut split = server.connect();
+    split.send(b"set small 0 0 10\r\n01");
+    std::thread::sleep(Duration::from_millis(100));
+    let r = split.exchange(b"23456789\r\n", 8);
+    assert_eq!(show(&r.bytes), show(b"STORED\r\n"));
+    assert_eq!(stat(&server, "read_buf_oom"), 1);
+}
+
 #[test]
 fn pipelined_batch_over_reqs_per_event_yields_and_keeps_order() {
     let server = Server::start(Kind::Gannet, &["-R", "2", "-t", "1"]);

@@ -254,6 +254,10 @@ fn general(ctx: &Ctx, out: &mut Vec<u8>) {
             log_watcher_skipped,
             crawler_running: shared.crawler.running(),
             crawler_starts: shared.crawler.starts(),
+            read_bufs: ctx.shared.threads.iter().fold((0, 0, 0), |t, th| {
+                let (c, b, f) = th.read_bufs.get();
+                (t.0 + c, t.1 + b, t.2 + f)
+            }),
             tls: shared.tls.as_ref().map(|t| stats::TlsStats {
                 new_sessions: t.new_sessions(),
                 handshake_errors: t.handshake_errors(),

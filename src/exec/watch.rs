@@ -9,13 +9,15 @@
 //! How events travel: there are `MAX_WATCHERS` watcher slots. A slot in
 //! use has one single-producer/single-consumer byte ring per producer
 //! thread (worker `i` writes ring `i`; any other thread shares the last
-//! ring under a try-lock it never waits on), allocated when the watch
-//! starts. A producer formats its line on the stack and copies it into its
+//! ring under a try-lock it never waits on) of `worker_logbuf_size` bytes,
+//! as memcached's per-worker log buffer, allocated when the slot is first
+//! used. A producer formats its line on the stack and copies it into its
 //! ring, or, when the ring is full, counts it as skipped: a slow watcher
 //! loses lines and never slows a worker. The watcher's own worker drains
 //! its rings from its poll loop (every `DRAIN_MS` at most) into the
-//! connection's output. When nobody watches, an event costs one relaxed
-//! load of the combined mask.
+//! connection's output, at most `watcher_logbuf_size` bytes at a time
+//! (memcached's per-watcher buffer). When nobody watches, an event costs
+//! one relaxed load of the combined mask.
 
 use std::cell::{Cell, UnsafeCell};
 use std::io::Write;
@@ -44,14 +46,18 @@ pub const MAX_WATCHERS: usize = 8;
 /// Producer rings per watcher: one per worker (up to this many), the last
 /// one shared by every other thread.
 const MAX_PRODUCERS: usize = 65;
-/// Bytes per producer ring.
-pub const RING_BYTES: usize = 64 * 1024;
+/// Bytes per producer ring by default (memcached's `worker_logbuf_size`,
+/// 64 KB; `-o worker_logbuf_size` sets it).
+#[cfg(test)]
+const RING_BYTES: usize = 64 * 1024;
 /// How often a worker with watchers drains them, at most.
 pub const DRAIN_MS: u64 = 10;
 
 /// One single-producer single-consumer byte ring.
 struct Ring {
     buf: UnsafeCell<Box<[u8]>>,
+    /// `buf.len()`, never 0.
+    cap: usize,
     /// Total bytes written (producer).
     head: AtomicUsize,
     /// Total bytes read (consumer).
@@ -72,9 +78,11 @@ struct Ring {
 unsafe impl Sync for Ring {}
 
 impl Ring {
-    fn new() -> Ring {
+    fn new(cap: usize) -> Ring {
+        let cap = cap.max(1);
         Ring {
-            buf: UnsafeCell::new(vec![0u8; RING_BYTES].into_boxed_slice()),
+            buf: UnsafeCell::new(vec![0u8; cap].into_boxed_slice()),
+            cap,
             head: AtomicUsize::new(0),
             tail: AtomicUsize::new(0),
             skipped: AtomicU64::new(0),
@@ -86,13 +94,13 @@ impl Ring {
     fn push(&self, line: &[u8]) -> bool {
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Acquire);
-        if RING_BYTES - (head - tail) < line.len() {
+        if self.cap - (head - tail) < line.len() {
             return false;
         }
         // SAFETY: see `unsafe impl Sync`: this region is the producer's.
         let buf = unsafe { &mut *self.buf.get() };
         for (i, &b) in line.iter().enumerate() {
-            buf[(head + i) % RING_BYTES] = b;
+            buf[(head + i) % self.cap] = b;
         }
         self.head.store(head + line.len(), Ordering::Release);
         true
@@ -105,8 +113,8 @@ impl Ring {
         let n = (head - tail).min(max);
         // SAFETY: [tail, tail+n) was published by the producer.
         let buf = unsafe { &*self.buf.get() };
-        let start = tail % RING_BYTES;
-        let first = n.min(RING_BYTES - start);
+        let start = tail % self.cap;
+        let first = n.min(self.cap - start);
         out.extend_from_slice(&buf[start..start + first]);
         out.extend_from_slice(&buf[..n - first]);
         self.tail.store(tail + n, Ordering::Release);
@@ -237,9 +245,12 @@ pub fn start(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
         return;
     };
     let slot = &HUB.slots[idx];
-    let rings = slot
-        .rings
-        .get_or_init(|| (0..MAX_PRODUCERS).map(|_| Ring::new()).collect());
+    let rings = slot.rings.get_or_init(|| {
+        // Rings are calloc'ed: a producer that never writes costs no
+        // resident memory.
+        let cap = ctx.shared.settings.worker_logbuf_size as usize;
+        (0..MAX_PRODUCERS).map(|_| Ring::new(cap)).collect()
+    });
     for r in rings.iter() {
         r.discard();
         r.skipped.store(0, Ordering::Relaxed);
@@ -888,7 +899,7 @@ mod tests {
 
     #[test]
     fn ring_wraps_and_refuses_when_full() {
-        let r = Ring::new();
+        let r = Ring::new(RING_BYTES);
         let line = [b'x'; 1000];
         let mut n = 0;
         while r.push(&line) {

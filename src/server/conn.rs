@@ -139,6 +139,11 @@ impl InputBuf {
         self.end - self.start
     }
 
+    /// `(bytes allocated, holds no input)`, for the `read_buf_*` stats.
+    pub fn footprint(&self) -> (usize, bool) {
+        (self.buf.len(), self.is_empty())
+    }
+
     /// The unprocessed bytes.
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..self.end]

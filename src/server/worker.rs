@@ -136,6 +136,9 @@ impl Worker {
             );
             listener_names.push(name);
         }
+        // The scratch buffer is this worker's standing read buffer, free
+        // between reads.
+        stats.read_bufs.change((0, true), (READ_CHUNK, true));
         let mut w = Worker {
             listener_names,
             id,
@@ -357,6 +360,7 @@ impl Worker {
             crate::exec::watch::conn_close(&c.entry.addr, "normal", c.fd);
             self.watchers.retain(|w| w.0 != key);
             self.shared.conn_table.remove(c.fd);
+            self.stats.read_bufs.change(c.input.footprint(), (0, true));
             c.stream.shutdown();
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.shared.conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
@@ -404,7 +408,11 @@ impl Worker {
                     continue;
                 }
             }
-            self.watchers[i - 1].1.drain(&mut self.wbuf, OUT_LIMIT / 4);
+            // memcached's per-watcher write buffer: at most this much
+            // goes out per drain; what waits longer in the rings is
+            // skipped once they fill.
+            let batch = (self.shared.settings.watcher_logbuf_size as usize).max(1);
+            self.watchers[i - 1].1.drain(&mut self.wbuf, batch);
             if self.wbuf.is_empty() {
                 continue;
             }
@@ -484,6 +492,7 @@ impl Worker {
         let mut read_first = !conn.has_more;
         conn.has_more = false;
         let short_read_drains = !read_to_eagain && conn.stream.short_read_drains();
+        let input_before = conn.input.footprint();
         loop {
             let (mut got, mut eof, mut blocked) = (0, false, false);
             let mut from_scratch = false;
@@ -549,6 +558,20 @@ impl Worker {
             need = p.need;
             if from_scratch {
                 if p.consumed < got {
+                    // A connection taking a buffer of its own while its
+                    // worker's buffers are over `read_buf_mem_limit` is
+                    // closed, as memcached closes one it has no read
+                    // buffer for; one already holding a buffer may grow
+                    // it (memcached's large-request path is not limited
+                    // either).
+                    let left = got - p.consumed;
+                    if conn.input.footprint().0 == 0
+                        && over_read_buf_limit(&self.shared, &self.stats, left)
+                    {
+                        self.stats.ops.read_buf_oom.incr();
+                        close = true;
+                        break;
+                    }
                     conn.input.extend_from_slice(&self.rbuf[p.consumed..got]);
                 }
             } else {
@@ -611,6 +634,11 @@ impl Worker {
                 break;
             }
         }
+        if let Some(c) = self.conns.get(key) {
+            self.stats
+                .read_bufs
+                .change(input_before, c.input.footprint());
+        }
         if let Some(why) = stop {
             self.shared.request_stop(why);
             let sig = match why {
@@ -628,4 +656,18 @@ impl Worker {
             self.close(key);
         }
     }
+}
+
+/// Whether `more` bytes of connection buffers would take this worker
+/// past its share of `read_buf_mem_limit` (the limit over `-t`, as
+/// memcached splits it). Never while no connection holds a buffer,
+/// so one request can always be buffered.
+fn over_read_buf_limit(shared: &Shared, stats: &ThreadStats, more: usize) -> bool {
+    let limit = shared.settings.read_buf_mem_limit as usize;
+    if limit == 0 {
+        return false;
+    }
+    let share = limit / shared.settings.threads.max(1);
+    let held = stats.read_bufs.get().1 as usize - READ_CHUNK;
+    held > 0 && held + more > share
 }
