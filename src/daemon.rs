@@ -8,8 +8,8 @@
 //! 1. parse the command line;
 //! 2. [`resolve_user`]: root without `-u` exits 64 and an unknown user 67
 //!    (memcached's codes and messages), before anything else happens;
-//! 3. [`raise_nofile`]: while still root, so the hard limit can be raised
-//!    for `-c`;
+//! 3. [`enable_core_dumps`] for `-r`, then [`raise_nofile`]: while still
+//!    root, so the hard limits can be raised (for `-c`);
 //! 4. bind the listeners: still root, so ports below 1024 work (memcached
 //!    drops privileges before binding; gannet binds first, and a bind
 //!    failure reaches the shell even with `-d`);
@@ -67,6 +67,8 @@ pub enum DaemonError {
     DropPrivileges(String, io::Error),
     /// `RLIMIT_NOFILE` cannot cover `-c` connections.
     NoFileLimit { wanted: u64, err: io::Error },
+    /// `-r`: the core file size limit stays 0.
+    CoreLimit,
     /// `daemonize` was called with more than one thread running.
     Threads(usize),
     /// `fork`, `setsid`, `pipe` or `/dev/null` failed while daemonizing.
@@ -87,6 +89,7 @@ impl DaemonError {
             DaemonError::UserLookup(..)
             | DaemonError::DropPrivileges(..)
             | DaemonError::NoFileLimit { .. }
+            | DaemonError::CoreLimit
             | DaemonError::Daemonize(_)
             | DaemonError::LockMemory(_)
             | DaemonError::PidFile(..) => exit_code::OS_ERR,
@@ -127,6 +130,7 @@ impl fmt::Display for DaemonError {
                 "failed to set rlimit for open files. \
                  Try starting as root or requesting smaller maxconns value."
             ),
+            DaemonError::CoreLimit => write!(f, "failed to ensure corefile creation"),
             DaemonError::Threads(n) => write!(
                 f,
                 "cannot daemonize with {n} threads running (fork keeps only one)"
@@ -158,6 +162,7 @@ impl std::error::Error for DaemonError {
             | DaemonError::PidFile(_, err) => Some(err),
             DaemonError::RootWithoutUser
             | DaemonError::UnknownUser(_)
+            | DaemonError::CoreLimit
             | DaemonError::Threads(_) => None,
         }
     }
@@ -262,6 +267,38 @@ fn set_nofile(lim: &libc::rlimit) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Step 3, `-r` (memcached's "maximize core file limit"): the core file
+/// size limit goes to unlimited, or, when that is not allowed, the soft
+/// limit up to the hard one. Fails (memcached's message, exit 71) only
+/// when the soft limit is still 0, so no core could be written.
+pub fn enable_core_dumps() -> Result<(), DaemonError> {
+    let get = || {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: lim is a valid, writable rlimit for the call.
+        (unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut lim) } == 0).then_some(lim)
+    };
+    let set = |v: libc::rlim_t| {
+        let lim = libc::rlimit {
+            rlim_cur: v,
+            rlim_max: v,
+        };
+        // SAFETY: lim is a valid rlimit that the kernel only reads.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &lim) == 0 }
+    };
+    if let Some(old) = get() {
+        if !set(libc::RLIM_INFINITY) {
+            set(old.rlim_max);
+        }
+    }
+    match get() {
+        Some(lim) if lim.rlim_cur != 0 => Ok(()),
+        _ => Err(DaemonError::CoreLimit),
+    }
 }
 
 /// Step 3: make room for `max_conns` connections plus [`RESERVED_FDS`].

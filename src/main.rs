@@ -67,7 +67,12 @@ fn main() -> ExitCode {
         Ok(user) => user,
         Err(e) => return fatal(&e),
     };
-    // While still root, so the hard limit can be raised for -c.
+    // While still root, so hard limits can be raised (-r, then -c).
+    if settings.enable_coredumps {
+        if let Err(e) = daemon::enable_core_dumps() {
+            return fatal(&e);
+        }
+    }
     if let Err(e) = daemon::raise_nofile(settings.max_conns) {
         return fatal(&e);
     }

@@ -438,3 +438,93 @@ fn connection_limit_beyond_the_kernel_exits_71() {
          Try starting as root or requesting smaller maxconns value."
     );
 }
+
+/// Start `program` with `args` and a core file size limit of 0, hard
+/// limit `hard`; returns its exit status if it exits within 3 s, or, once it
+/// serves, the "Max core file size" soft limit from /proc.
+fn core_limit_with(
+    program: &str,
+    args: &[&str],
+    hard: libc::rlim_t,
+) -> Result<String, (ExitStatus, String)> {
+    use std::os::unix::process::CommandExt;
+    let port = free_port();
+    let mut cmd = Command::new(program);
+    cmd.args(base_args(port))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: only setrlimit (async-signal-safe) runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &zero) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            return Err((status, err));
+        }
+        if version(port).is_some() {
+            let limits = fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+            let _ = child.kill();
+            let _ = child.wait();
+            let line = limits
+                .lines()
+                .find(|l| l.starts_with("Max core file size"))
+                .expect("Max core file size")
+                .to_string();
+            return Ok(line.split_whitespace().nth(4).unwrap().to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{program} neither served nor exited"
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// `-r` raises the core file size limit as memcached does: to unlimited
+/// when allowed (CAP_SYS_RESOURCE, or an unlimited hard limit), else the
+/// soft limit to the hard one; a soft limit still 0 exits 71 with
+/// memcached's message. Without `-r` the limit is left alone. Each case
+/// is compared with memcached under the same limits.
+#[test]
+fn core_dumps_flag_raises_the_core_limit_like_memcached() {
+    let memcached = "/usr/bin/memcached";
+    assert!(
+        Path::new(memcached).exists(),
+        "memcached is missing: run the README test command"
+    );
+    assert_eq!(core_limit_with(BIN, &[], 1 << 20), Ok("0".to_string()));
+    for hard in [0, 1 << 20, libc::RLIM_INFINITY] {
+        let gannet = core_limit_with(BIN, &["-r"], hard);
+        assert_eq!(
+            gannet,
+            core_limit_with(memcached, &["-r"], hard),
+            "hard {hard}"
+        );
+        match &gannet {
+            Ok(soft) => assert_ne!(soft, "0", "hard {hard}"),
+            Err((status, err)) => {
+                assert_eq!((hard, status.code()), (0, Some(71)));
+                assert_eq!(err, "failed to ensure corefile creation\n");
+            }
+        }
+    }
+    assert_eq!(
+        core_limit_with(BIN, &["-r"], libc::RLIM_INFINITY),
+        Ok("unlimited".to_string())
+    );
+}
