@@ -1183,7 +1183,13 @@ fn apply_option(
         }
         'u' => s.user = Some(v.to_string()),
         'P' => s.pid_file = Some(PathBuf::from(raw)),
-        'e' => s.memory_file = Some(PathBuf::from(raw)),
+        'e' => {
+            s.warnings.push(format!(
+                "gannet has no persistent memory; ignoring -e {}: the cache starts empty",
+                std::path::Path::new(&raw).display()
+            ));
+            s.memory_file = Some(PathBuf::from(raw));
+        }
         'f' => {
             let f = atof(v);
             if f.is_nan() || f <= 1.0 || f.is_infinite() {
@@ -2274,7 +2280,9 @@ mod tests {
             (&["-p", "0", "-Z"], |_| false),
             (&["-Z"], |s| s.tls),
             (&["-N", "2"], |s| s.napi_ids == 2),
-            (&["-e", "/dev/shm/x"], |s| s.memory_file.is_some()),
+            (&["-e", "/dev/shm/x"], |s| {
+                s.memory_file.is_some() && s.warnings.len() == 1
+            }),
             (&["extra", "-p", "7"], |s| s.port == 7),
             (&["--", "-p", "7"], |s| s.port == 11211),
             (&["-p", "-1", "-p", "9"], |s| s.port == 9),
