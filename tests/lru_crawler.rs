@@ -363,3 +363,150 @@ fn cachedump_lists_a_class_in_memcached_format() {
     assert!(big.len() <= 2 * 1024 * 1024, "{}", big.len());
     assert!(big.len() > 2 * 1024 * 1024 - 200, "{}", big.len());
 }
+
+/// The `type=lru_crawler` lines a `watch sysevents` connection receives
+/// within `limit`, without their `ts=` and `gid=` fields, once `want`
+/// have arrived.
+fn crawler_lines(w: &mut Client, want: usize, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let lines: Vec<String> = text
+            .split('\n')
+            .filter(|l| l.contains(" type=lru_crawler "))
+            .map(|l| l.split_once(" type=").unwrap().1.to_string())
+            .collect();
+        if lines.len() >= want || Instant::now() >= deadline {
+            return lines;
+        }
+        let r = w.read_reply(1, Duration::from_millis(200));
+        got.extend_from_slice(&r.bytes);
+        assert!(!r.closed, "watcher closed");
+    }
+}
+
+/// A line's `name=value` fields.
+fn fields(line: &str) -> BTreeMap<&str, &str> {
+    line.split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
+#[test]
+fn automatic_crawl_logs_each_lru_like_memcached() {
+    // The crawler starts disabled so the items are in place for the
+    // first automatic run, which `lru_crawler enable` triggers.
+    let servers = both(&["-o", "no_lru_crawler"]);
+    let mut runs = Vec::new();
+    for s in &servers {
+        let who = s.kind().name();
+        let mut c = s.connect();
+        let mut input = Vec::new();
+        for i in 0..100 {
+            input.extend_from_slice(format!("set noexp{i} 0 0 5 noreply\r\nhello\r\n").as_bytes());
+        }
+        for (n, ttl) in [(50, 150), (30, 1), (20, 7200)] {
+            for i in 0..n {
+                let k = format!("ttl{ttl}_{i}");
+                input.extend_from_slice(
+                    format!("set {k} 0 {ttl} 5 noreply\r\nhello\r\n").as_bytes(),
+                );
+            }
+        }
+        let big = "x".repeat(3000);
+        for i in 0..10 {
+            input.extend_from_slice(
+                format!("set big{i} 0 300 3000 noreply\r\n{big}\r\n").as_bytes(),
+            );
+        }
+        input.extend_from_slice(b"mn\r\n");
+        assert_eq!(until(&mut c, &input, b"MN\r\n"), b"MN\r\n", "{who}");
+        runs.push((who, c));
+    }
+    // Let the 1 s TTLs run out.
+    std::thread::sleep(Duration::from_millis(2200));
+    let mut logs = Vec::new();
+    for (who, c) in &mut runs {
+        let mut w = servers
+            .iter()
+            .find(|s| s.kind().name() == *who)
+            .unwrap()
+            .connect();
+        assert_eq!(
+            until(&mut w, b"watch sysevents\r\n", b"\r\n"),
+            b"OK\r\n",
+            "{who}"
+        );
+        assert_eq!(
+            until(c, b"lru_crawler enable\r\n", b"\r\n"),
+            b"OK\r\n",
+            "{who}"
+        );
+        let lines = crawler_lines(&mut w, 255, Duration::from_secs(10));
+        assert_eq!(stat(c, "lru_crawler_starts"), 1, "{who}");
+        assert_eq!(stat(c, "crawler_reclaimed"), 30, "{who}");
+        logs.push((*who, lines));
+    }
+    // One line per LRU of every class id but 0 HOT, in memcached's order,
+    // each the same on both servers. Idle, both have moved every item
+    // from HOT to COLD by now, and these sizes have the same class ids
+    // (1 and 17) in both class tables. `since_run` depends on where in
+    // its second the run ended, so it is only checked for being small.
+    let (mc, gn) = (&logs[0].1, &logs[1].1);
+    assert_eq!(mc.len(), 255, "memcached: {mc:?}");
+    assert_eq!(gn.len(), 255, "gannet: {gn:?}");
+    let norm = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| {
+                let since: u32 = fields(l)["since_run"].parse().unwrap();
+                assert!((1..=2).contains(&since), "{l}");
+                l.split(' ')
+                    .filter(|kv| !kv.starts_with("since_run="))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let (nm, ng) = (norm(mc), norm(gn));
+    for (m, g) in nm.iter().zip(&ng) {
+        assert_eq!(g, m);
+    }
+    let busy: Vec<&String> = ng
+        .iter()
+        .filter(|l| !l.ends_with("examined=0 reclaimed=0"))
+        .collect();
+    assert_eq!(
+        busy,
+        [
+            "lru_crawler crawler=1 lru=cold low_mark=1 next_reclaims=50 next_run=65 elapsed=0 \
+             examined=170 reclaimed=30",
+            "lru_crawler crawler=17 lru=cold low_mark=1 next_reclaims=10 next_run=65 elapsed=0 \
+             examined=10 reclaimed=0"
+        ]
+    );
+}
+
+#[test]
+fn no_automatic_crawl_without_the_lru_maintainer() {
+    let servers = both(&["-o", "no_lru_maintainer"]);
+    for s in &servers {
+        let who = s.kind().name();
+        let mut c = s.connect();
+        let mut w = s.connect();
+        assert_eq!(
+            until(&mut w, b"watch sysevents\r\n", b"\r\n"),
+            b"OK\r\n",
+            "{who}"
+        );
+        let lines = crawler_lines(&mut w, 1, Duration::from_millis(2500));
+        assert!(lines.is_empty(), "{who}: {lines:?}");
+        assert_eq!(stat(&mut c, "lru_crawler_starts"), 0, "{who}");
+        // A requested crawl still runs, and logs nothing.
+        crawl_all(&mut c, who);
+        let lines = crawler_lines(&mut w, 1, Duration::from_millis(1500));
+        assert!(lines.is_empty(), "{who}: {lines:?}");
+        assert_eq!(stat(&mut c, "lru_crawler_starts"), 1, "{who}");
+    }
+}

@@ -35,7 +35,8 @@ pub const MUTATIONS: u32 = 1 << 1;
 pub const EVICTIONS: u32 = 1 << 2;
 pub const CONNEVENTS: u32 = 1 << 3;
 pub const DELETIONS: u32 = 1 << 4;
-/// memcached's `sysevents`: gannet emits its `slab_move` lines.
+/// memcached's `sysevents`: gannet emits its `slab_move` and `lru_crawler`
+/// lines.
 pub const SYSEVENTS: u32 = 1 << 5;
 /// Accepted for compatibility; gannet emits no such events.
 const SILENT: u32 = 1 << 8;
@@ -542,6 +543,17 @@ pub fn slab_move(src: u8, dst: u8) {
     }
     let mut l = Line::new();
     let _ = write!(l, "type=slab_move src={src} dst={dst}");
+    publish(SYSEVENTS, &l);
+}
+
+/// `sysevents`: the automatic crawler's verdict on one LRU after a run,
+/// in memcached's `type=lru_crawler` form (see `crawler::Status`).
+pub fn lru_crawler_status(st: &super::crawler::Status) {
+    if !wants(SYSEVENTS) {
+        return;
+    }
+    let mut l = Line::new();
+    let _ = write!(l, "{st}");
     publish(SYSEVENTS, &l);
 }
 

@@ -53,6 +53,9 @@ const TEMP: u8 = 3;
 
 /// Items looked at from an LRU tail per eviction attempt.
 const TAIL_SEARCH: usize = 5;
+/// Juggle passes per class and shard in one `maintain` call (each moves
+/// at most four items; memcached's maintainer makes up to 500).
+const MAINTAIN_PASSES: usize = 128;
 /// Retries of an optimistic read-allocate-relink operation.
 const RETRIES: usize = 16;
 
@@ -584,11 +587,17 @@ impl Store {
     }
 
     /// Bounded LRU maintenance for one class of one shard: move at most a
-    /// few items from the HOT and WARM tails (memcached's maintainer does
-    /// the same work in a thread; here it rides on each link).
-    fn juggle(&self, sh: &mut Shard, class: usize, now: RelTime) {
+    /// few items from the HOT and WARM tails. It rides on each link, and
+    /// `maintain` runs it once a second for the items nobody writes near.
+    /// Returns whether it moved anything.
+    ///
+    /// The age limits are those of memcached's maintainer: HOT and WARM
+    /// items older than `hot_max_factor` and `warm_max_factor` times the
+    /// age of the COLD tail move on, and with COLD empty that age is 0,
+    /// so any item older than this second does.
+    fn juggle(&self, sh: &mut Shard, class: usize, now: RelTime) -> bool {
         if !self.lru.segmented() {
-            return;
+            return false;
         }
         let (hot_pct, hot_factor) = (self.lru.hot_pct(), self.lru.hot_factor());
         let (warm_pct, warm_factor) = (self.lru.warm_pct(), self.lru.warm_factor());
@@ -596,7 +605,7 @@ impl Store {
         let total = (sh.lru[class][HOT as usize].count
             + sh.lru[class][WARM as usize].count
             + sh.lru[class][COLD as usize].count) as u64;
-        let cold_age = sh.age(sl, class, COLD, now);
+        let cold_age = sh.age(sl, class, COLD, now).unwrap_or(0);
         let mut moved = false;
         for _ in 0..2 {
             let l = sh.lru[class][HOT as usize];
@@ -606,7 +615,7 @@ impl Store {
             let it = Item::at(sl, l.tail);
             let age = now.saturating_sub(it.h().atime);
             let over = l.count as u64 > total * hot_pct as u64 / 100;
-            let old = cold_age.is_some_and(|c| age as f64 > c as f64 * hot_factor);
+            let old = age as f64 > cold_age as f64 * hot_factor;
             if !(over || old) {
                 break;
             }
@@ -628,7 +637,7 @@ impl Store {
             let it = Item::at(sl, l.tail);
             let age = now.saturating_sub(it.h().atime);
             let over = l.count as u64 > total * warm_pct as u64 / 100;
-            let old = cold_age.is_some_and(|c| age as f64 > c as f64 * warm_factor);
+            let old = age as f64 > cold_age as f64 * warm_factor;
             if !(over || old) {
                 break;
             }
@@ -644,6 +653,27 @@ impl Store {
         }
         if moved {
             sh.cs[class].juggles += 1;
+        }
+        moved
+    }
+
+    /// Idle LRU maintenance (memcached's LRU maintainer thread): juggle
+    /// every class of every shard until nothing is left to move, at most
+    /// `MAINTAIN_PASSES` times each, so items age out of HOT and WARM
+    /// even when no set comes to do it. The caller runs it about once a
+    /// second. Each shard lock is held for one class at a time.
+    pub fn maintain(&self) {
+        let now = self.clock.now();
+        let classes = self.slabs.nclasses() as usize;
+        for i in 0..NSHARDS {
+            for class in 1..=classes {
+                let mut sh = self.shard(i);
+                for _ in 0..MAINTAIN_PASSES {
+                    if !self.juggle(&mut sh, class, now) {
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -1576,7 +1606,7 @@ impl Store {
 }
 
 mod crawl;
-pub use crawl::{Crawl, CrawlTally, Walk};
+pub use crawl::{lru_id, Crawl, CrawlTally, LruTally, Walk, LRU_IDS};
 mod mover;
 pub use mover::ReassignError;
 mod tuning;

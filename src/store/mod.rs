@@ -26,7 +26,9 @@ mod item;
 mod sizes;
 mod slab;
 
-pub use engine::{Crawl, CrawlTally, ItemRef, ReassignError, Store, Walk};
+pub use engine::{
+    lru_id, Crawl, CrawlTally, ItemRef, LruTally, ReassignError, Store, Walk, LRU_IDS,
+};
 
 /// Class ids run below this (memcached's `MAX_NUMBER_OF_SLAB_CLASSES`);
 /// class 0 is unused and the last one holds the largest chunks.

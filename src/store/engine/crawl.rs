@@ -83,37 +83,114 @@ impl Walk {
     }
 }
 
-/// One crawl in progress: its walk, its per-class limit and what it
-/// found so far.
+/// memcached's LRU ids, one per class and segment: `class | segment << 6`
+/// (HOT 0-63, WARM 64-127, COLD 128-191, TEMP 192-255). A crawl counts
+/// what it saw per id, as memcached's crawler does per LRU.
+pub const LRU_IDS: usize = 4 * 64;
+
+/// The LRU id of an item of `class` in segment `seg`.
+#[inline]
+pub fn lru_id(class: u8, seg: u8) -> usize {
+    (class as usize & 63) | (seg as usize) << 6
+}
+
+/// One crawl in progress: its walk, its per-LRU limit and what it found
+/// so far.
 #[derive(Debug, Clone)]
 pub struct Crawl {
     walk: Walk,
-    /// Items checked per class at most (0: no limit), memcached's
+    /// Bit `c` of `lrus[s]`: the LRU of class `c`, segment `s`, is crawled.
+    lrus: [u64; 4],
+    /// Items checked per LRU at most (0: no limit), memcached's
     /// `lru_crawler tocrawl`.
     limit: u32,
-    checked: [u32; MAX_CLASSES],
+    checked: Vec<u32>,
     pub tally: CrawlTally,
 }
 
 impl Crawl {
+    /// A crawl of every segment of the classes in `classes` (bit `c` for
+    /// class `c`), as `lru_crawler crawl <classes>` asks.
     pub fn new(classes: u64, limit: u32) -> Crawl {
+        Crawl::of_lrus([classes; 4], limit)
+    }
+
+    /// A crawl of the LRUs in `lrus` (bit `c` of `lrus[s]` for class `c`,
+    /// segment `s`), as the automatic crawler schedules them.
+    pub fn of_lrus(lrus: [u64; 4], limit: u32) -> Crawl {
         Crawl {
-            walk: Walk::new(classes),
+            walk: Walk::new(lrus.iter().fold(0, |a, m| a | m)),
+            lrus,
             limit,
-            checked: [0; MAX_CLASSES],
+            checked: vec![0; LRU_IDS],
             tally: CrawlTally::default(),
         }
     }
 }
 
-/// What a crawl found.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What a crawl found, in total and per LRU id.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrawlTally {
     pub checked: u64,
     pub reclaimed: u64,
-    /// Seconds until the first live item seen expires (`None`: no live
-    /// item seen has a TTL). The crawler schedules its next run by it.
-    pub soonest_expiry: Option<u32>,
+    /// Indexed by LRU id (`lru_id`); `LRU_IDS` entries.
+    pub lru: Vec<LruTally>,
+}
+
+impl Default for CrawlTally {
+    fn default() -> CrawlTally {
+        CrawlTally {
+            checked: 0,
+            reclaimed: 0,
+            lru: vec![LruTally::default(); LRU_IDS],
+        }
+    }
+}
+
+/// What a crawl saw in one LRU (memcached's `crawlerstats_t`): the
+/// automatic crawler schedules that LRU's next crawl by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LruTally {
+    /// Live items checked (reclaimed ones are not counted here).
+    pub seen: u64,
+    /// Live items without a TTL.
+    pub noexp: u64,
+    /// Live items with an hour or more to live.
+    pub ttl_hourplus: u64,
+    /// Live items by whole minutes left to live (bucket `m`: 60m to
+    /// 60m+59 seconds).
+    pub histo: [u64; 60],
+    /// Expired and flushed items reclaimed.
+    pub reclaimed: u64,
+}
+
+impl Default for LruTally {
+    fn default() -> LruTally {
+        LruTally {
+            seen: 0,
+            noexp: 0,
+            ttl_hourplus: 0,
+            histo: [0; 60],
+            reclaimed: 0,
+        }
+    }
+}
+
+impl LruTally {
+    /// Count a live item with `exptime` (0: none) seen at `now`.
+    fn saw(&mut self, exptime: RelTime, now: RelTime) {
+        self.seen += 1;
+        if exptime == 0 {
+            self.noexp += 1;
+            return;
+        }
+        let left = exptime.saturating_sub(now);
+        if left > 3599 {
+            self.ttl_hourplus += 1;
+        } else {
+            self.histo[(left / 60) as usize] += 1;
+        }
+    }
 }
 
 impl Store {
@@ -146,10 +223,12 @@ impl Store {
     /// Check the walk's next batch of positions and reclaim the expired
     /// and flushed items of its classes (memcached's crawler counters:
     /// `crawler_items_checked`, `crawler_reclaimed`, and
-    /// `expired_unfetched` for an expired item never fetched). Returns
-    /// whether the crawl has more to do.
+    /// `expired_unfetched` for an expired item never fetched), tallying
+    /// each LRU's items by time left to live. Returns whether the crawl
+    /// has more to do.
     pub fn crawl_step(&self, c: &mut Crawl) -> bool {
-        let (w, limit, checked, tally) = (&mut c.walk, c.limit, &mut c.checked, &mut c.tally);
+        let (w, lrus, limit) = (&mut c.walk, c.lrus, c.limit);
+        let (checked, tally) = (&mut c.checked, &mut c.tally);
         if w.done() {
             return false;
         }
@@ -167,21 +246,21 @@ impl Store {
             let it = Item::at(&self.slabs, r);
             let hd = *it.h();
             let class = hd.class as usize;
-            if !w.wants(hd.class) || (limit != 0 && checked[class] >= limit) {
+            let id = lru_id(hd.class, hd.seg);
+            let wanted = class < 64 && lrus[(hd.seg & 3) as usize] >> class & 1 == 1;
+            if !wanted || (limit != 0 && checked[id] >= limit) {
                 i += 1;
                 continue;
             }
-            checked[class] += 1;
+            checked[id] += 1;
             tally.checked += 1;
             sh.cs[class].crawler_items_checked += 1;
             let Some(miss) = self.dead(it, now) else {
-                if hd.exptime != 0 {
-                    let left = hd.exptime.saturating_sub(now);
-                    tally.soonest_expiry = Some(tally.soonest_expiry.map_or(left, |s| s.min(left)));
-                }
+                tally.lru[id].saw(hd.exptime, now);
                 i += 1;
                 continue;
             };
+            tally.lru[id].reclaimed += 1;
             let c = &mut sh.cs[class];
             c.crawler_reclaimed += 1;
             if miss == Miss::Expired && hd.bits & BIT_FETCHED == 0 {

@@ -1174,7 +1174,17 @@ fn crawl_reclaims_expired_and_flushed_items_only() {
     while s.crawl_step(&mut c) {}
     assert_eq!(c.tally.checked, 3000);
     assert_eq!(c.tally.reclaimed, 1000);
-    assert_eq!(c.tally.soonest_expiry, None);
+    // Per LRU: what was reclaimed, and what is left (none with a TTL).
+    let per: Vec<_> = c
+        .tally
+        .lru
+        .iter()
+        .filter(|t| t.seen + t.reclaimed > 0)
+        .collect();
+    assert!(!per.is_empty());
+    assert_eq!(per.iter().map(|t| t.reclaimed).sum::<u64>(), 1000);
+    assert_eq!(per.iter().map(|t| t.seen).sum::<u64>(), 2000);
+    assert_eq!(per.iter().map(|t| t.noexp).sum::<u64>(), 2000);
     let st = s.stats();
     assert_eq!(st.curr_items, 2000);
     assert_eq!(st.crawler_reclaimed, 1000);
@@ -1194,48 +1204,69 @@ fn crawl_reclaims_expired_and_flushed_items_only() {
 }
 
 #[test]
-fn crawl_honours_classes_limit_and_reports_the_soonest_expiry() {
+fn crawl_honours_classes_and_limit_and_tallies_each_lru() {
     let (s, clock) = store(8);
     let small = s.class_for_item(2, 0, 1);
     let big = s.class_for_item(2, 0, 2000);
     assert_ne!(small, big);
     for i in 0..500u32 {
         let k = format!("s{i}");
-        s.store(&StoreArgs::new(
-            Mode::Set,
-            k.as_bytes(),
-            0,
-            clock.now() + 5,
-            b"v",
-        ));
+        let exp = clock.now() + 5;
+        s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, b"v"));
         let k = format!("b{i}");
         let v = [b'x'; 2000];
-        s.store(&StoreArgs::new(
-            Mode::Set,
-            k.as_bytes(),
-            0,
-            clock.now() + 50,
-            &v,
-        ));
+        // TTLs of 50 s, 10 min, 2 h and none, in turn.
+        let exp = [50, 600, 7200, 0][i as usize % 4];
+        let exp = if exp == 0 { 0 } else { clock.now() + exp };
+        s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, &v));
     }
-    // Only the big class, at most 100 of its items.
+    let ids = |class: u8| (0..4u8).map(move |seg| lru_id(class, seg));
+    // Only the big class, at most 100 items of each of its LRUs.
     let mut c = Crawl::new(1 << big, 100);
     while s.crawl_step(&mut c) {}
-    assert_eq!(c.tally.checked, 100);
-    assert_eq!(c.tally.reclaimed, 0);
-    assert_eq!(c.tally.soonest_expiry, Some(50));
-    clock.advance(6);
+    let sizes: Vec<u64> = ids(big).map(|id| c.tally.lru[id].seen).collect();
+    assert!(sizes.iter().all(|&n| n <= 100), "{sizes:?}");
+    assert_eq!(c.tally.checked, sizes.iter().sum::<u64>());
+    assert!(c.tally.checked >= 100);
+    // The whole class: by TTL left, each LRU's items add up.
     let mut c = Crawl::new(1 << big, 0);
     while s.crawl_step(&mut c) {}
     assert_eq!((c.tally.checked, c.tally.reclaimed), (500, 0));
+    let sum = |f: &dyn Fn(&LruTally) -> u64| ids(big).map(|id| f(&c.tally.lru[id])).sum::<u64>();
+    assert_eq!(sum(&|t| t.seen), 500);
+    assert_eq!(sum(&|t| t.noexp), 125);
+    assert_eq!(sum(&|t| t.ttl_hourplus), 125);
+    assert_eq!(sum(&|t| t.histo[0]), 125, "50 s left: minute 0");
+    assert_eq!(sum(&|t| t.histo[10]), 125, "600 s left: minute 10");
+    assert_eq!(sum(&|t| t.histo.iter().sum()), 250);
+    assert!(ids(small).all(|id| c.tally.lru[id] == LruTally::default()));
+    clock.advance(6);
     assert_eq!(
         s.stats().curr_items,
         1000,
         "the small class was not crawled"
     );
+    // One segment of the small class only: the others keep their items.
+    let hot_or_cold = [HOT, COLD]
+        .into_iter()
+        .find(|&seg| {
+            let mut c = Crawl::of_lrus(lrus_of(small, seg), 0);
+            while s.crawl_step(&mut c) {}
+            c.tally.reclaimed > 0
+        })
+        .expect("the small items are in HOT or COLD");
+    let id = lru_id(small, hot_or_cold);
     let mut c = Crawl::new(1 << small, 0);
     while s.crawl_step(&mut c) {}
-    assert_eq!((c.tally.checked, c.tally.reclaimed), (500, 500));
+    assert_eq!(c.tally.lru[id].reclaimed, 0, "already reclaimed");
+    assert_eq!(s.stats().curr_items, 500);
+    assert_eq!(s.stats().crawler_reclaimed, 500);
+}
+
+fn lrus_of(class: u8, seg: u8) -> [u64; 4] {
+    let mut m = [0; 4];
+    m[seg as usize] = 1 << class;
+    m
 }
 
 #[test]
@@ -1729,4 +1760,39 @@ fn a_reclaiming_crawl_sees_each_item_once() {
         while s.dump_step(&mut w, |_| seen += 1) {}
         assert_eq!(seen, 1500, "round {round}");
     }
+}
+
+#[test]
+fn idle_maintenance_moves_aged_items_out_of_hot_like_memcached() {
+    let (s, clock) = store(8);
+    for i in 0..1000u32 {
+        set(&s, format!("k{i}").as_bytes(), b"v");
+    }
+    let seg = |s: &Store, name: &str| -> u64 {
+        let key = format!("items:1:{name}");
+        s.stats_items()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map_or(0, |(_, v)| v.parse().unwrap())
+    };
+    let hot = seg(&s, "number_hot");
+    assert!(hot > 0, "sets land in HOT");
+    // Same second: nothing is old enough, and HOT is within its share.
+    s.maintain();
+    assert_eq!(seg(&s, "number_hot"), hot);
+    // A second later every HOT item is older than 0.2 x the COLD tail's
+    // age (1 s, truncated to 0 in memcached): all go to COLD.
+    clock.advance(1);
+    s.maintain();
+    assert_eq!(seg(&s, "number_hot"), 0);
+    assert_eq!(seg(&s, "number_cold"), 1000);
+    assert_eq!(s.stats().moves_to_cold, 1000);
+    // A hit item moves to WARM instead (it is ACTIVE once hit twice).
+    set(&s, b"hot", b"v");
+    assert!(get(&s, b"hot").is_ok());
+    assert!(get(&s, b"hot").is_ok());
+    clock.advance(1);
+    s.maintain();
+    assert_eq!(seg(&s, "number_warm"), 1);
+    assert_eq!(seg(&s, "number_hot"), 0);
 }
