@@ -262,9 +262,9 @@ impl Worker {
         loop {
             // `no_maxconns_fast`: at the limit, leave new connections
             // waiting in the listen backlog (memcached turns its
-            // listeners off) and look again in 10 ms.
-            // A client only counts as turned away once one is waiting, as
-            // memcached only notices at the accept that fails.
+            // listeners off) and look again in 10 ms. Listening counts as
+            // disabled only once a client is waiting, as memcached only
+            // notices at the accept that fails.
             if !self.shared.settings.maxconns_fast
                 && self.shared.conns.curr_conns.load(Ordering::Acquire) >= max
             {
