@@ -146,6 +146,10 @@ fn main() -> ExitCode {
         eprintln!("failed to start the lru crawler thread: {e}");
         return ExitCode::from(EXIT_BIND);
     }
+    if let Err(e) = gannet::exec::maintainer::spawn(Arc::clone(&shared)) {
+        eprintln!("failed to start the lru maintainer thread: {e}");
+        return ExitCode::from(EXIT_BIND);
+    }
     if let Err(e) = gannet::exec::rebalance::spawn(Arc::clone(&shared)) {
         eprintln!("failed to start the slab rebalancer thread: {e}");
         return ExitCode::from(EXIT_BIND);

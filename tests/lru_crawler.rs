@@ -510,3 +510,48 @@ fn no_automatic_crawl_without_the_lru_maintainer() {
         assert_eq!(stat(&mut c, "lru_crawler_starts"), 1, "{who}");
     }
 }
+
+/// `stats items` counter `name` of class 1 (0 when the class is empty).
+fn items_stat(c: &mut Client, name: &str) -> u64 {
+    let r = until(c, b"stats items\r\n", b"END\r\n");
+    let text = String::from_utf8(r).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("STAT items:1:{name} ")))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[test]
+fn lru_maintenance_goes_on_during_a_long_crawl() {
+    const ITEMS: usize = 10_000;
+    for s in &both(&[]) {
+        let who = s.kind().name();
+        let mut c = s.connect();
+        // A second's sleep per 1000 items checked: the crawl below lasts
+        // about ten seconds.
+        assert_eq!(
+            until(&mut c, b"lru_crawler sleep 1000000\r\n", b"\r\n"),
+            b"OK\r\n",
+            "{who}"
+        );
+        let mut sets = Vec::new();
+        for i in 0..ITEMS {
+            sets.extend_from_slice(format!("set k{i} 0 0 1 noreply\r\nv\r\n").as_bytes());
+        }
+        sets.extend_from_slice(b"mn\r\n");
+        assert_eq!(until(&mut c, &sets, b"MN\r\n"), b"MN\r\n", "{who}");
+        assert!(
+            items_stat(&mut c, "number_hot") > 0,
+            "{who}: sets land in HOT"
+        );
+        crawl_all(&mut c, who);
+        // Nothing is set from here on, so only the maintainer can empty
+        // HOT, and it must do so while the crawler is still at work.
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while items_stat(&mut c, "number_hot") > 0 {
+            assert!(Instant::now() < deadline, "{who}: HOT never emptied");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(stat(&mut c, "lru_crawler_running"), 1, "{who}");
+        assert_eq!(items_stat(&mut c, "number_cold"), ITEMS as u64, "{who}");
+    }
+}

@@ -8,10 +8,6 @@
 //! `curr_items` and `bytes` for hours. Operators read those numbers, and
 //! memcached's crawler keeps them honest; so does this one.
 //!
-//! The same thread does the idle LRU maintenance once a second
-//! (`Store::maintain`), as memcached's LRU maintainer thread juggles the
-//! LRUs and schedules the crawler's runs.
-//!
 //! Schedule (memcached's `lru_maintainer_crawler_check`): every LRU (one
 //! per class and segment) has its own next-run time. Once a second the
 //! thread crawls the LRUs that are due, together, in one walk. After a
@@ -287,14 +283,12 @@ fn run(shared: &Shared) {
             c.running.store(false, Ordering::Release);
             continue;
         }
-        // What memcached's LRU maintainer thread does once a second:
-        // juggle the LRUs, then check the crawl schedule. So neither a
-        // disabled crawler nor `-o no_lru_maintainer` crawls by itself.
-        if !shared.settings.lru_maintainer {
-            continue;
-        }
-        shared.store.maintain();
-        if !shared.tunables.lru_crawler.load(Ordering::Relaxed) {
+        // memcached's LRU maintainer thread checks the crawl schedule
+        // once a second, so neither a disabled crawler nor
+        // `-o no_lru_maintainer` crawls by itself. The juggling that
+        // thread also does runs on `maintainer`'s thread here, so it goes
+        // on during a long crawl.
+        if !shared.settings.lru_maintainer || !shared.tunables.lru_crawler.load(Ordering::Relaxed) {
             continue;
         }
         let now = shared.clock.now();
