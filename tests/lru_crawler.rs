@@ -11,32 +11,9 @@
 
 mod common;
 
-use common::{show, Client, Kind, Server, MEMCACHED};
+use common::{both, show, until, Client, Kind, Server};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn both(extra: &[&str]) -> [Server; 2] {
-    common::require_file(MEMCACHED);
-    [
-        Server::start(Kind::Memcached, extra),
-        Server::start(Kind::Gannet, extra),
-    ]
-}
-
-/// Send `input`, read until the reply ends with `end` (or 10 s pass).
-fn until(c: &mut Client, input: &[u8], end: &[u8]) -> Vec<u8> {
-    c.send(input);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut got = Vec::new();
-    while !got.ends_with(end) && Instant::now() < deadline {
-        let r = c.read_reply(1, Duration::from_millis(200));
-        got.extend_from_slice(&r.bytes);
-        if r.closed {
-            break;
-        }
-    }
-    got
-}
 
 fn unix_now() -> i64 {
     SystemTime::now()

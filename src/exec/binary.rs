@@ -48,10 +48,11 @@ use crate::protocol::binary::{
     self as proto, BinError, ErrorAction, Extras, Opcode, Parsed, Request, Status,
 };
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Mode, StoreArgs, StoreStatus,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, Mode, StoreArgs, StoreStatus,
 };
 
 use super::detail::Op as DetailOp;
+use super::pins::Pins;
 use super::stats_cmd::{self, Group};
 use super::text::{memcached_item_size, Progress};
 use super::watch;
@@ -73,6 +74,9 @@ pub struct Session {
     authenticated: bool,
     /// A SASL_AUTH answered AUTH_CONTINUE: SASL_STEP carries the credentials.
     sasl_started: bool,
+    /// Items this connection's unsent replies hold, as memcached counts
+    /// them (see `exec::pins`).
+    pins: Pins,
 }
 
 impl Session {
@@ -112,12 +116,19 @@ impl Session {
             more: false,
         };
         let limit = ctx.shared.settings.item_size_max;
+        let per_event = ctx.shared.settings.reqs_per_event;
+        let mut counted = 0;
         loop {
+            while counted < requests {
+                self.pins.command_done(per_event);
+                counted += 1;
+            }
             if self.swallow > 0 {
                 let n = self.swallow.min(input.len() - pos);
                 self.swallow -= n;
                 pos += n;
                 if self.swallow > 0 {
+                    self.pins.batch_end();
                     return progress(pos, requests, Action::Continue, 0);
                 }
             }
@@ -134,16 +145,22 @@ impl Session {
             }
             let buf = &input[pos..];
             if buf.is_empty() {
+                self.pins.batch_end();
                 return progress(pos, requests, Action::Continue, 0);
             }
             match proto::parse_request(buf, limit) {
                 Ok(Parsed::Incomplete { need }) => {
+                    self.pins.batch_end();
                     return progress(pos, requests, Action::Continue, need);
                 }
                 Ok(Parsed::Complete { req, consumed }) => {
                     pos += consumed;
                     requests += 1;
+                    let start = out.len();
                     let action = self.run(ctx, &req, out);
+                    if writes_at_once(&out[start..]) {
+                        self.pins.written();
+                    }
                     if action != Action::Continue {
                         return progress(pos, requests, action, 0);
                     }
@@ -227,12 +244,12 @@ impl Session {
         }
         match req.opcode.loud() {
             Opcode::Get | Opcode::GetK | Opcode::Touch | Opcode::Gat | Opcode::GatK => {
-                get(ctx, req, out)
+                get(ctx, req, out, &mut self.pins)
             }
             Opcode::Set | Opcode::Add | Opcode::Replace => store(ctx, req, out),
             Opcode::Append | Opcode::Prepend => append(ctx, req, out),
             Opcode::Delete => delete(ctx, req, out),
-            Opcode::Incr | Opcode::Decr => arith(ctx, req, out),
+            Opcode::Incr | Opcode::Decr => arith(ctx, req, out, self.pins.held()),
             Opcode::Quit => {
                 if !req.opcode.is_quiet() {
                     success(out, req, 0, &[], b"", b"");
@@ -240,7 +257,11 @@ impl Session {
                 return Action::Close;
             }
             Opcode::Flush => flush(ctx, req, out),
-            Opcode::Noop => success(out, req, 0, &[], b"", b""),
+            Opcode::Noop => {
+                success(out, req, 0, &[], b"", b"");
+                // NOOP makes memcached write its queued replies.
+                self.pins.written();
+            }
             Opcode::Version => success(out, req, 0, &[], b"", WIRE_VERSION.as_bytes()),
             Opcode::Stat => stat(ctx, req, out),
             Opcode::SaslListMechs => {
@@ -320,6 +341,21 @@ impl Session {
     }
 }
 
+/// Whether memcached writes its queued replies right after a request
+/// whose reply is `reply`: it does after an error packet (non-zero
+/// status, no key), but queues the key-echoing miss of GETK/GATK like a
+/// success.
+fn writes_at_once(reply: &[u8]) -> bool {
+    match reply.get(..proto::HEADER_LEN) {
+        Some(h) => {
+            let keylen = u16::from_be_bytes([h[2], h[3]]);
+            let status = u16::from_be_bytes([h[6], h[7]]);
+            status != 0 && keylen == 0
+        }
+        None => false,
+    }
+}
+
 /// Appends a success reply carrying `extras`, `key` and `value`.
 fn success(out: &mut Vec<u8>, req: &Request, cas: u64, extras: &[u8], key: &[u8], value: &[u8]) {
     let op = req.opcode.as_u8();
@@ -358,8 +394,9 @@ fn exptime(ctx: &Ctx, raw: u32) -> crate::clock::RelTime {
     ctx.shared.clock.realtime(i64::from(raw))
 }
 
-/// GET, GETK, TOUCH, GAT, GATK and their quiet forms.
-fn get(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
+/// GET, GETK, TOUCH, GAT, GATK and their quiet forms. A hit's reply holds
+/// the item in `pins` until it is written.
+fn get(ctx: &Ctx, req: &Request, out: &mut Vec<u8>, pins: &mut Pins) {
     let stats = ctx.stats;
     let loud = req.opcode.loud();
     let touch = match req.args {
@@ -393,6 +430,7 @@ fn get(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
                     out.extend_from_slice(seg);
                 }
             }
+            pins.hold(item.id());
             Some(item.class_id())
         }
         Err(miss) => {
@@ -604,8 +642,8 @@ fn delete(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
     }
 }
 
-/// INCR, DECR and their quiet forms.
-fn arith(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
+/// INCR, DECR and their quiet forms. `held`: see `ArithArgs::held`.
+fn arith(ctx: &Ctx, req: &Request, out: &mut Vec<u8>, held: &[ItemId]) {
     let stats = ctx.stats;
     let incr = req.opcode.loud() == Opcode::Incr;
     let (delta, initial, raw_exp) = match req.args {
@@ -617,6 +655,7 @@ fn arith(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
         _ => (0, 0, NO_CREATE),
     };
     let mut args = ArithArgs::new(req.key, incr, delta);
+    args.held = held;
     args.cas = req.cas;
     if raw_exp != NO_CREATE {
         args.create = Some((initial, exptime(ctx, raw_exp)));

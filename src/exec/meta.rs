@@ -36,10 +36,11 @@ use crate::protocol::meta::{
     self as proto, ArithMode, MetaCommand, MetaRequest, MetaStatus, SetMode, DECODED_KEY_MAX,
 };
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemRef, Mode, StoreArgs, StoreOutcome,
-    StoreStatus,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, ItemRef, Mode, StoreArgs,
+    StoreOutcome, StoreStatus,
 };
 
+use super::pins::Pins;
 use super::text::memcached_item_size;
 use super::watch;
 use super::{Action, Ctx};
@@ -67,10 +68,17 @@ pub fn ms_precheck(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) -> Result<()
     Err(len + 2)
 }
 
-/// Run one meta command. `data` is the `ms` data block with its line end.
-pub fn run(ctx: &Ctx, req: &MetaRequest, data: Option<&[u8]>, out: &mut Vec<u8>) -> Action {
+/// Run one meta command. `data` is the `ms` data block with its line end;
+/// `pins` are the connection's items held by unsent replies.
+pub fn run(
+    ctx: &Ctx,
+    req: &MetaRequest,
+    data: Option<&[u8]>,
+    out: &mut Vec<u8>,
+    pins: &mut Pins,
+) -> Action {
     match req.command {
-        MetaCommand::Get => mg(ctx, req, out),
+        MetaCommand::Get => mg_inner(ctx, req, out, Some(pins)),
         MetaCommand::Set => match data {
             Some(block) => ms(ctx, req, block, out),
             // The text session always passes the block; refuse rather
@@ -78,10 +86,12 @@ pub fn run(ctx: &Ctx, req: &MetaRequest, data: Option<&[u8]>, out: &mut Vec<u8>)
             None => out.extend_from_slice(b"CLIENT_ERROR bad data chunk\r\n"),
         },
         MetaCommand::Delete => md(ctx, req, out),
-        MetaCommand::Arithmetic => ma(ctx, req, out),
+        MetaCommand::Arithmetic => ma(ctx, req, out, pins.held()),
         MetaCommand::Noop => {
             proto::write_status(out, MetaStatus::Mn);
             proto::end_line(out);
+            // memcached writes its queued replies at once after `mn`.
+            pins.written();
         }
         MetaCommand::Debug => me(ctx, req, out),
     }
@@ -156,10 +166,6 @@ impl Ttls {
 
 // ---------------------------------------------------------------- mg
 
-fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
-    mg_inner(ctx, req, out, true);
-}
-
 /// The effects of an `mg` that memcached refused for a too-long opaque,
 /// found only while it wrote the reply: the item was already fetched
 /// (and bumped, unless `N`/`R`/`T` made memcached defer the bump),
@@ -167,10 +173,14 @@ fn mg(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
 /// never marked and a hit is not counted (a miss is). The caller cuts
 /// `req` at the bad opaque; the reply is for the caller to throw away.
 pub(crate) fn mg_refused(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
-    mg_inner(ctx, req, out, false);
+    mg_inner(ctx, req, out, None);
 }
 
-fn mg_inner(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, mark_win: bool) {
+/// `mg`. `pins` is `None` for a refused one (`mg_refused`): it marks no
+/// win token and, as memcached drops its reference with the error,
+/// holds nothing.
+fn mg_inner(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, pins: Option<&mut Pins>) {
+    let mark_win = pins.is_some();
     let shared = ctx.shared;
     let mut kbuf = [0u8; DECODED_KEY_MAX];
     let key = req.key_bytes(&mut kbuf);
@@ -187,7 +197,8 @@ fn mg_inner(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, mark_win: bool) {
                 if round == 0 {
                     watch::item_get(key, watch::found(item.class_id(), item.value_len()));
                 }
-                Ok(mg_hit(req, item, now, ttl, recache, mark_win, out))
+                let id = item.id();
+                Ok((mg_hit(req, item, now, ttl, recache, mark_win, out), id))
             }
             Err(miss) => {
                 if round == 0 {
@@ -197,8 +208,14 @@ fn mg_inner(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, mark_win: bool) {
             }
         });
         let miss = match found {
-            Ok(_) if !mark_win => return,
-            Ok(class) => return count_mg_hit(ctx, class, ttl.is_some()),
+            Ok((class, id)) => {
+                if let Some(pins) = pins {
+                    // The reply references the item until it is written.
+                    pins.hold(id);
+                    count_mg_hit(ctx, class, ttl.is_some());
+                }
+                return;
+            }
             Err(miss) => miss,
         };
         if round == 0 {
@@ -542,7 +559,7 @@ fn md(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
 
 // ---------------------------------------------------------------- ma
 
-fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
+fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, held: &[ItemId]) {
     let shared = ctx.shared;
     let stats = ctx.stats;
     let mut kbuf = [0u8; DECODED_KEY_MAX];
@@ -560,6 +577,7 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
         == Some(b't');
     let late_ttl = ttls.ttl.filter(|_| t_first);
     let mut args = ArithArgs::new(key, incr, req.delta_or_default());
+    args.held = held;
     args.cas = req.compare_cas.unwrap_or(0);
     args.set_cas = req.new_cas.unwrap_or(0);
     if req.vivify_ttl.is_some() {
@@ -786,9 +804,9 @@ mod tests {
                 if ms_precheck(&ctx, &req, &mut out).is_err() {
                     return out;
                 }
-                run(&ctx, &req, Some(block), &mut out);
+                run(&ctx, &req, Some(block), &mut out, &mut Pins::default());
             } else {
-                run(&ctx, &req, None, &mut out);
+                run(&ctx, &req, None, &mut out, &mut Pins::default());
             }
             out
         }

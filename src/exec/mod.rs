@@ -14,6 +14,7 @@ pub mod crawler;
 pub mod detail;
 pub mod maintainer;
 pub mod meta;
+pub mod pins;
 pub mod rebalance;
 pub mod session;
 pub mod text;

@@ -10,10 +10,11 @@ use crate::clock::RelTime;
 use crate::protocol::meta::{self as meta_proto, MetaCommand, MetaError};
 use crate::protocol::text::{self as proto, Command, Frame, StoreCmd};
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Mode, StoreArgs, StoreStatus,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, Mode, StoreArgs, StoreStatus,
 };
 
 use super::detail::Op as DetailOp;
+use super::pins::Pins;
 use super::watch;
 use super::{Action, Ctx, StopRequest, WIRE_VERSION};
 use crate::latency::Family;
@@ -41,6 +42,9 @@ pub struct Session {
     /// limit: where its walk stands. Like a stopped get, its line stays at
     /// the front of the input until it completes.
     dump: Option<Box<crate::store::Walk>>,
+    /// Items this connection's unsent replies hold, as memcached counts
+    /// them (see `exec::pins`).
+    pins: Pins,
 }
 
 /// Result of one `process` call.
@@ -75,13 +79,7 @@ impl Progress {
     }
 }
 
-/// memcached's size of an item for the `-I` check: its 48-byte header,
-/// the key and its terminator, the flags suffix, the value with `\r\n`,
-/// and the CAS. A value is "too large" exactly when memcached says so,
-/// whatever gannet's own (smaller) header is.
-pub fn memcached_item_size(nkey: usize, flags: u32, vlen: usize, use_cas: bool) -> usize {
-    48 + nkey + 1 + if flags == 0 { 0 } else { 4 } + vlen + 2 + if use_cas { 8 } else { 0 }
-}
+pub use crate::store::memcached_item_size;
 
 impl Session {
     pub fn new() -> Self {
@@ -107,6 +105,8 @@ impl Session {
         let mut pos = 0;
         let mut requests = 0;
         let max_get_line = ctx.shared.settings.item_size_max.max(64 * 1024);
+        let per_event = ctx.shared.settings.reqs_per_event;
+        let mut counted = 0;
         let progress = |pos, requests, action, need| Progress {
             consumed: pos,
             requests,
@@ -115,11 +115,16 @@ impl Session {
             more: false,
         };
         loop {
+            while counted < requests {
+                self.pins.command_done(per_event);
+                counted += 1;
+            }
             if self.swallow > 0 {
                 let n = (self.swallow as usize).min(input.len() - pos);
                 self.swallow -= n as u32;
                 pos += n;
                 if self.swallow > 0 {
+                    self.pins.batch_end();
                     return progress(pos, requests, Action::Continue, 0);
                 }
                 if std::mem::take(&mut self.too_large_after_swallow) {
@@ -137,6 +142,7 @@ impl Session {
             }
             let buf = &input[pos..];
             if buf.is_empty() {
+                self.pins.batch_end();
                 return progress(pos, requests, Action::Continue, 0);
             }
             let gate = super::auth::text_hook(&mut self.auth, ctx, buf, out, pos, requests);
@@ -151,7 +157,10 @@ impl Session {
                 }
             }
             let (line, line_len) = match proto::frame(buf, max_get_line) {
-                Frame::Incomplete => return progress(pos, requests, Action::Continue, 0),
+                Frame::Incomplete => {
+                    self.pins.batch_end();
+                    return progress(pos, requests, Action::Continue, 0);
+                }
                 Frame::TooLong => return progress(pos, requests, Action::Close, 0),
                 Frame::Line { line, consumed } => (line, consumed),
             };
@@ -200,6 +209,7 @@ impl Session {
                 }
                 let total = line_len + bytes + 2;
                 if buf.len() < total {
+                    self.pins.batch_end();
                     return progress(pos, requests, Action::Continue, total);
                 }
                 let block = &buf[line_len..total];
@@ -213,7 +223,7 @@ impl Session {
                 match meta_proto::parse_meta(line) {
                     Err(e) => {
                         if e == MetaError::OpaqueTooLong {
-                            opaque_too_long_side_effects(ctx, line, out);
+                            opaque_too_long_side_effects(ctx, line, out, &mut self.pins);
                         }
                         reply(out, e.as_str());
                         if let Some(n) = meta_proto::rejected_data_len(line) {
@@ -228,15 +238,17 @@ impl Session {
                         } else {
                             let total = line_len + req.data_len as usize + 2;
                             if buf.len() < total {
+                                self.pins.batch_end();
                                 return progress(pos, requests, Action::Continue, total);
                             }
-                            super::meta::run(ctx, &req, Some(&buf[line_len..total]), out);
+                            let data = Some(&buf[line_len..total]);
+                            super::meta::run(ctx, &req, data, out, &mut self.pins);
                             pos += total;
                         }
                     }
                     Ok(req) => {
                         pos += line_len;
-                        let action = super::meta::run(ctx, &req, None, out);
+                        let action = super::meta::run(ctx, &req, None, out, &mut self.pins);
                         if action != Action::Continue {
                             return progress(pos, requests + 1, action, 0);
                         }
@@ -257,6 +269,8 @@ impl Session {
                         };
                     }
                     None => {
+                        // memcached writes a classic get's reply at once.
+                        self.pins.written();
                         // Counted once, when done (a get resumed after a
                         // full output is parsed again).
                         let f = if touch.is_some() {
@@ -297,7 +311,7 @@ impl Session {
             pos += line_len;
             requests += 1;
             crate::latency::note_text(ctx.stats, &cmd);
-            let action = run(ctx, cmd, out);
+            let action = run(ctx, cmd, out, self.pins.held());
             if action != Action::Continue {
                 if let Action::Swallow(n) = action {
                     self.swallow = n as u32;
@@ -322,7 +336,7 @@ impl Session {
 /// while a `T` before the opaque still applies). With `N`, `R` or `T`
 /// anywhere memcached defers the bump until after the reply, which the
 /// error skips: `u`.
-fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>) {
+fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>, pins: &mut Pins) {
     let is_mg = line.starts_with(b"mg ");
     if !(is_mg || line.starts_with(b"ma ")) {
         return;
@@ -367,7 +381,7 @@ fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>) {
         if is_mg {
             super::meta::mg_refused(ctx, &req, out);
         } else {
-            super::meta::run(ctx, &req, None, out);
+            super::meta::run(ctx, &req, None, out, pins);
         }
         out.truncate(mark);
     }
@@ -525,7 +539,9 @@ fn finish_cas_zero(
 }
 
 /// Run one non-storage command.
-fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
+/// Runs one command that needs no data block. `held`: the items this
+/// connection's unsent replies hold (for incr/decr, see `exec::pins`).
+fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>, held: &[ItemId]) -> Action {
     let shared = ctx.shared;
     let stats = ctx.stats;
     match cmd {
@@ -560,7 +576,9 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>) -> Action {
             noreply,
         } => {
             watch::lookup(ctx, key, watch::FETCHERS);
-            let res = shared.store.arith(&ArithArgs::new(key, incr, delta));
+            let mut args = ArithArgs::new(key, incr, delta);
+            args.held = held;
+            let res = shared.store.arith(&args);
             let (hits, misses) = if incr {
                 (&stats.ops.incr_hits, &stats.ops.incr_misses)
             } else {

@@ -180,6 +180,13 @@ impl<'a> ItemRef<'a> {
     pub fn class_id(&self) -> u8 {
         self.it.h().class
     }
+    /// This version of this item (see `ItemId`).
+    pub fn id(&self) -> ItemId {
+        ItemId {
+            chunk: self.it.r,
+            version: self.it.h().cas,
+        }
+    }
     pub fn exptime(&self) -> RelTime {
         self.it.h().exptime
     }
@@ -1202,7 +1209,12 @@ impl Store {
             };
             let hd = *o.h();
             // memcached's order: empty or chained, then CAS, then parse.
-            if hd.nbytes == 0 || o.chained() {
+            // Chained as memcached would chain it: its items are larger,
+            // so it chains some that gannet keeps in one chunk.
+            let nkey = usize::from(hd.nkey);
+            let mc_size =
+                memcached_item_size(nkey, o.flags(), hd.nbytes as usize, self.cfg.use_cas);
+            if hd.nbytes == 0 || o.chained() || mc_size > self.cfg.slab_chunk_max {
                 return res(ArithStatus::NonNumeric, 0, 0, hd.exptime, hd.class);
             }
             if a.cas != 0 && self.vis_cas(o) != a.cas {
@@ -1224,7 +1236,11 @@ impl Store {
             } else {
                 c.decr_hits += 1;
             }
-            if n <= hd.nbytes as usize {
+            let held = a.held.contains(&ItemId {
+                chunk: o.r,
+                version: hd.cas,
+            });
+            if n <= hd.nbytes as usize && !held {
                 // Same or shorter: rewrite in place, padded with spaces
                 // (as memcached does; "10" decr 1 reads back "9 ").
                 // The whole old length is rewritten, however long.
@@ -1247,8 +1263,9 @@ impl Store {
                 // The item stays the same item, so it keeps its fetched
                 // and active bits (memcached's in-place path). memcached
                 // makes a fresh, unfetched copy instead while another
-                // reference pins the item, e.g. an LRU bump still queued
-                // after a hit in COLD: timing, not protocol.
+                // reference pins the item: a reply not yet written (the
+                // `held` list), or an LRU bump still queued after a hit
+                // in COLD (timing, not protocol, so not modelled).
                 return res(ArithStatus::Ok, nv, self.vis(cas), exptime, hd.class);
             }
             drop(sh);
@@ -1265,8 +1282,9 @@ impl Store {
                     } else {
                         self.take_cas()
                     };
-                    // A longer number is a new item, as in memcached: not
-                    // fetched, not stale, no win token sent.
+                    // A longer number, or any number for a held item, is
+                    // a new item of exactly its length, as in memcached:
+                    // not fetched, not stale, no win token sent.
                     it.hm().cas = cas;
                     let class = it.h().class;
                     self.remove(&mut sh, o2, h);

@@ -195,6 +195,21 @@ pub struct ArithArgs<'a> {
     pub exptime: Option<RelTime>,
     /// Meta `E`: CAS for the new value, 0 = next.
     pub set_cas: u64,
+    /// Items the caller's unsent replies still reference (see
+    /// `exec::pins`): when the item found is one of them, the result is
+    /// stored as a new item, never rewritten in place, as memcached does
+    /// for an item someone else holds.
+    pub held: &'a [ItemId],
+}
+
+/// One version of one item: which chunk holds it, and its internal
+/// version (unique per store, whether or not clients see CAS). A replaced
+/// or rewritten item gets a new id, so an id names exactly the item a
+/// reply saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemId {
+    pub(crate) chunk: u32,
+    pub(crate) version: u64,
 }
 
 impl<'a> ArithArgs<'a> {
@@ -207,6 +222,7 @@ impl<'a> ArithArgs<'a> {
             create: None,
             exptime: None,
             set_cas: 0,
+            held: &[],
         }
     }
 }
@@ -425,4 +441,14 @@ pub struct StoreStats {
     /// Bytes of item memory taken from the system (`total_malloced`).
     pub total_malloced: u64,
     pub malloc_fails: u64,
+}
+
+/// memcached's size of an item: its 48-byte header, the key and its
+/// terminator, the flags suffix, the value with `\r\n`, and the CAS.
+/// memcached decides with it what is "too large" for `-I`, and which
+/// items it stores in chunks (above `slab_chunk_max`), where incr/decr
+/// refuse them. gannet's own items are smaller; this keeps both
+/// decisions exactly where memcached makes them.
+pub fn memcached_item_size(nkey: usize, flags: u32, vlen: usize, use_cas: bool) -> usize {
+    48 + nkey + 1 + if flags == 0 { 0 } else { 4 } + vlen + 2 + if use_cas { 8 } else { 0 }
 }

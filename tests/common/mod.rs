@@ -434,3 +434,29 @@ pub fn show(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// memcached and gannet started with the same `extra` flags (memcached
+/// first); fails loudly when memcached is not installed.
+pub fn both(extra: &[&str]) -> [Server; 2] {
+    require_file(MEMCACHED);
+    [
+        Server::start(Kind::Memcached, extra),
+        Server::start(Kind::Gannet, extra),
+    ]
+}
+
+/// Send `input`, then read until the reply ends with `end`, the server
+/// closes, or 10 s pass.
+pub fn until(c: &mut Client, input: &[u8], end: &[u8]) -> Vec<u8> {
+    c.send(input);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while !got.ends_with(end) && Instant::now() < deadline {
+        let r = c.read_reply(1, Duration::from_millis(200));
+        got.extend_from_slice(&r.bytes);
+        if r.closed {
+            break;
+        }
+    }
+    got
+}

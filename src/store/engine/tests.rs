@@ -314,6 +314,36 @@ fn arith_semantics_match_memcached() {
 }
 
 #[test]
+fn arith_on_a_held_item_stores_a_new_item_of_exact_length() {
+    let (s, _) = store(8);
+    let fetched = |k: &[u8]| s.get(k, false, |r| r.map(|it| it.fetched()).unwrap());
+    let id = |k: &[u8]| s.get(k, true, |r| r.map(|it| it.id()).unwrap());
+    set(&s, b"n", b"100");
+    let held = [id(b"n")];
+    let mut a = ArithArgs::new(b"n", false, 95);
+    a.held = &held;
+    let o = s.arith(&a);
+    assert_eq!((o.status, o.value), (ArithStatus::Ok, 5));
+    assert!(!fetched(b"n"), "the held item was rewritten in place");
+    assert_eq!(get(&s, b"n").unwrap(), b"5");
+    // The new item is not the held one: the next decr pads in place, and
+    // the item keeps the fetched bit the get above gave it.
+    set(&s, b"n", b"10");
+    let mut a = ArithArgs::new(b"n", false, 1);
+    a.held = &held;
+    assert_eq!(s.arith(&a).value, 9);
+    assert_eq!(get(&s, b"n").unwrap(), b"9 ");
+    assert!(fetched(b"n"));
+    // Same length, held: still a new item, so unfetched.
+    let held = [id(b"n")];
+    let mut a = ArithArgs::new(b"n", true, 1);
+    a.held = &held;
+    assert_eq!(s.arith(&a).value, 10);
+    assert!(!fetched(b"n"));
+    assert_eq!(get(&s, b"n").unwrap(), b"10");
+}
+
+#[test]
 fn lazy_expiry_and_touch() {
     let (s, clock) = store(8);
     s.store(&StoreArgs::new(Mode::Set, b"k", 0, clock.now() + 10, b"v"));

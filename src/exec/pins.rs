@@ -1,0 +1,169 @@
+//! Items that replies not yet written still reference, counted the way
+//! memcached counts them, so incr/decr make the same choice it makes.
+//!
+//! Why: memcached rewrites an incr/decr result in place (padding a shorter
+//! number with spaces) only while nobody else holds the item. A hit from
+//! `mg`, or from a binary get, keeps a reference in its reply until the
+//! connection's replies are written; an incr/decr of that item before then
+//! stores the result as a new, unfetched item of exactly its length. So
+//! `set k 0 0 2 / 10`, then `mg k` and `decr k 1` in one write, reads back
+//! `9`, where without the `mg` it reads back `9 `.
+//!
+//! gannet writes a whole batch of replies at once, so it keeps, per
+//! connection, the items memcached would still hold, and forgets them
+//! where memcached would have written its replies:
+//!
+//! - when the input has no complete command left (the end of a batch).
+//!   This includes a command whose data block has not fully arrived:
+//!   memcached reads the rest of the block straight into the item, so
+//!   once that command is done its read buffer is empty, and it writes
+//!   before it reads what follows;
+//! - after a classic `get`/`gets`/`gat`/`gats` (they write at once, so
+//!   they hold nothing) and after `mn`;
+//! - after a binary NOOP and after a binary error reply (except the
+//!   key-echoing miss of GETK/GATK, which memcached queues);
+//! - when memcached's `-R` budget runs out: after the first R + 1 commands
+//!   of a batch, then after every R more.
+//!
+//! Not modelled, because they depend on timing rather than on the input:
+//! references held by other connections' replies, a reply that could not
+//! be written because the socket was full, and memcached's queued LRU bump
+//! after a second hit on a COLD item.
+
+use crate::store::ItemId;
+
+/// At most this many items are remembered between two writes. memcached
+/// writes at least every `-R` + 1 commands, and each command holds at
+/// most one item, so this only binds with a very large `-R`; past it,
+/// further hits are not remembered.
+const MAX_HELD: usize = 1024;
+
+/// One connection's held items and its count of commands since its
+/// batch began.
+///
+/// Every connection has one, so it is kept small: the list is boxed and
+/// made on the first hold (a connection that never sends `mg` or a
+/// binary get never allocates it), then reused for the connection's life.
+#[derive(Debug, Default)]
+pub struct Pins {
+    // Boxed on purpose: 8 bytes in every connection instead of 24, for
+    // one extra allocation in the connections that use it.
+    #[allow(clippy::box_collection)]
+    held: Option<Box<Vec<ItemId>>>,
+    /// Commands run since the batch began (memcached's `nreqs` budget).
+    commands: u32,
+}
+
+impl Pins {
+    /// A reply that has not been written yet references `id`.
+    pub fn hold(&mut self, id: ItemId) {
+        let held = self.held.get_or_insert_with(Box::default);
+        if held.len() < MAX_HELD {
+            held.push(id);
+        }
+    }
+
+    /// What incr/decr must treat as held (`ArithArgs::held`).
+    pub fn held(&self) -> &[ItemId] {
+        self.held.as_deref().map_or(&[], |v| v.as_slice())
+    }
+
+    /// memcached would have written its replies here.
+    pub fn written(&mut self) {
+        if let Some(held) = &mut self.held {
+            held.clear();
+        }
+    }
+
+    /// One more command of this batch has run; with a budget of
+    /// `per_event` commands (`-R`), memcached writes after command
+    /// `per_event + 1` and then after every `per_event` more.
+    pub fn command_done(&mut self, per_event: usize) {
+        self.commands = self.commands.saturating_add(1);
+        let r = per_event.max(1) as u64;
+        let n = u64::from(self.commands);
+        if n > r && (n - 1) % r == 0 {
+            self.written();
+        }
+    }
+
+    /// The batch ended: no complete command is left in the input.
+    pub fn batch_end(&mut self) {
+        self.written();
+        self.commands = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> ItemId {
+        ItemId {
+            chunk: n as u32,
+            version: n,
+        }
+    }
+
+    #[test]
+    fn held_until_written() {
+        let mut p = Pins::default();
+        p.hold(id(1));
+        p.hold(id(2));
+        assert_eq!(p.held(), &[id(1), id(2)]);
+        p.written();
+        assert!(p.held().is_empty());
+    }
+
+    #[test]
+    fn the_budget_writes_after_r_plus_one_then_every_r() {
+        // memcached with -R 20: the first write comes after command 21,
+        // then after 41, 61, ...
+        let mut p = Pins::default();
+        let mut writes = Vec::new();
+        for n in 1..=70u32 {
+            p.hold(id(u64::from(n)));
+            p.command_done(20);
+            if p.held().is_empty() {
+                writes.push(n);
+            }
+        }
+        assert_eq!(writes, [21, 41, 61]);
+        // A new batch counts from the start again.
+        p.batch_end();
+        p.hold(id(1));
+        for _ in 0..20 {
+            p.command_done(20);
+        }
+        assert_eq!(p.held(), &[id(1)]);
+        p.command_done(20);
+        assert!(p.held().is_empty());
+    }
+
+    #[test]
+    fn a_budget_of_one_writes_after_every_command_but_the_first() {
+        let mut p = Pins::default();
+        p.hold(id(1));
+        p.command_done(1);
+        assert_eq!(p.held(), &[id(1)]);
+        p.command_done(1);
+        assert!(p.held().is_empty());
+        p.hold(id(2));
+        p.command_done(1);
+        assert!(p.held().is_empty());
+    }
+
+    #[test]
+    fn small_enough_to_live_in_every_connection() {
+        assert!(std::mem::size_of::<Pins>() <= 16);
+    }
+
+    #[test]
+    fn at_most_max_held_are_remembered() {
+        let mut p = Pins::default();
+        for n in 0..(MAX_HELD as u64 + 10) {
+            p.hold(id(n));
+        }
+        assert_eq!(p.held().len(), MAX_HELD);
+    }
+}
