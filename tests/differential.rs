@@ -8,7 +8,12 @@
 //!   configurations, about 15 s.
 //! - `differential_long` (ignored): random seeds for `GANNET_DIFF_SECONDS`
 //!   (default 600) seconds; prints how many commands ran and the first
-//!   mismatch with its seed. `GANNET_DIFF_SEED=<n>` (with
+//!   mismatch with its seed. A mismatch that is COMPATIBILITY.md item 6
+//!   (incr/decr while memcached's queued LRU bump holds the item) is told
+//!   apart by replaying the minimal input with a pause before every step,
+//!   long enough for memcached's maintainer to take its bumps: if the
+//!   servers then agree, it is printed as that item and the run goes on.
+//!   `GANNET_DIFF_SEED=<n>` (with
 //!   `GANNET_DIFF_STEPS`, default 250) replays one seed instead.
 //!   `GANNET_DIFF_AVOID='a|b'` drops generated steps whose printed input
 //!   contains `a` or `b`, to look past a known mismatch while it is fixed.
@@ -1610,10 +1615,23 @@ fn agree(a: &Outcome, b: &Outcome) -> bool {
 
 /// Run `steps` on fresh servers; the first differing step, if any.
 fn replay(cfg: &Config, proto: Protocol, steps: &[Step]) -> Option<Mismatch> {
+    replay_paced(cfg, proto, steps, Duration::ZERO)
+}
+
+/// `replay`, waiting `pause` before every step after the first.
+fn replay_paced(
+    cfg: &Config,
+    proto: Protocol,
+    steps: &[Step],
+    pause: Duration,
+) -> Option<Mismatch> {
     let dialect = proto.dialect();
     let mut mc = Peer::start(Kind::Memcached, cfg.args);
     let mut gn = Peer::start(Kind::Gannet, cfg.args);
     for (i, s) in steps.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(pause);
+        }
         let a = mc.run(s, dialect.as_ref(), STALL);
         // When memcached answered the sentinel, gannet gets more patience
         // (a slow debug build on a busy machine is not a mismatch).
@@ -1689,6 +1707,48 @@ fn shrink(cfg: &Config, proto: Protocol, mut steps: Vec<Step>) -> Option<(Vec<St
     Some((steps, last))
 }
 
+/// Longer than memcached's LRU maintainer ever sleeps (1 s).
+const SETTLE: Duration = Duration::from_millis(1200);
+
+/// Does the step send incr/decr (text `incr`/`decr`, meta `ma`, binary
+/// opcodes 0x05, 0x06, 0x15, 0x16)?
+fn has_arith(step: &Step, proto: Protocol) -> bool {
+    let mut bytes = Vec::new();
+    for p in step.pieces() {
+        match p {
+            Piece::Raw(b) => bytes.extend_from_slice(b),
+            Piece::CasOf(_) => bytes.push(b'0'),
+            Piece::CasOfBin(_) => bytes.extend_from_slice(&[0; 8]),
+        }
+    }
+    if proto == Protocol::Binary {
+        let mut at = 0;
+        while at + 24 <= bytes.len() && bytes[at] == 0x80 {
+            if matches!(bytes[at + 1], 0x05 | 0x06 | 0x15 | 0x16) {
+                return true;
+            }
+            let body = u32::from_be_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes"));
+            at += 24 + body as usize;
+        }
+        return false;
+    }
+    bytes.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_prefix(b" ").unwrap_or(line);
+        line.starts_with(b"incr ") || line.starts_with(b"decr ") || line.starts_with(b"ma ")
+    })
+}
+
+/// Is this minimal mismatch COMPATIBILITY.md item 6 (an incr/decr while
+/// memcached's queued LRU bump still holds the item)? It is when incr or
+/// decr is sent before the mismatch and the mismatch goes away once
+/// memcached's maintainer has had time to take its bumps before each
+/// step. Anything else that pausing hides (or that pausing creates, such
+/// as TTLs read across a second) still counts as a mismatch.
+fn queued_bump_artefact(cfg: &Config, proto: Protocol, steps: &[Step], m: &Mismatch) -> bool {
+    steps[..=m.step].iter().any(|s| has_arith(s, proto))
+        && replay_paced(cfg, proto, steps, SETTLE).is_none()
+}
+
 fn report(
     seed: u64,
     n: usize,
@@ -1728,8 +1788,15 @@ fn report(
     s
 }
 
-/// Run one seeded session of `n` steps; Ok(commands) or Err(report).
-fn session(seed: u64, n: usize, proto: Protocol) -> Result<usize, String> {
+/// Why a session did not pass.
+struct Failure {
+    report: String,
+    /// The mismatch is COMPATIBILITY.md item 6 (`queued_bump_artefact`).
+    queued_bump: bool,
+}
+
+/// Run one seeded session of `n` steps; Ok(commands) or the failure.
+fn session(seed: u64, n: usize, proto: Protocol) -> Result<usize, Failure> {
     let cfg = CONFIGS[(seed % CONFIGS.len() as u64) as usize];
     let mut rng = Rng::new(seed);
     let mut gen = proto.generator(&cfg);
@@ -1760,11 +1827,17 @@ fn session(seed: u64, n: usize, proto: Protocol) -> Result<usize, String> {
                 m.step
             );
             match shrink(&cfg, proto, steps.clone()) {
-                Some((min, mm)) => Err(report(seed, n, &cfg, proto, &min, &mm)),
-                None => Err(format!(
-                    "NOT REPRODUCIBLE (timing? a busy machine?): {}",
-                    report(seed, n, &cfg, proto, &steps[..=m.step], &m)
-                )),
+                Some((min, mm)) => Err(Failure {
+                    report: report(seed, n, &cfg, proto, &min, &mm),
+                    queued_bump: queued_bump_artefact(&cfg, proto, &min, &mm),
+                }),
+                None => Err(Failure {
+                    report: format!(
+                        "NOT REPRODUCIBLE (timing? a busy machine?): {}",
+                        report(seed, n, &cfg, proto, &steps[..=m.step], &m)
+                    ),
+                    queued_bump: false,
+                }),
             }
         }
     }
@@ -1821,7 +1894,7 @@ fn differential_fixed_seeds() {
         let t = Instant::now();
         match session(seed, steps, proto) {
             Ok(n) => commands += n,
-            Err(r) => failures.push(r),
+            Err(f) => failures.push(f.report),
         }
         eprintln!("seed {seed} {proto:?}: {:.1}s", t.elapsed().as_secs_f64());
     }
@@ -1849,7 +1922,8 @@ fn differential_long() {
         let proto = protocols()[0];
         match session(seed, steps, proto) {
             Ok(n) => eprintln!("seed {seed}: {n} commands, no mismatch"),
-            Err(r) => panic!("{r}"),
+            Err(f) if f.queued_bump => panic!("{}{QUEUED_BUMP}", f.report),
+            Err(f) => panic!("{}", f.report),
         }
         return;
     }
@@ -1862,7 +1936,7 @@ fn differential_long() {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let (mut commands, mut sessions) = (0usize, 0u64);
+    let (mut commands, mut sessions, mut bumps) = (0usize, 0u64, 0u64);
     while Instant::now() < deadline {
         let seed = base.wrapping_add(sessions.wrapping_mul(0x9e37_79b9));
         sessions += 1;
@@ -1870,13 +1944,25 @@ fn differential_long() {
         let proto = all[(sessions as usize) % all.len()];
         match session(seed, 400, proto) {
             Ok(n) => commands += n,
-            Err(r) => {
+            // Known and documented: report it, and go on with the next seed.
+            Err(f) if f.queued_bump => {
+                bumps += 1;
+                eprintln!("{}{QUEUED_BUMP}", f.report);
+            }
+            Err(f) => {
                 eprintln!(
                     "differential: {commands} commands in {sessions} sessions before the mismatch"
                 );
-                panic!("{r}");
+                panic!("{}", f.report);
             }
         }
     }
-    eprintln!("differential: {commands} commands in {sessions} sessions, no mismatch");
+    eprintln!(
+        "differential: {commands} commands in {sessions} sessions, no mismatch \
+         other than {bumps} session(s) ended on COMPATIBILITY.md item 6"
+    );
 }
+
+const QUEUED_BUMP: &str =
+    "this is COMPATIBILITY.md item 6: the replies agree when every step waits \
+     1.2 s, long enough for memcached's LRU maintainer to take its queued bumps\n";
