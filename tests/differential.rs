@@ -1874,6 +1874,9 @@ const REGRESSIONS: &[(u64, Protocol, usize)] = &[
     // DECR with a wrong CAS on a value memcached stores in chunks and
     // gannet in one: non-numeric, as memcached.
     (1_795_453_054_250_684_515, Protocol::Binary, 80),
+    // `ma` with `T` whose result is longer: the new item keeps the old
+    // exptime (memcached applies `T` to the old copy).
+    (1_795_459_342_007_738_584, Protocol::Meta, 355),
 ];
 
 #[test]

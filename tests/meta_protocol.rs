@@ -405,6 +405,14 @@ fn flags_modes_and_reply_shapes_match_memcached() {
             "mg hb h v\\r\\n",
             "ma hb D5\\r\\n",
             "mg hb h v\\r\\n",
+            // `T` on a result that needs a new item changes only the old
+            // copy: `t` after it shows the new ttl, the item keeps none.
+            // In place, `T` sticks, and a `t` before it shows the old one.
+            "ms tx 1\\r\\n7\\r\\n",
+            "ma tx T3600 D5 t v\\r\\n",
+            "mg tx t v\\r\\n",
+            "ma tx t T3600 D1 t v\\r\\n",
+            "mg tx t v\\r\\n",
             // me shapes.
             "me a\\r\\n",
             "me nokey\\r\\n",

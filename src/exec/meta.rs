@@ -566,16 +566,6 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, held: &[ItemId]) {
     let key = req.key_bytes(&mut kbuf);
     let incr = req.arith_mode() == ArithMode::Incr;
     let ttls = Ttls::new(ctx, req);
-    // A `t` before the `T` shows the ttl from before the update, which
-    // the store does not report; then `T` is applied in a second step
-    // (memcached does both under one lock; an `ArithOutcome` carrying the
-    // previous exptime would let the store do it in one).
-    let t_first = req
-        .flag_tokens()
-        .map(|(letter, _)| letter)
-        .find(|&l| l == b't' || l == b'T')
-        == Some(b't');
-    let late_ttl = ttls.ttl.filter(|_| t_first);
     let mut args = ArithArgs::new(key, incr, req.delta_or_default());
     args.held = held;
     args.cas = req.compare_cas.unwrap_or(0);
@@ -583,9 +573,7 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, held: &[ItemId]) {
     if req.vivify_ttl.is_some() {
         args.create = Some((req.initial.unwrap_or(0), ttls.created(req)));
     }
-    if late_ttl.is_none() {
-        args.exptime = ttls.ttl;
-    }
+    args.exptime = ttls.ttl;
     watch::lookup(ctx, key, watch::FETCHERS);
     let res = shared.store.arith(&args);
     let created = match res.status {
@@ -636,13 +624,6 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, held: &[ItemId]) {
             return;
         }
     };
-    if let (Some(t), false) = (late_ttl, created) {
-        shared.store.get(key, false, |r| {
-            if let Ok(item) = r {
-                item.set_exptime(t);
-            }
-        });
-    }
     // An update is the nominal reply `q` hides; a creation is reported.
     if req.is_quiet() && !created {
         return;
@@ -656,10 +637,12 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, held: &[ItemId]) {
         proto::write_status(out, MetaStatus::Hd);
     }
     let now = shared.clock.now();
-    // The exptime as the flag walk sees it: a created item starts with
-    // none; an updated one with what the store reports, which is the old
-    // exptime when `T` comes late and otherwise only read after `T`.
-    let mut exp = if created { 0 } else { res.exptime };
+    // The exptime as memcached's flag walk sees it on the item its incr
+    // found: a created item starts with none (`N` then sets it), an
+    // updated one with its exptime from before, which `T` then changes.
+    // On a new item made for the result, that `T` changed only the old
+    // copy (`ArithArgs::exptime`), but `t` after it still shows it.
+    let mut exp = if created { 0 } else { res.prev_exptime };
     for (letter, token) in req.flag_tokens() {
         match letter {
             b'T' => exp = ttls.ttl.unwrap_or(exp),

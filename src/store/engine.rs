@@ -1178,6 +1178,7 @@ impl Store {
             value,
             cas,
             exptime,
+            prev_exptime: exptime,
             class,
         };
         let h = self.hash(a.key);
@@ -1229,7 +1230,6 @@ impl Store {
                 v.saturating_sub(a.delta)
             };
             let n = format_u64(nv, &mut buf);
-            let exptime = a.exptime.unwrap_or(hd.exptime);
             let c = &mut sh.cs[hd.class as usize];
             if a.incr {
                 c.incr_hits += 1;
@@ -1257,6 +1257,7 @@ impl Store {
                 } else {
                     self.take_cas()
                 };
+                let exptime = a.exptime.unwrap_or(hd.exptime);
                 let w = o.hm();
                 w.cas = cas;
                 w.exptime = exptime;
@@ -1266,9 +1267,14 @@ impl Store {
                 // reference pins the item: a reply not yet written (the
                 // `held` list), or an LRU bump still queued after a hit
                 // in COLD (timing, not protocol, so not modelled).
-                return res(ArithStatus::Ok, nv, self.vis(cas), exptime, hd.class);
+                return ArithOutcome {
+                    prev_exptime: hd.exptime,
+                    ..res(ArithStatus::Ok, nv, self.vis(cas), exptime, hd.class)
+                };
             }
             drop(sh);
+            // A new item keeps the old exptime: see `ArithArgs::exptime`.
+            let exptime = hd.exptime;
             let Some(it) = self.new_item(a.key, o.flags(), exptime, n, si) else {
                 return res(ArithStatus::NoMemory, 0, 0, 0, 0);
             };

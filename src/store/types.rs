@@ -190,8 +190,12 @@ pub struct ArithArgs<'a> {
     /// Create a missing item with this initial value and exptime
     /// (binary INCR with exptime != 0xffffffff, meta `N`/`J`).
     pub create: Option<(u64, RelTime)>,
-    /// When `Some`, also set the item's exptime (meta `T`). Not applied
-    /// to an item made from `create`: its exptime there is final.
+    /// When `Some`, also set the item's exptime (meta `T`), but only when
+    /// the result is written in place. memcached applies `T` to the item
+    /// its incr found; when the result needs a new item (longer, or the
+    /// item is held), that is the old, unlinked copy, and the new item
+    /// keeps the old exptime. Not applied to an item made from `create`
+    /// either: its exptime there is final.
     pub exptime: Option<RelTime>,
     /// Meta `E`: CAS for the new value, 0 = next.
     pub set_cas: u64,
@@ -248,6 +252,9 @@ pub struct ArithOutcome {
     pub cas: u64,
     /// Exptime of the item after the operation.
     pub exptime: RelTime,
+    /// Exptime of the item before the operation (what a meta `t` before
+    /// `T` shows); for a created item, the same as `exptime`.
+    pub prev_exptime: RelTime,
     pub class: u8,
 }
 

@@ -314,6 +314,37 @@ fn arith_semantics_match_memcached() {
 }
 
 #[test]
+fn arith_exptime_sticks_only_in_place() {
+    let (s, clock) = store(8);
+    let exp = |k: &[u8]| s.get(k, false, |r| r.map(|it| it.exptime()).unwrap());
+    set(&s, b"n", b"7");
+    // 12 is longer: a new item, which keeps the old exptime (none).
+    let mut a = ArithArgs::new(b"n", true, 5);
+    a.exptime = Some(clock.now() + 60);
+    let o = s.arith(&a);
+    assert_eq!((o.value, o.exptime, o.prev_exptime), (12, 0, 0));
+    assert_eq!(exp(b"n"), 0);
+    // 13 fits: rewritten in place, and the exptime is set.
+    let mut a = ArithArgs::new(b"n", true, 1);
+    a.exptime = Some(clock.now() + 60);
+    let o = s.arith(&a);
+    assert_eq!(
+        (o.value, o.exptime, o.prev_exptime),
+        (13, clock.now() + 60, 0)
+    );
+    assert_eq!(exp(b"n"), clock.now() + 60);
+    // Held, same length: a new item again, exptime unchanged.
+    let held = [s.get(b"n", false, |r| r.map(|it| it.id()).unwrap())];
+    let mut a = ArithArgs::new(b"n", true, 1);
+    a.exptime = Some(clock.now() + 5);
+    a.held = &held;
+    let o = s.arith(&a);
+    let before = clock.now() + 60;
+    assert_eq!((o.value, o.exptime, o.prev_exptime), (14, before, before));
+    assert_eq!(exp(b"n"), before);
+}
+
+#[test]
 fn arith_on_a_held_item_stores_a_new_item_of_exact_length() {
     let (s, _) = store(8);
     let fetched = |k: &[u8]| s.get(k, false, |r| r.map(|it| it.fetched()).unwrap());
