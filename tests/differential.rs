@@ -1883,6 +1883,9 @@ const REGRESSIONS: &[(u64, Protocol, usize)] = &[
     // `ma` with `T` whose result is longer: the new item keeps the old
     // exptime (memcached applies `T` to the old copy).
     (1_795_459_342_007_738_584, Protocol::Meta, 355),
+    // `md I` after an `mg` hit in the same write: still the held item, so
+    // the following `ma` makes a new item that is not stale.
+    (1_795_461_302_995_380_773, Protocol::Meta, 13),
 ];
 
 #[test]

@@ -99,6 +99,22 @@ const TEXT: &[TextCase] = &[
         ],
     ),
     (
+        "md I keeps the same item, still held: a new item, not stale",
+        &[
+            b"set n 0 0 3\r\n100\r\n",
+            b"mg n\r\nmd n I\r\ndecr n 95\r\n",
+            b"mg n v\r\n",
+        ],
+    ),
+    (
+        "md I without a hold: in place, and still stale",
+        &[
+            b"set o 0 0 3\r\n100\r\n",
+            b"md o I\r\ndecr o 95\r\n",
+            b"mg o v\r\n",
+        ],
+    ),
+    (
         "a data block split across writes: written before what follows is read",
         &[
             b"set m 0 0 3\r\n100\r\n",

@@ -85,7 +85,7 @@ pub fn run(
             // than store something made up.
             None => out.extend_from_slice(b"CLIENT_ERROR bad data chunk\r\n"),
         },
-        MetaCommand::Delete => md(ctx, req, out),
+        MetaCommand::Delete => md(ctx, req, out, pins),
         MetaCommand::Arithmetic => ma(ctx, req, out, pins.held()),
         MetaCommand::Noop => {
             proto::write_status(out, MetaStatus::Mn);
@@ -505,7 +505,7 @@ fn cas_zero(ctx: &Ctx, key: &[u8]) -> StoreOutcome {
 
 // ---------------------------------------------------------------- md
 
-fn md(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
+fn md(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, pins: &mut Pins) {
     let stats = ctx.stats;
     let mut kbuf = [0u8; DECODED_KEY_MAX];
     let key = req.key_bytes(&mut kbuf);
@@ -528,6 +528,9 @@ fn md(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
             if res.no_memory {
                 out.extend_from_slice(b"SERVER_ERROR out of memory\r\n");
                 return;
+            }
+            if let Some((from, to)) = res.renamed {
+                pins.renamed(from, to);
             }
             if res.status == DeleteStatus::Deleted && args.invalidate.is_none() {
                 stats.ops.delete_hits.incr();

@@ -10,8 +10,9 @@
 //! `9`, where without the `mg` it reads back `9 `.
 //!
 //! gannet writes a whole batch of replies at once, so it keeps, per
-//! connection, the items memcached would still hold, and forgets them
-//! where memcached would have written its replies:
+//! connection, the items memcached would still hold (by `ItemId`, which
+//! an `md I` changes without making another item: `renamed` follows it),
+//! and forgets them where memcached would have written its replies:
 //!
 //! - when the input has no complete command left (the end of a batch).
 //!   This includes a command whose data block has not fully arrived:
@@ -68,6 +69,16 @@ impl Pins {
         self.held.as_deref().map_or(&[], |v| v.as_slice())
     }
 
+    /// A held item took a new id without becoming another item
+    /// (`DeleteOutcome::renamed`): it is still held.
+    pub fn renamed(&mut self, from: ItemId, to: ItemId) {
+        if let Some(held) = &mut self.held {
+            for id in held.iter_mut().filter(|id| **id == from) {
+                *id = to;
+            }
+        }
+    }
+
     /// memcached would have written its replies here.
     pub fn written(&mut self) {
         if let Some(held) = &mut self.held {
@@ -113,6 +124,17 @@ mod tests {
         assert_eq!(p.held(), &[id(1), id(2)]);
         p.written();
         assert!(p.held().is_empty());
+    }
+
+    #[test]
+    fn a_renamed_item_stays_held() {
+        let mut p = Pins::default();
+        p.renamed(id(1), id(9)); // nothing held yet: no list is made
+        assert!(p.held.is_none());
+        p.hold(id(1));
+        p.hold(id(2));
+        p.renamed(id(1), id(7));
+        assert_eq!(p.held(), &[id(7), id(2)]);
     }
 
     #[test]

@@ -1100,6 +1100,7 @@ impl Store {
             status,
             class,
             no_memory: false,
+            renamed: None,
         };
         let h = self.hash(a.key);
         let si = Self::shard_of(h);
@@ -1156,8 +1157,14 @@ impl Store {
                 None
             }
         };
+        let mut renamed = None;
         if let (Some(it), Some(t)) = (kept, a.invalidate) {
+            let r = it.r;
             let hd = it.hm();
+            let before = ItemId {
+                chunk: r,
+                version: hd.cas,
+            };
             // Stale, and the next fetch may win the recache token again.
             hd.bits = (hd.bits | BIT_STALE) & !BIT_WIN;
             hd.cas = if a.set_cas != 0 {
@@ -1168,8 +1175,18 @@ impl Store {
             if let Some(t) = t {
                 hd.exptime = t;
             }
+            if empty.is_none() {
+                let after = ItemId {
+                    chunk: r,
+                    version: hd.cas,
+                };
+                renamed = Some((before, after));
+            }
         }
-        out(DeleteStatus::Deleted, class)
+        DeleteOutcome {
+            renamed,
+            ..out(DeleteStatus::Deleted, class)
+        }
     }
 
     pub fn arith(&self, a: &ArithArgs) -> ArithOutcome {

@@ -174,6 +174,11 @@ pub enum DeleteStatus {
 pub struct DeleteOutcome {
     pub status: DeleteStatus,
     pub class: u8,
+    /// With `DeleteArgs::invalidate`: the item stays the same item but
+    /// takes a new version, so its id changes from `.0` to `.1`. A
+    /// caller holding the old id (`exec::pins`) still holds the item, as
+    /// memcached's reference would.
+    pub renamed: Option<(ItemId, ItemId)>,
     /// Only with `DeleteArgs::clear_value`: no memory for the empty item
     /// (status is then `NotFound` and the old item is untouched).
     pub no_memory: bool,
@@ -209,7 +214,8 @@ pub struct ArithArgs<'a> {
 /// One version of one item: which chunk holds it, and its internal
 /// version (unique per store, whether or not clients see CAS). A replaced
 /// or rewritten item gets a new id, so an id names exactly the item a
-/// reply saw.
+/// reply saw. An item marked stale in place (meta `md I`) keeps being the
+/// same item; `DeleteOutcome::renamed` says which id it had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ItemId {
     pub(crate) chunk: u32,

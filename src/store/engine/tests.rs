@@ -345,6 +345,32 @@ fn arith_exptime_sticks_only_in_place() {
 }
 
 #[test]
+fn invalidate_in_place_reports_the_items_new_id() {
+    let (s, _) = store(8);
+    let id = |k: &[u8]| s.get(k, false, |r| r.map(|it| it.id()).unwrap());
+    set(&s, b"n", b"100");
+    let before = id(b"n");
+    let mut d = DeleteArgs::new(b"n");
+    d.invalidate = Some(None);
+    let o = s.delete(&d);
+    assert_eq!(o.renamed, Some((before, id(b"n"))));
+    assert_ne!(before, id(b"n"));
+    // Held under its new id, a decr makes a new item (not stale).
+    let held = [id(b"n")];
+    let mut a = ArithArgs::new(b"n", false, 95);
+    a.held = &held;
+    assert_eq!(s.arith(&a).value, 5);
+    assert_eq!(get(&s, b"n").unwrap(), b"5");
+    assert!(!s.get(b"n", false, |r| r.map(|it| it.stale()).unwrap()));
+    // A plain delete and `x` (a new, empty item) rename nothing.
+    let mut x = DeleteArgs::new(b"n");
+    x.clear_value = true;
+    x.invalidate = Some(None);
+    assert_eq!(s.delete(&x).renamed, None);
+    assert_eq!(s.delete(&DeleteArgs::new(b"n")).renamed, None);
+}
+
+#[test]
 fn arith_on_a_held_item_stores_a_new_item_of_exact_length() {
     let (s, _) = store(8);
     let fetched = |k: &[u8]| s.get(k, false, |r| r.map(|it| it.fetched()).unwrap());
