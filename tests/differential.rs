@@ -649,8 +649,11 @@ impl TextGen {
         if (valid || body.len() < 1500) && (numeric || rng.chance(30)) {
             s.raw(&body);
             s.raw(tail);
-            // Only a line the server takes reads a data block at all.
-            self.misframed = short && valid;
+            // Only a line the server takes reads a data block at all. The
+            // payload of a refused line is read as command text: unless it
+            // ends in a newline, the next command line is glued to it and
+            // is garbage too (so its payload must stay short as well).
+            self.misframed = if valid { short } else { !tail.ends_with(b"\n") };
         }
         s.cur().commands += 1;
     }
