@@ -1188,8 +1188,8 @@ const BIN_NOOP: [u8; 24] = [
     0x80, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
 
-/// Complete response packets in `buf` (header fields and body), and the
-/// length they cover.
+/// Complete binary packets in `buf` (responses or requests: header fields
+/// and body), and the length they cover.
 fn bin_packets(buf: &[u8]) -> (Vec<&[u8]>, usize) {
     let mut out = Vec::new();
     let mut i = 0;
@@ -1727,15 +1727,12 @@ fn has_arith(step: &Step, proto: Protocol) -> bool {
         }
     }
     if proto == Protocol::Binary {
-        let mut at = 0;
-        while at + 24 <= bytes.len() && bytes[at] == 0x80 {
-            if matches!(bytes[at + 1], 0x05 | 0x06 | 0x15 | 0x16) {
-                return true;
-            }
-            let body = u32::from_be_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes"));
-            at += 24 + body as usize;
-        }
-        return false;
+        // Up to a bad magic byte, after which the server reads no further.
+        return bin_packets(&bytes)
+            .0
+            .iter()
+            .take_while(|p| p[0] == 0x80)
+            .any(|p| matches!(p[1], 0x05 | 0x06 | 0x15 | 0x16));
     }
     bytes.split(|&b| b == b'\n').any(|line| {
         let line = line.strip_prefix(b" ").unwrap_or(line);

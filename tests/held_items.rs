@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{both, show, until, Server};
+use common::{bin_packet, both, show, until, Server};
 use std::time::Duration;
 
 /// A text case: writes sent one after another on one connection. A write
@@ -196,18 +196,7 @@ const END_OPAQUE: u32 = 0xfeed_beef;
 const SPLIT: &[u8] = b"split";
 
 fn packet(op: u8, key: &[u8], extras: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
-    let mut p = vec![0x80, op];
-    p.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    p.push(extras.len() as u8);
-    p.extend_from_slice(&[0, 0, 0]);
-    let body = (extras.len() + key.len() + value.len()) as u32;
-    p.extend_from_slice(&body.to_be_bytes());
-    p.extend_from_slice(&opaque.to_be_bytes());
-    p.extend_from_slice(&[0; 8]);
-    p.extend_from_slice(extras);
-    p.extend_from_slice(key);
-    p.extend_from_slice(value);
-    p
+    bin_packet(op, key, extras, value, 0, opaque)
 }
 
 fn set(key: &[u8], value: &[u8]) -> Vec<u8> {

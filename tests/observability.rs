@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Kind, Server};
+use common::{bin_packet, Kind, Server};
 
 /// A plain blocking connection with a read deadline.
 struct Conn {
@@ -1257,22 +1257,6 @@ enum Req {
     Text(&'static str),
     /// opcode, key, extras, value, CAS
     Bin(u8, &'static str, &'static [u8], &'static str, u64),
-}
-
-/// A binary request packet.
-fn bin_packet(op: u8, key: &[u8], extras: &[u8], value: &[u8], cas: u64, opaque: u32) -> Vec<u8> {
-    let mut p = vec![0x80, op];
-    p.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    p.push(extras.len() as u8);
-    p.extend_from_slice(&[0, 0, 0]);
-    let body = (key.len() + extras.len() + value.len()) as u32;
-    p.extend_from_slice(&body.to_be_bytes());
-    p.extend_from_slice(&opaque.to_be_bytes());
-    p.extend_from_slice(&cas.to_be_bytes());
-    p.extend_from_slice(extras);
-    p.extend_from_slice(key);
-    p.extend_from_slice(value);
-    p
 }
 
 /// Binary extras: SET/ADD/REPLACE (flags, exptime), INCR/DECR (delta,

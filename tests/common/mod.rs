@@ -13,6 +13,7 @@
 //!   [`Client::wait_close`], [`Client::shutdown_write`].
 //! - [`Reply`] (`bytes`, `closed`); [`show`] escapes bytes for messages.
 //! - [`require_file`] panics loudly when a reference tool is missing.
+//! - [`bin_packet`] builds a binary protocol request.
 //!
 //! Both servers get `-p PORT -l 127.0.0.1 -U 0`, plus `-u nobody` when the
 //! tests run as root (memcached refuses to run as root without `-u`, exit
@@ -459,4 +460,27 @@ pub fn until(c: &mut Client, input: &[u8], end: &[u8]) -> Vec<u8> {
         }
     }
     got
+}
+
+/// A binary protocol request packet (magic 0x80, data type 0, vbucket 0).
+pub fn bin_packet(
+    op: u8,
+    key: &[u8],
+    extras: &[u8],
+    value: &[u8],
+    cas: u64,
+    opaque: u32,
+) -> Vec<u8> {
+    let mut p = vec![0x80, op];
+    p.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    p.push(extras.len() as u8);
+    p.extend_from_slice(&[0, 0, 0]);
+    let body = (key.len() + extras.len() + value.len()) as u32;
+    p.extend_from_slice(&body.to_be_bytes());
+    p.extend_from_slice(&opaque.to_be_bytes());
+    p.extend_from_slice(&cas.to_be_bytes());
+    p.extend_from_slice(extras);
+    p.extend_from_slice(key);
+    p.extend_from_slice(value);
+    p
 }
