@@ -10,6 +10,11 @@
 //! `slab_reassign_running`, `slab_reassign_chunk_rescues` for values
 //! stored in chunks) say so. The reply texts of the refusals are
 //! compared byte for byte in `text_protocol.rs`.
+//!
+//! The automover (`slab_automove=1`) does the same on its own: once a
+//! class has more than 2.5 pages of free chunks and `slab_automove_window`
+//! checks (one a second) without a new page or an eviction, its pages go
+//! to the pool one by one until 2.5 pages or less are free.
 
 mod common;
 
@@ -287,4 +292,108 @@ fn memcached_moves_pages_this_way() {
 #[test]
 fn gannet_moves_pages_like_memcached() {
     check(Kind::Gannet);
+}
+
+const QUIET_KEYS: u32 = 20_000;
+
+/// Fill one class with 20,000 1000-byte values, keep one in ten, and
+/// return (class, pages, chunks per page) as they are then.
+fn fill_and_thin(c: &mut Client) -> (u32, u64, u64) {
+    let mut batch = Vec::new();
+    for i in 0..QUIET_KEYS {
+        batch.extend_from_slice(format!("set k{i} 0 0 {VALUE} noreply\r\n").as_bytes());
+        batch.extend_from_slice(&value(i));
+        batch.extend_from_slice(b"\r\n");
+    }
+    for i in (0..QUIET_KEYS).filter(|i| i % 10 != 0) {
+        batch.extend_from_slice(format!("delete k{i} noreply\r\n").as_bytes());
+    }
+    c.send(&batch);
+    assert_eq!(ask(c, "mn"), "MN");
+    let slabs = stats(c, "slabs");
+    let (class, pages) = fullest_class(&slabs);
+    let perpage = num(&slabs, &format!("{class}:chunks_per_page"));
+    (class, pages, perpage)
+}
+
+/// A quiet class gives its spare pages back within a few seconds of a
+/// 3-check window, and keeps every item.
+fn check_quiet_class(kind: Kind) {
+    let name = kind.name();
+    let server = Server::start(kind, &["-m", "64", "-o", "slab_automove_window=3"]);
+    let mut c = server.connect();
+    let (class, pages, perpage) = fill_and_thin(&mut c);
+    let live = u64::from(QUIET_KEYS / 10);
+    assert!(
+        (pages * perpage - live) as f64 > 2.5 * perpage as f64 * 4.0,
+        "{name}: {pages} pages of {perpage}"
+    );
+    // Pages go one at a time while more than 2.5 pages are free, so the
+    // class keeps the most pages that leave at most that much free.
+    let keep = (1..=pages)
+        .rev()
+        .find(|&p| (p * perpage).saturating_sub(live) as f64 <= 2.5 * perpage as f64)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = stats(&mut c, "");
+        let slabs = stats(&mut c, "slabs");
+        if num(&slabs, &format!("{class}:total_pages")) == keep
+            && num(&s, "slab_reassign_running") == 0
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{name}: {s:?} {slabs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(num(&s, "slabs_moved"), pages - keep, "{name}: {s:?}");
+    assert_eq!(num(&s, "slab_global_page_pool"), pages - keep, "{name}");
+    assert_eq!(num(&s, "slab_reassign_evictions_nomem"), 0, "{name}");
+    assert_eq!(num(&s, "curr_items"), live, "{name}");
+    let all: Vec<u32> = (0..QUIET_KEYS).collect();
+    let got = present(&mut c, &all);
+    assert_eq!(got.len() as u64, live, "{name}");
+    for (k, v) in &got {
+        assert!(k % 10 == 0, "{name}: deleted k{k} is back");
+        assert_eq!(v, &value(*k), "{name}: k{k} changed");
+    }
+}
+
+/// With a window of 1000 checks, the pages the fill added keep the class
+/// dirty for about 1000 s: a few seconds later nothing has moved.
+fn check_dirty_window(kind: Kind) {
+    let name = kind.name();
+    let server = Server::start(kind, &["-m", "64", "-o", "slab_automove_window=1000"]);
+    let mut c = server.connect();
+    let (class, pages, _) = fill_and_thin(&mut c);
+    std::thread::sleep(Duration::from_secs(5));
+    let s = stats(&mut c, "");
+    assert_eq!(num(&s, "slabs_moved"), 0, "{name}: {s:?}");
+    assert_eq!(num(&s, "slab_global_page_pool"), 0, "{name}");
+    let slabs = stats(&mut c, "slabs");
+    assert_eq!(
+        num(&slabs, &format!("{class}:total_pages")),
+        pages,
+        "{name}"
+    );
+}
+
+#[test]
+fn memcached_automove_returns_a_quiet_class_s_pages() {
+    check_quiet_class(Kind::Memcached);
+}
+
+#[test]
+fn gannet_automove_returns_a_quiet_class_s_pages_like_memcached() {
+    check_quiet_class(Kind::Gannet);
+}
+
+#[test]
+fn memcached_automove_waits_for_a_clean_window() {
+    check_dirty_window(Kind::Memcached);
+}
+
+#[test]
+fn gannet_automove_waits_for_a_clean_window_like_memcached() {
+    check_dirty_window(Kind::Gannet);
 }

@@ -9,16 +9,25 @@
 //! same reason.
 //!
 //! Sets already juggle their class as they go; this thread is what moves
-//! items when nobody sets anything. Not started with
-//! `-o no_lru_maintainer`, as memcached starts no maintainer thread then.
+//! items when nobody sets anything. It also runs the automover's check
+//! (`Store::automove_check`), which hands pages a quiet class no longer
+//! needs back to the global pool, as memcached's maintainer does. Not
+//! started with `-o no_lru_maintainer`, as memcached starts no maintainer
+//! thread (and so no automover) then.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shared;
+use crate::store::AutomoveWindow;
 
-/// How often the LRUs are juggled.
+/// How often the LRUs are juggled and the automover checks.
 const TICK: Duration = Duration::from_secs(1);
+
+/// Most pages the automover may hand back in one tick. memcached checks
+/// again about a millisecond after a page went back; this keeps a cache
+/// with thousands of spare pages from holding up the juggling for long.
+const RECLAIM_BURST: usize = 1024;
 
 /// Start the maintainer thread, unless `-o no_lru_maintainer`. It runs for
 /// the life of the process.
@@ -29,11 +38,18 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("gannet-lru-maint".into())
         .spawn(move || {
+            let window = shared.settings.slab_automove_window;
+            let mut automove = AutomoveWindow::new(&shared.store, window);
             let mut next = Instant::now() + TICK;
             loop {
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
                 next = Instant::now() + TICK;
                 shared.store.maintain();
+                for _ in 0..RECLAIM_BURST {
+                    if !shared.store.automove_check(&mut automove) {
+                        break;
+                    }
+                }
             }
         })?;
     Ok(())

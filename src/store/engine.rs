@@ -1646,6 +1646,8 @@ impl Store {
     }
 }
 
+mod automove;
+pub use automove::AutomoveWindow;
 mod crawl;
 pub use crawl::{lru_id, Crawl, CrawlTally, LruTally, Walk, LRU_IDS};
 mod mover;

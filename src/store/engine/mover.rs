@@ -37,7 +37,7 @@ pub enum ReassignError {
 
 /// Free chunks, in pages, above which a class gives a page before any
 /// age comparison (memcached's `MIN_PAGES_FOR_RECLAIM`).
-const RECLAIM_PAGES: f64 = 2.5;
+pub(super) const RECLAIM_PAGES: f64 = 2.5;
 
 /// What `Store::donors` found.
 struct Donors {
@@ -190,8 +190,14 @@ impl Store {
         let Some(donor) = d.spare.or(d.oldest.filter(|_| self.cfg.evict_to_free)) else {
             return false;
         };
+        self.page_to_pool(donor)
+    }
+
+    /// Move one page of `class` to the pool of idle pages (see
+    /// `take_page`); whether one went. The caller holds the `mover` lock.
+    pub(super) fn page_to_pool(&self, class: u8) -> bool {
         self.moving.store(true, Ordering::Relaxed);
-        let page = self.take_page(donor);
+        let page = self.take_page(class);
         if let Some(page) = page {
             self.slabs.page_to_pool(page);
             self.slabs_moved.fetch_add(1, Ordering::Relaxed);

@@ -1561,6 +1561,86 @@ fn reassign_rescues_the_chunks_of_chained_items() {
     }
 }
 
+/// The automover's check: a class with more than 2.5 pages of free
+/// chunks gives pages to the pool only once its window (here 3 checks)
+/// has seen no new page and no eviction; then it gives one per check, its
+/// items rescued, until 2.5 pages or less are free. A new page or an
+/// eviction makes the class wait a whole window again; a change of
+/// `slab_automove_ratio` starts the window over, as in memcached.
+#[test]
+fn automove_returns_pages_of_a_quiet_class_to_the_pool() {
+    let s = Store::new(cfg(64), Clock::new());
+    let mut w = AutomoveWindow::new(&s, 3);
+    let v = |i: u32| format!("{i:0>1000}").into_bytes();
+    let n = 8000u32;
+    for i in 0..n {
+        set(&s, format!("k{i}").as_bytes(), &v(i));
+    }
+    let class = s.class_for_item(5, 0, 1000);
+    let pages = class_pages(&s, class);
+    let perpage = s.slabs.class(class).perpage as usize;
+    for i in (0..n).filter(|i| i % 10 != 0) {
+        s.delete(&DeleteArgs::new(format!("k{i}").as_bytes()));
+    }
+    let live = (n / 10) as usize;
+    // Check 1 sees the pages the sets added; checks 2 and 3 still have it
+    // in their window.
+    for k in 1..=3 {
+        assert!(!s.automove_check(&mut w), "check {k} moved a page");
+    }
+    assert_eq!(class_pages(&s, class), pages);
+    let mut moved = 0;
+    while s.automove_check(&mut w) {
+        moved += 1;
+        assert!(moved <= pages, "more pages moved than the class had");
+    }
+    let left = class_pages(&s, class);
+    assert_eq!(left + moved, pages);
+    let free = |p: usize| (p * perpage - live) as f64;
+    assert!(free(left) <= 2.5 * perpage as f64, "{left} pages left");
+    assert!(free(left + 1) > 2.5 * perpage as f64, "{left} pages left");
+    let st = s.stats();
+    assert_eq!(st.slab_global_page_pool as usize, moved);
+    assert_eq!(st.slabs_moved as usize, moved);
+    assert_eq!(st.slab_reassign_evictions_nomem, 0);
+    for i in 0..n {
+        let got = get(&s, format!("k{i}").as_bytes());
+        if i % 10 == 0 {
+            assert_eq!(got.as_deref(), Ok(&v(i)[..]), "k{i}");
+        } else {
+            assert_eq!(got, Err(Miss::NotFound));
+        }
+    }
+
+    // A class that just got pages waits a whole window again.
+    for i in n..n + 4 * perpage as u32 {
+        set(&s, format!("k{i}").as_bytes(), &v(i));
+    }
+    for i in n..n + 4 * perpage as u32 {
+        s.delete(&DeleteArgs::new(format!("k{i}").as_bytes()));
+    }
+    for k in 1..=3 {
+        assert!(!s.automove_check(&mut w), "check {k} after growth");
+    }
+    assert!(s.automove_check(&mut w));
+
+    // A new ratio starts the window over: nothing in it is dirty.
+    for i in n..n + 4 * perpage as u32 {
+        set(&s, format!("k{i}").as_bytes(), &v(i));
+    }
+    for i in n..n + 4 * perpage as u32 {
+        s.delete(&DeleteArgs::new(format!("k{i}").as_bytes()));
+    }
+    s.set_automove_ratio(0.5);
+    assert!(s.automove_check(&mut w));
+
+    // Only at slab_automove=1.
+    for level in [0, 2] {
+        s.set_automove(level);
+        assert!(!s.automove_check(&mut w), "level {level}");
+    }
+}
+
 #[test]
 fn reassign_checks_are_memcacheds() {
     let s = Store::new(cfg(64), Clock::new());
