@@ -1250,6 +1250,52 @@ fn watch_sysevents_shows_page_moves() {
     }
 }
 
+/// `watch sysevents` while the automover gives a quiet class's spare
+/// pages back to the pool (a window of 3 checks, so memcached acts within
+/// seconds too): both servers log one `type=slab_move src=<class> dst=0`
+/// line per page moved, all from the class that was thinned out.
+#[test]
+fn watch_sysevents_shows_pages_going_back_to_the_pool_like_memcached() {
+    let value = "v".repeat(1000);
+    let mut batch = String::new();
+    for i in 0..20_000 {
+        batch += &format!("set k{i} 0 0 1000 noreply\r\n{value}\r\n");
+    }
+    for i in (0..20_000).filter(|i| i % 10 != 0) {
+        batch += &format!("delete k{i} noreply\r\n");
+    }
+    batch += "mn\r\n";
+    let moves = |kind: Kind| -> Vec<Vec<String>> {
+        let s = Server::start(kind, &["-m", "64", "-o", "slab_automove_window=3"]);
+        let mut w = Conn::new(s.port());
+        assert_eq!(w.cmd("watch sysevents\r\n", &[b"\r\n"]), "OK\r\n");
+        let mut c = Conn::new(s.port());
+        assert_eq!(c.cmd(&batch, &[b"MN\r\n"]), "MN\r\n");
+        let lines = w.lines_for(Duration::from_secs(8));
+        let moved = num(&c.stat_map(""), "slabs_moved");
+        let moves: Vec<Vec<String>> = lines
+            .iter()
+            .filter(|l| l.contains("type=slab_move"))
+            .map(|l| l.split(' ').skip(2).map(str::to_string).collect())
+            .collect();
+        let name = kind.name();
+        assert!(moved > 0, "{name}: nothing moved");
+        assert_eq!(moves.len() as u64, moved, "{name}: {lines:?}");
+        moves
+    };
+    let m = moves(Kind::Memcached);
+    let g = moves(Kind::Gannet);
+    for (name, lines) in [("memcached", &m), ("gannet", &g)] {
+        for l in lines.iter() {
+            assert_eq!(l.len(), 3, "{name}: {l:?}");
+            assert_eq!(l[0], "type=slab_move", "{name}");
+            assert_eq!(l[1], lines[0][1], "{name}: pages from two classes");
+            assert!(l[1].starts_with("src=") && l[1] != "src=0", "{name}");
+            assert_eq!(l[2], "dst=0", "{name}");
+        }
+    }
+}
+
 /// One request of the watch comparison: a text line (with its data
 /// block) or a binary packet.
 #[derive(Clone, Copy)]
