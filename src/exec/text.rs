@@ -743,7 +743,9 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>, held: &[ItemId]) -> Action {
 /// Starts at byte `from` of `keys`. When `out` grows past `out_limit`
 /// before the last key, stops and returns the offset of the next key, so
 /// a huge multi-get to a client that does not read cannot make the server
-/// buffer without bound.
+/// buffer without bound; unless a key further on is over 250 bytes, which
+/// makes the whole reply `CLIENT_ERROR`: then the rest is looked up (for
+/// its effects) without keeping any value.
 fn get(
     ctx: &Ctx,
     keys: &[u8],
@@ -758,10 +760,23 @@ fn get(
     let exp = touch.map(|t| shared.clock.realtime(t));
     let start = out.len();
     let rest = &keys[from.min(keys.len())..];
+    // A key over the limit further on: what this command writes will be
+    // dropped, so nothing may be sent before it (see below).
+    let mut doomed = false;
     for key in proto::Tokens::new(rest) {
-        if out.len() >= out_limit {
+        if doomed {
+            // Only the lookups' effects count now; keep the output small.
+            out.truncate(start);
+        } else if out.len() >= out_limit {
             let offset = key.as_ptr() as usize - keys.as_ptr() as usize;
-            return Some(offset);
+            // memcached sends none of a get's values when a later key is
+            // too long, however large they are. Look ahead only here, so
+            // a get that fits its output pays nothing for it.
+            doomed = proto::Tokens::new(&keys[offset..]).any(|k| k.len() > proto::KEY_MAX_LENGTH);
+            if !doomed {
+                return Some(offset);
+            }
+            out.truncate(start);
         }
         if key.len() > proto::KEY_MAX_LENGTH {
             // memcached drops the values it had already queued.
