@@ -25,7 +25,7 @@
 //! absorbs a shift in the size mix within the shift itself instead of one
 //! page per second after half a window of evictions.
 
-use super::mover::RECLAIM_PAGES;
+use super::mover::spare;
 use super::*;
 
 /// What one check saw of a class.
@@ -92,7 +92,7 @@ impl AutomoveWindow {
 impl Store {
     /// One automove check, memcached's `slab_automove_run` with a
     /// destination of the global pool: the first class (lowest id) with
-    /// more than `RECLAIM_PAGES` pages' worth of free chunks and a clean
+    /// more than 2.5 pages' worth of free chunks (`mover::spare`) and a clean
     /// window gives one page to the pool, its live items rescued into its
     /// other free chunks. Runs only at `slab_automove=1` with page moves
     /// allowed. Returns whether a page moved; memcached then checks again
@@ -106,13 +106,17 @@ impl Store {
         }
         let now = self.automove_samples();
         let clean = w.record(&now);
-        let spare = (1..now.len()).find(|&c| {
+        let donor = (1..now.len()).find(|&c| {
             let perpage = self.slabs.class(c as u8).perpage;
             let st = self.slabs.class_state(c as u8);
-            let free = st.free_count + st.free_end(perpage);
-            clean[c] && st.pages.len() >= 2 && f64::from(free) > f64::from(perpage) * RECLAIM_PAGES
+            clean[c]
+                && spare(
+                    st.pages.len(),
+                    st.free_count + st.free_end(perpage),
+                    perpage,
+                )
         });
-        let Some(class) = spare.map(|c| c as u8) else {
+        let Some(class) = donor.map(|c| c as u8) else {
             return false;
         };
         // memcached's slabs_reassign answers RUNNING while a move is

@@ -37,7 +37,14 @@ pub enum ReassignError {
 
 /// Free chunks, in pages, above which a class gives a page before any
 /// age comparison (memcached's `MIN_PAGES_FOR_RECLAIM`).
-pub(super) const RECLAIM_PAGES: f64 = 2.5;
+const RECLAIM_PAGES: f64 = 2.5;
+
+/// Whether a class of `npages` pages with `free` free chunks can give a
+/// page without losing an item: it keeps one, and has more than
+/// `RECLAIM_PAGES` pages' worth of free chunks to rescue into.
+pub(super) fn spare(npages: usize, free: u32, perpage: u32) -> bool {
+    npages >= 2 && f64::from(free) > f64::from(perpage) * RECLAIM_PAGES
+}
 
 /// What `Store::donors` found.
 struct Donors {
@@ -163,7 +170,7 @@ impl Store {
             if npages == 0 || npages < min_pages {
                 continue;
             }
-            if d.spare.is_none() && npages >= 2 && free as f64 > perpage as f64 * RECLAIM_PAGES {
+            if d.spare.is_none() && spare(npages, free, perpage) {
                 d.spare = Some(c);
             }
             if d.oldest.is_none() || age(c) > d.oldest_age {
