@@ -764,10 +764,7 @@ fn get(
     // dropped, so nothing may be sent before it (see below).
     let mut doomed = false;
     for key in proto::Tokens::new(rest) {
-        if doomed {
-            // Only the lookups' effects count now; keep the output small.
-            out.truncate(start);
-        } else if out.len() >= out_limit {
+        if !doomed && out.len() >= out_limit {
             let offset = key.as_ptr() as usize - keys.as_ptr() as usize;
             // memcached sends none of a get's values when a later key is
             // too long, however large they are. Look ahead only here, so
@@ -776,6 +773,9 @@ fn get(
             if !doomed {
                 return Some(offset);
             }
+        }
+        if doomed {
+            // Only the lookups' effects count now; keep the output small.
             out.truncate(start);
         }
         if key.len() > proto::KEY_MAX_LENGTH {
