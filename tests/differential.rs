@@ -761,8 +761,8 @@ impl TextGen {
                 // No delay in the future, nor an absolute time before the
                 // start (` 2592001`, watermark 0): memcached then brings back
                 // items an earlier flush hid unless its LRU maintainer
-                // reclaimed them meanwhile (timing-dependent; gannet never
-                // does, see COMPATIBILITY.md). tests/text_protocol.rs
+                // reclaimed them meanwhile (timing-dependent; gannet keeps
+                // them hidden, see COMPATIBILITY.md). tests/text_protocol.rs
                 // checks ` 2592001` alone.
                 line(s, format!("flush_all{arg}"));
             }

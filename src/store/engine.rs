@@ -664,16 +664,18 @@ impl Store {
         moved
     }
 
-    /// Idle LRU maintenance (memcached's LRU maintainer thread): juggle
-    /// every class of every shard until nothing is left to move, at most
-    /// `MAINTAIN_PASSES` times each, so items age out of HOT and WARM
-    /// even when no set comes to do it. The caller runs it about once a
+    /// Idle LRU maintenance (memcached's LRU maintainer thread): reclaim
+    /// the dead items at each class's tails (`reclaim_tails`), then
+    /// juggle every class of every shard until nothing is left to move,
+    /// at most `MAINTAIN_PASSES` times each, so items age out of HOT and
+    /// WARM even when no set comes to do it. The caller runs it about once a
     /// second. Each shard lock is held for one class at a time.
     pub fn maintain(&self) {
         let now = self.clock.now();
         let classes = self.slabs.nclasses() as usize;
-        for i in 0..NSHARDS {
-            for class in 1..=classes {
+        for class in 1..=classes {
+            self.reclaim_tails(class, now);
+            for i in 0..NSHARDS {
                 let mut sh = self.shard(i);
                 for _ in 0..MAINTAIN_PASSES {
                     if !self.juggle(&mut sh, class, now) {
@@ -682,6 +684,18 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Free a dead item found at an LRU tail, counting it as memcached's
+    /// `lru_pull_tail` does.
+    fn reclaim(&self, sh: &mut Shard, class: usize, it: Item) {
+        let c = &mut sh.cs[class];
+        c.reclaimed += 1;
+        if it.h().bits & BIT_FETCHED == 0 {
+            c.expired_unfetched += 1;
+        }
+        let h = self.hash(it.key());
+        self.remove(sh, it, h);
     }
 
     /// Free one item of `class` in this shard: an expired or flushed one
@@ -698,13 +712,7 @@ impl Store {
                 let it = Item::at(sl, r);
                 r = it.h().prev;
                 if self.dead(it, now).is_some() {
-                    let c = &mut sh.cs[class];
-                    c.reclaimed += 1;
-                    if it.h().bits & BIT_FETCHED == 0 {
-                        c.expired_unfetched += 1;
-                    }
-                    let h = self.hash(it.key());
-                    self.remove(sh, it, h);
+                    self.reclaim(sh, class, it);
                     return Pull::Freed;
                 }
             }
@@ -1651,6 +1659,7 @@ pub use automove::AutomoveWindow;
 mod crawl;
 pub use crawl::{lru_id, Crawl, CrawlTally, LruTally, Walk, LRU_IDS};
 mod mover;
+mod tail_reclaim;
 pub use mover::ReassignError;
 mod tuning;
 use tuning::LruTuning;

@@ -1963,3 +1963,78 @@ fn idle_maintenance_moves_aged_items_out_of_hot_like_memcached() {
     assert_eq!(seg(&s, "number_warm"), 1);
     assert_eq!(seg(&s, "number_hot"), 0);
 }
+
+/// The maintainer reclaims the dead items a single LRU per class would
+/// have at its tail (memcached's `lru_pull_tail` on each juggle), in
+/// every shard, and no further: dead items behind an older live one
+/// wait for an access, an allocation or the crawler.
+#[test]
+fn maintenance_reclaims_the_dead_run_at_the_tails() {
+    let (s, clock) = store(64);
+    let set_ttl = |s: &Store, k: &str, ttl: u32| {
+        let exp = if ttl == 0 { 0 } else { clock.now() + ttl };
+        let o = s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, b"v"));
+        assert_eq!(o.status, StoreStatus::Stored);
+    };
+    // 300 items that expire, then 100 that live: spread over every shard.
+    for i in 0..300 {
+        set_ttl(&s, &format!("dead{i}"), 2);
+    }
+    for i in 0..100 {
+        set_ttl(&s, &format!("live{i}"), 0);
+    }
+    s.maintain();
+    assert_eq!((s.stats().curr_items, s.stats().reclaimed), (400, 0));
+    clock.advance(3);
+    s.maintain();
+    let st = s.stats();
+    assert_eq!(st.curr_items, 100);
+    assert_eq!(st.reclaimed, 300);
+    assert_eq!(st.expired_unfetched, 300);
+    for i in 0..100 {
+        assert!(get(&s, format!("live{i}").as_bytes()).is_ok());
+    }
+
+    // Live and dead in turn: only the oldest dead item is at the tail of
+    // the single list; the others stay (and a get finds them expired).
+    let (s, clock) = store(64);
+    let set_ttl = |k: &str, ttl: u32| {
+        let exp = if ttl == 0 { 0 } else { clock.now() + ttl };
+        s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, b"v"));
+    };
+    for i in 0..400 {
+        set_ttl(&format!("k{i}"), if i % 2 == 0 { 2 } else { 0 });
+    }
+    clock.advance(3);
+    s.maintain();
+    assert_eq!(s.stats().reclaimed, 1);
+    assert_eq!(s.stats().curr_items, 399);
+    assert_eq!(get(&s, b"k0"), Err(Miss::NotFound));
+    assert_eq!(get(&s, b"k2"), Err(Miss::Expired));
+
+    // After flush_all every item is dead: all go.
+    s.flush(clock.now());
+    clock.advance(1);
+    s.maintain();
+    assert_eq!(s.stats().curr_items, 0);
+    assert_eq!(s.stats().reclaimed, 399);
+
+    // A flat LRU (all COLD) is left to allocations, as memcached's
+    // maintainer does not pull COLD then.
+    let (s, clock) = store(64);
+    s.set_lru_segmented(false);
+    let exp = clock.now() + 1;
+    for i in 0..50 {
+        s.store(&StoreArgs::new(
+            Mode::Set,
+            format!("f{i}").as_bytes(),
+            0,
+            exp,
+            b"v",
+        ));
+    }
+    clock.advance(2);
+    s.maintain();
+    assert_eq!(s.stats().reclaimed, 0);
+    assert_eq!(s.stats().curr_items, 50);
+}
