@@ -56,6 +56,10 @@ const TAIL_SEARCH: usize = 5;
 /// Juggle passes per class and shard in one `maintain` call (each moves
 /// at most four items; memcached's maintainer makes up to 500).
 const MAINTAIN_PASSES: usize = 128;
+/// Most `reclaim_tails` rounds per class in one `maintain` call: a round
+/// takes at most 512 items per tail, so a wave of a few hundred thousand
+/// expiries is gone within a pass, not over minutes.
+const RECLAIM_ROUNDS: usize = 16;
 /// Retries of an optimistic read-allocate-relink operation.
 const RETRIES: usize = 16;
 
@@ -674,7 +678,11 @@ impl Store {
         let now = self.clock.now();
         let classes = self.slabs.nclasses() as usize;
         for class in 1..=classes {
-            self.reclaim_tails(class, now);
+            for _ in 0..RECLAIM_ROUNDS {
+                if self.reclaim_tails(class, now) == 0 {
+                    break;
+                }
+            }
             for i in 0..NSHARDS {
                 let mut sh = self.shard(i);
                 for _ in 0..MAINTAIN_PASSES {

@@ -2038,3 +2038,20 @@ fn maintenance_reclaims_the_dead_run_at_the_tails() {
     assert_eq!(s.stats().reclaimed, 0);
     assert_eq!(s.stats().curr_items, 50);
 }
+
+/// A wave of expiries larger than one round (512 per shard and tail) is
+/// gone after one maintenance pass.
+#[test]
+fn maintenance_reclaims_a_large_wave_in_one_pass() {
+    let (s, clock) = store(64);
+    let exp = clock.now() + 1;
+    for i in 0..100_000 {
+        let k = format!("w{i}");
+        s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, b"v"));
+    }
+    set(&s, b"live", b"v");
+    clock.advance(2);
+    s.maintain();
+    assert_eq!(s.stats().reclaimed, 100_000);
+    assert_eq!(s.stats().curr_items, 1);
+}
