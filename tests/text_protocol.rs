@@ -1143,3 +1143,42 @@ fn overlong_key_after_a_megabyte_of_values_drops_them_all() {
         assert!(got == want, "{name}: {}", show(&got[..got.len().min(200)]));
     }
 }
+
+/// COMPATIBILITY.md item 7: an append or prepend whose own flags would
+/// take its data over `slab_chunk_max` while the result fits one chunk.
+/// memcached 1.6.18 stores bytes of its own memory there (446-449 bytes
+/// of data with a 4-byte key); gannet must store the data. The sizes run
+/// across that window for each form, and the flags stay the old item's.
+#[test]
+fn append_with_flags_at_the_chunk_boundary_keeps_the_data() {
+    let s = Server::start(Kind::Gannet, SMALL_ITEMS);
+    let mut c = s.connect();
+    for n in 444..452 {
+        let data = vec![b'a' + (n % 26) as u8; n];
+        let forms = [
+            format!("append z{n} 1 0 {n}\r\n"),
+            format!("prepend y{n} 9 0 {n}\r\n"),
+            format!("ms x{n} {n} MA F5\r\n"),
+        ];
+        for form in &forms {
+            let key = &form.split(' ').nth(1).unwrap();
+            let reply: &[u8] = if form.starts_with("ms") {
+                b"HD\r\n"
+            } else {
+                b"STORED\r\n"
+            };
+            let setup = format!("set {key} 0 0 0\r\n\r\n");
+            assert_eq!(until(&mut c, setup.as_bytes(), b"\r\n"), b"STORED\r\n");
+            let cmd = [form.as_bytes(), &data, b"\r\n"].concat();
+            assert_eq!(show(&until(&mut c, &cmd, b"\r\n")), show(reply), "{form}");
+            let got = until(&mut c, format!("get {key}\r\n").as_bytes(), b"END\r\n");
+            let want = [
+                format!("VALUE {key} 0 {n}\r\n").as_bytes(),
+                &data,
+                b"\r\nEND\r\n",
+            ]
+            .concat();
+            assert!(got == want, "{form}: {}", show(&got[..got.len().min(80)]));
+        }
+    }
+}
