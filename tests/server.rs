@@ -11,7 +11,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{show, Kind, Server};
 
@@ -321,12 +321,19 @@ fn client_that_never_reads_gets_bounded_output() {
 #[test]
 fn a_panicking_worker_aborts_the_process_with_a_log_line() {
     // debugpanic exists only in debug builds (the ones tests run).
+    // A unix socket of its own, not a TCP port: listeners share ports
+    // with SO_REUSEPORT, so a gannet of another test that happened to pick
+    // the same port could take the connection, and this one would live.
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gannet"));
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0"]);
+    let path = std::env::temp_dir().join(format!(
+        "gannet-panic-{}-{}.sock",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    cmd.args(["-s", path.to_str().unwrap(), "-U", "0"]);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         cmd.args(["-u", "nobody"]);
@@ -339,13 +346,13 @@ fn a_panicking_worker_aborts_the_process_with_a_log_line() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut c = loop {
-        if let Ok(c) = common::Client::connect(port) {
+        if let Ok(c) = UnixStream::connect(&path) {
             break c;
         }
         assert!(Instant::now() < deadline, "gannet never listened");
         std::thread::sleep(Duration::from_millis(20));
     };
-    c.send(b"debugpanic\r\n");
+    c.write_all(b"debugpanic\r\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -364,6 +371,7 @@ fn a_panicking_worker_aborts_the_process_with_a_log_line() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
+    let _ = std::fs::remove_file(&path);
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
     assert!(
