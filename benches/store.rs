@@ -1,6 +1,7 @@
 //! Storage engine alone: get (hit and miss), set, delete, incr, and the
-//! maintainer's idle pass, with no sockets or parsing in the way. Keys are 32 bytes and values 100 bytes,
-//! the shape used for the RSS-per-item target.
+//! maintainer's idle pass, with no sockets or parsing in the way. Keys
+//! are 32 bytes and values 100 bytes, the shape used for the RSS-per-item
+//! target.
 //!
 //! `store` runs on one thread; `store_all_threads` runs the same
 //! operations on every available core at once against one shared store,

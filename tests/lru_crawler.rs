@@ -107,6 +107,20 @@ fn stat(c: &mut Client, name: &str) -> u64 {
         .unwrap()
 }
 
+/// Wait up to 10 s for `curr_items` to reach `want`: what the crawler or
+/// the LRU maintainer reclaims, they reclaim in the background.
+fn wait_for_items(c: &mut Client, want: u64, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(c, "curr_items") != want {
+        assert!(
+            Instant::now() < deadline,
+            "{who}: curr_items {} never reached {want}",
+            stat(c, "curr_items")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn command_replies_match_memcached() {
     let steps: &[&[u8]] = &[
@@ -197,14 +211,7 @@ fn crawl_reclaims_expired_items_like_memcached() {
     for (who, c) in &mut cs {
         let starts = stat(c, "lru_crawler_starts");
         crawl_all(c, who);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while stat(c, "curr_items") != 50 {
-            assert!(
-                Instant::now() < deadline,
-                "{who}: expired items not reclaimed"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_items(c, 50, who);
         assert!(stat(c, "lru_crawler_starts") > starts, "{who}");
         // The LRU maintainer may reclaim k0 first (`reclaimed`): it is
         // the one dead item at the tail, before live k1. The other 49
@@ -549,24 +556,13 @@ fn idle_maintainer_reclaims_dead_items_at_the_tail_like_memcached() {
         }
         sets.extend_from_slice(b"mn\r\n");
         assert_eq!(until(&mut c, &sets, b"MN\r\n"), b"MN\r\n", "{who}");
-        let settle = |c: &mut Client, want: u64| {
-            let deadline = Instant::now() + Duration::from_secs(6);
-            while stat(c, "curr_items") != want {
-                assert!(
-                    Instant::now() < deadline,
-                    "{who}: curr_items {} never reached {want}",
-                    stat(c, "curr_items")
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        };
-        settle(&mut c, 50);
+        wait_for_items(&mut c, 50, who);
         assert_eq!(stat(&mut c, "reclaimed"), 100, "{who}");
         assert_eq!(stat(&mut c, "expired_unfetched"), 100, "{who}");
         assert_eq!(stat(&mut c, "crawler_reclaimed"), 0, "{who}");
         assert_eq!(stat(&mut c, "get_expired"), 0, "{who}");
         assert_eq!(until(&mut c, b"flush_all\r\n", b"\r\n"), b"OK\r\n");
-        settle(&mut c, 0);
+        wait_for_items(&mut c, 0, who);
         assert_eq!(stat(&mut c, "reclaimed"), 150, "{who}");
         assert_eq!(stat(&mut c, "crawler_reclaimed"), 0, "{who}");
     }

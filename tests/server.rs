@@ -11,7 +11,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{show, Kind, Server};
 
@@ -325,14 +325,7 @@ fn a_panicking_worker_aborts_the_process_with_a_log_line() {
     // with SO_REUSEPORT, so a gannet of another test that happened to pick
     // the same port could take the connection, and this one would live.
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gannet"));
-    let path = std::env::temp_dir().join(format!(
-        "gannet-panic-{}-{}.sock",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let path = std::env::temp_dir().join(format!("gannet-panic-{}.sock", std::process::id()));
     cmd.args(["-s", path.to_str().unwrap(), "-U", "0"]);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {

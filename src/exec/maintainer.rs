@@ -10,11 +10,11 @@
 //!
 //! Sets already juggle their class as they go; this thread is what moves
 //! items when nobody sets anything, and what reclaims expired items that
-//! nobody touches once they reach the LRU tails. It also runs the automover's check
-//! (`Store::automove_check`), which hands pages a quiet class no longer
-//! needs back to the global pool, as memcached's maintainer does. Not
-//! started with `-o no_lru_maintainer`, as memcached starts no maintainer
-//! thread (and so no automover) then.
+//! nobody touches once they reach the LRU tails. It also runs the
+//! automover's check (`Store::automove_check`), which hands pages a quiet
+//! class no longer needs back to the global pool, as memcached's
+//! maintainer does. Not started with `-o no_lru_maintainer`, as memcached
+//! starts no maintainer thread (and so no automover) then.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

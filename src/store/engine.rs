@@ -672,8 +672,8 @@ impl Store {
     /// the dead items at each class's tails (`reclaim_tails`), then
     /// juggle every class of every shard until nothing is left to move,
     /// at most `MAINTAIN_PASSES` times each, so items age out of HOT and
-    /// WARM even when no set comes to do it. The caller runs it about once a
-    /// second. Each shard lock is held for one class at a time.
+    /// WARM even when no set comes to do it. The caller runs it about once
+    /// a second. Each shard lock is held for one class at a time.
     pub fn maintain(&self) {
         let now = self.clock.now();
         let classes = self.slabs.nclasses() as usize;

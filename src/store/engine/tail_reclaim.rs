@@ -19,8 +19,8 @@
 
 use super::*;
 
-/// Most items a pass looks at or reclaims at one tail (class, segment
-/// and shard) per `maintain` call. memcached pulls at most 500 x 5 per
+/// Most items one `reclaim_tails` round looks at or reclaims at one tail
+/// (class, segment and shard). memcached pulls at most 500 x 5 per
 /// juggle; this keeps one shard lock hold to a few microseconds.
 const RECLAIM_RUN: usize = 512;
 

@@ -23,6 +23,11 @@ fn get(s: &Store, k: &[u8]) -> Result<Vec<u8>, Miss> {
     })
 }
 
+/// A one-byte value that expires at `exp` (0: never).
+fn set_until(s: &Store, k: &str, exp: RelTime) -> StoreOutcome {
+    s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, b"v"))
+}
+
 fn getcas(s: &Store, k: &[u8]) -> u64 {
     s.get(k, false, |r| r.map(|it| it.cas()).unwrap_or(0))
 }
@@ -1971,17 +1976,19 @@ fn idle_maintenance_moves_aged_items_out_of_hot_like_memcached() {
 #[test]
 fn maintenance_reclaims_the_dead_run_at_the_tails() {
     let (s, clock) = store(64);
-    let set_ttl = |s: &Store, k: &str, ttl: u32| {
-        let exp = if ttl == 0 { 0 } else { clock.now() + ttl };
-        let o = s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, b"v"));
-        assert_eq!(o.status, StoreStatus::Stored);
-    };
     // 300 items that expire, then 100 that live: spread over every shard.
+    let exp = clock.now() + 2;
     for i in 0..300 {
-        set_ttl(&s, &format!("dead{i}"), 2);
+        assert_eq!(
+            set_until(&s, &format!("dead{i}"), exp).status,
+            StoreStatus::Stored
+        );
     }
     for i in 0..100 {
-        set_ttl(&s, &format!("live{i}"), 0);
+        assert_eq!(
+            set_until(&s, &format!("live{i}"), 0).status,
+            StoreStatus::Stored
+        );
     }
     s.maintain();
     assert_eq!((s.stats().curr_items, s.stats().reclaimed), (400, 0));
@@ -1998,12 +2005,9 @@ fn maintenance_reclaims_the_dead_run_at_the_tails() {
     // Live and dead in turn: only the oldest dead item is at the tail of
     // the single list; the others stay (and a get finds them expired).
     let (s, clock) = store(64);
-    let set_ttl = |k: &str, ttl: u32| {
-        let exp = if ttl == 0 { 0 } else { clock.now() + ttl };
-        s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, b"v"));
-    };
+    let exp = clock.now() + 2;
     for i in 0..400 {
-        set_ttl(&format!("k{i}"), if i % 2 == 0 { 2 } else { 0 });
+        set_until(&s, &format!("k{i}"), if i % 2 == 0 { exp } else { 0 });
     }
     clock.advance(3);
     s.maintain();
@@ -2025,13 +2029,7 @@ fn maintenance_reclaims_the_dead_run_at_the_tails() {
     s.set_lru_segmented(false);
     let exp = clock.now() + 1;
     for i in 0..50 {
-        s.store(&StoreArgs::new(
-            Mode::Set,
-            format!("f{i}").as_bytes(),
-            0,
-            exp,
-            b"v",
-        ));
+        set_until(&s, &format!("f{i}"), exp);
     }
     clock.advance(2);
     s.maintain();
@@ -2046,8 +2044,7 @@ fn maintenance_reclaims_a_large_wave_in_one_pass() {
     let (s, clock) = store(64);
     let exp = clock.now() + 1;
     for i in 0..100_000 {
-        let k = format!("w{i}");
-        s.store(&StoreArgs::new(Mode::Set, k.as_bytes(), 0, exp, b"v"));
+        set_until(&s, &format!("w{i}"), exp);
     }
     set(&s, b"live", b"v");
     clock.advance(2);
