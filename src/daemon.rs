@@ -104,7 +104,7 @@ impl DaemonError {
 
 /// `strerror` text without the " (os error N)" suffix Rust adds, to match
 /// memcached's messages.
-fn os_text(err: &io::Error) -> String {
+pub(crate) fn os_text(err: &io::Error) -> String {
     let text = err.to_string();
     match text.find(" (os error ") {
         Some(at) => text[..at].to_string(),

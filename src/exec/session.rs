@@ -2,7 +2,9 @@
 //!
 //! With `-B auto` (the default) a connection whose first byte is 0x80 (the
 //! binary request magic) speaks the binary protocol for its whole life;
-//! anything else is text. `-B ascii` and `-B binary` force one protocol.
+//! anything else is text. `-B ascii` and `-B binary` force one protocol;
+//! a listener's `proto[...]:` prefix (`-l`) does the same for its own
+//! connections.
 
 use crate::config::Protocol;
 use crate::protocol::binary::REQUEST_MAGIC;
@@ -12,18 +14,18 @@ use super::text::{Progress, Session as TextSession};
 use super::Ctx;
 
 /// Per-connection protocol state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub enum Session {
-    /// No byte seen yet.
-    #[default]
-    Detect,
+    /// No byte seen yet; what the listener allows.
+    Detect(Protocol),
     Text(TextSession),
     Binary(BinarySession),
 }
 
 impl Session {
-    pub fn new() -> Self {
-        Session::Detect
+    /// A session for a connection of a listener that speaks `protocol`.
+    pub fn new(protocol: Protocol) -> Self {
+        Session::Detect(protocol)
     }
 
     /// Run the complete requests at the start of `input` (see
@@ -36,11 +38,11 @@ impl Session {
         budget: usize,
         out_limit: usize,
     ) -> Progress {
-        if let Session::Detect = self {
+        if let Session::Detect(protocol) = *self {
             let Some(&first) = input.first() else {
                 return Progress::idle();
             };
-            let binary = match ctx.shared.settings.protocol {
+            let binary = match protocol {
                 Protocol::Auto => first == REQUEST_MAGIC,
                 Protocol::Binary => true,
                 Protocol::Ascii => false,
@@ -54,7 +56,7 @@ impl Session {
         match self {
             Session::Text(s) => s.process(ctx, input, out, budget, out_limit),
             Session::Binary(s) => s.process(ctx, input, out, budget, out_limit),
-            Session::Detect => unreachable!("decided above"),
+            Session::Detect(_) => unreachable!("decided above"),
         }
     }
 }

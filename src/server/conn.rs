@@ -221,6 +221,7 @@ impl Conn {
         now: RelTime,
         entry: std::sync::Arc<crate::stats::ConnEntry>,
         fd: i32,
+        protocol: crate::config::Protocol,
     ) -> Conn {
         Conn {
             entry,
@@ -228,7 +229,7 @@ impl Conn {
             stream,
             input: InputBuf::default(),
             pending: Vec::new(),
-            session: Session::new(),
+            session: Session::new(protocol),
             last_active: now,
             closing: false,
             has_more: true,

@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod resolve;
 pub mod tls;
 pub mod udp;
 pub mod worker;
@@ -16,13 +17,14 @@ use std::thread::JoinHandle;
 use crate::exec::Shared;
 
 pub use listener::BindError;
-use worker::{Listener, Worker, WorkerHandle};
+use listener::Transport;
+use worker::{ListenSocket, Listener, UdpListener, Worker, WorkerHandle};
 
 /// The bound listeners, before any worker runs.
 pub struct Bound {
     per_worker: Vec<Vec<Listener>>,
     /// Each worker's UDP sockets (`-U`), one per address.
-    udp: Vec<Vec<mio::net::UdpSocket>>,
+    udp: Vec<Vec<UdpListener>>,
 }
 
 /// Bind every listener the settings ask for: `threads` copies of each TCP
@@ -32,24 +34,34 @@ pub fn bind(shared: &Shared, tls: Option<Arc<tls::TlsContext>>) -> Result<Bound,
     let s = &shared.settings;
     let threads = s.threads.max(1);
     let mut per_worker: Vec<Vec<Listener>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut udp: Vec<Vec<UdpListener>> = (0..threads).map(|_| Vec::new()).collect();
     if let Some(path) = &s.socket_path {
         let l = listener::bind_unix(path, s.socket_mask, s.backlog)?;
-        per_worker[0].push(Listener::Unix(mio::net::UnixListener::from_std(l)));
-    } else {
-        for (addr, use_tls) in listener::tcp_addrs(s)? {
-            for w in per_worker.iter_mut() {
-                let l = mio::net::TcpListener::from_std(listener::bind_tcp(addr, s.backlog)?);
-                w.push(match (&tls, use_tls) {
-                    (Some(ctx), true) => Listener::Tls(l, Arc::clone(ctx)),
-                    _ => Listener::Tcp(l),
-                });
-            }
+        per_worker[0].push(Listener {
+            socket: ListenSocket::Unix(mio::net::UnixListener::from_std(l)),
+            protocol: s.protocol,
+        });
+        return Ok(Bound { per_worker, udp });
+    }
+    for ep in listener::bind_network(s, Transport::Tcp, threads)? {
+        for (w, sock) in per_worker.iter_mut().zip(ep.sockets) {
+            let l = mio::net::TcpListener::from_std(sock.into());
+            let socket = match (&tls, ep.tls) {
+                (Some(ctx), true) => ListenSocket::Tls(l, Arc::clone(ctx)),
+                _ => ListenSocket::Tcp(l),
+            };
+            w.push(Listener {
+                socket,
+                protocol: ep.protocol,
+            });
         }
     }
-    let mut udp: Vec<Vec<mio::net::UdpSocket>> = (0..threads).map(|_| Vec::new()).collect();
-    for addr in udp::udp_addrs(s)? {
-        for w in udp.iter_mut() {
-            w.push(udp::bind_udp(addr)?);
+    for ep in listener::bind_network(s, Transport::Udp, threads)? {
+        for (w, sock) in udp.iter_mut().zip(ep.sockets) {
+            w.push(UdpListener {
+                socket: mio::net::UdpSocket::from_std(sock.into()),
+                protocol: ep.protocol,
+            });
         }
     }
     Ok(Bound { per_worker, udp })

@@ -31,16 +31,12 @@
 //! requests still ran. Large values belong on TCP.
 
 use std::io;
-use std::net::SocketAddr;
 
 use mio::net::UdpSocket;
-use socket2::{Protocol, Type};
 
-use crate::config::Settings;
+use crate::config::Protocol;
 use crate::exec::session::Session;
 use crate::exec::{Action, Ctx, StopRequest};
-
-use super::BindError;
 
 /// Frame header size.
 pub const HEADER: usize = 8;
@@ -60,21 +56,6 @@ const TOO_LARGE: &[u8] = b"SERVER_ERROR reply too large for UDP\r\n";
 /// bytes (header included).
 pub fn reply_limit(request_len: usize) -> usize {
     (request_len * AMPLIFICATION).clamp(MIN_DATAGRAMS * PAYLOAD, MAX_DATAGRAMS * PAYLOAD)
-}
-
-/// The UDP addresses the settings ask for: none unless `-U` is set and no
-/// unix socket is used; the `-l` hosts (or all interfaces) on the UDP port.
-pub fn udp_addrs(s: &Settings) -> Result<Vec<SocketAddr>, BindError> {
-    if s.udp_port == 0 || s.socket_path.is_some() {
-        return Ok(Vec::new());
-    }
-    super::listener::resolve(s, s.udp_port, |_| s.udp_port)
-}
-
-/// Bind one non-blocking UDP socket with SO_REUSEPORT (one per worker).
-pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, BindError> {
-    let sock = super::listener::bind_reuseport(addr, Type::DGRAM, Protocol::UDP)?;
-    Ok(UdpSocket::from_std(sock.into()))
 }
 
 /// The request id of a datagram that carries a whole request, or None
@@ -111,8 +92,14 @@ pub fn frame(id: u16, reply: &[u8], mut send: impl FnMut(&[u8])) {
 
 /// Run the whole request datagram `req` (header stripped) and leave its
 /// reply in `out`. Returns a stop request (`shutdown`) if one was made.
-fn run(ctx: &Ctx, req: &[u8], limit: usize, out: &mut Vec<u8>) -> Option<StopRequest> {
-    let mut session = Session::new();
+fn run(
+    ctx: &Ctx,
+    protocol: Protocol,
+    req: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> Option<StopRequest> {
+    let mut session = Session::new(protocol);
     let mut pos = 0;
     let mut stop = None;
     while pos < req.len() {
@@ -140,6 +127,7 @@ fn run(ctx: &Ctx, req: &[u8], limit: usize, out: &mut Vec<u8>) -> Option<StopReq
 /// caller must come back, since readiness is edge-triggered).
 pub fn serve(
     sock: &UdpSocket,
+    protocol: Protocol,
     ctx: &Ctx,
     rbuf: &mut [u8],
     out: &mut Vec<u8>,
@@ -157,7 +145,7 @@ pub fn serve(
             continue;
         };
         out.clear();
-        let stop = run(ctx, &d[HEADER..], reply_limit(n), out);
+        let stop = run(ctx, protocol, &d[HEADER..], reply_limit(n), out);
         if !out.is_empty() {
             let mut sent = 0u64;
             frame(id, out, |g| {

@@ -17,6 +17,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::config::Protocol;
 use crate::exec::text::Progress;
 use crate::exec::{Action, Ctx, Shared, StopRequest};
 use crate::stats::{ConnEntry, ThreadStats};
@@ -35,20 +36,33 @@ const READ_CHUNK: usize = 64 * 1024;
 const OUT_LIMIT: usize = 1024 * 1024;
 const REJECT_MSG: &[u8] = b"ERROR Too many open connections\r\n";
 
-/// A listener a worker accepts from.
-pub enum Listener {
+/// A listener a worker accepts from, and the protocol its connections
+/// may speak (`-B`, or the `-l` entry's `proto[...]:`).
+pub struct Listener {
+    pub socket: ListenSocket,
+    pub protocol: Protocol,
+}
+
+/// The kinds of listening socket.
+pub enum ListenSocket {
     Tcp(TcpListener),
     /// TCP whose connections speak TLS (`-Z`, without `notls:`).
     Tls(TcpListener, Arc<TlsContext>),
     Unix(UnixListener),
 }
 
+/// A worker's UDP socket (`-U`) and the protocol its datagrams speak.
+pub struct UdpListener {
+    pub socket: mio::net::UdpSocket,
+    pub protocol: Protocol,
+}
+
 impl Listener {
     /// Whether a connection waits to be accepted, without taking it.
     fn pending(&self) -> bool {
-        let fd = match self {
-            Listener::Tcp(l) | Listener::Tls(l, _) => l.as_raw_fd(),
-            Listener::Unix(l) => l.as_raw_fd(),
+        let fd = match &self.socket {
+            ListenSocket::Tcp(l) | ListenSocket::Tls(l, _) => l.as_raw_fd(),
+            ListenSocket::Unix(l) => l.as_raw_fd(),
         };
         let mut p = libc::pollfd {
             fd,
@@ -66,7 +80,7 @@ pub struct Worker {
     id: usize,
     poll: Poll,
     listeners: Vec<Listener>,
-    udp: Vec<mio::net::UdpSocket>,
+    udp: Vec<UdpListener>,
     conns: Slab<Conn>,
     shared: Arc<Shared>,
     stats: Arc<ThreadStats>,
@@ -102,7 +116,7 @@ impl Worker {
     pub fn new(
         id: usize,
         listeners: Vec<Listener>,
-        udp: Vec<mio::net::UdpSocket>,
+        udp: Vec<UdpListener>,
         shared: Arc<Shared>,
     ) -> io::Result<(Worker, WorkerHandle)> {
         let poll = Poll::new()?;
@@ -111,14 +125,14 @@ impl Worker {
         let stats = Arc::clone(&shared.threads[id % shared.threads.len()]);
         let mut listener_names = Vec::new();
         for l in &listeners {
-            let (name, fd) = match l {
-                Listener::Tcp(l) | Listener::Tls(l, _) => (
+            let (name, fd) = match &l.socket {
+                ListenSocket::Tcp(l) | ListenSocket::Tls(l, _) => (
                     l.local_addr()
                         .map(crate::stats::tcp_addr)
                         .unwrap_or_default(),
                     l.as_raw_fd(),
                 ),
-                Listener::Unix(l) => (
+                ListenSocket::Unix(l) => (
                     l.local_addr()
                         .ok()
                         .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
@@ -158,16 +172,18 @@ impl Worker {
         };
         for (i, l) in w.listeners.iter_mut().enumerate() {
             let t = Token(LISTENER_BASE + i);
-            match l {
-                Listener::Tcp(l) | Listener::Tls(l, _) => {
+            match &mut l.socket {
+                ListenSocket::Tcp(l) | ListenSocket::Tls(l, _) => {
                     w.poll.registry().register(l, t, Interest::READABLE)?
                 }
-                Listener::Unix(l) => w.poll.registry().register(l, t, Interest::READABLE)?,
+                ListenSocket::Unix(l) => w.poll.registry().register(l, t, Interest::READABLE)?,
             }
         }
         for (i, u) in w.udp.iter_mut().enumerate() {
             let t = Token(UDP_BASE + i);
-            w.poll.registry().register(u, t, Interest::READABLE)?;
+            w.poll
+                .registry()
+                .register(&mut u.socket, t, Interest::READABLE)?;
         }
         Ok((w, WorkerHandle { waker, running }))
     }
@@ -183,7 +199,15 @@ impl Worker {
             stats: &self.stats,
         };
         let budget = self.shared.settings.reqs_per_event.max(1);
-        let more = super::udp::serve(&self.udp[i], &ctx, &mut self.rbuf, &mut self.wbuf, budget);
+        let u = &self.udp[i];
+        let more = super::udp::serve(
+            &u.socket,
+            u.protocol,
+            &ctx,
+            &mut self.rbuf,
+            &mut self.wbuf,
+            budget,
+        );
         if more && !self.udp_ready.contains(&i) {
             self.udp_ready.push(i);
         }
@@ -274,12 +298,13 @@ impl Worker {
                 }
                 return;
             }
-            let accepted = match &self.listeners[idx] {
-                Listener::Tcp(l) => l.accept().map(|(s, peer)| {
+            let protocol = self.listeners[idx].protocol;
+            let accepted = match &self.listeners[idx].socket {
+                ListenSocket::Tcp(l) => l.accept().map(|(s, peer)| {
                     let _ = s.set_nodelay(true);
                     (Stream::Tcp(s), crate::stats::tcp_addr(peer))
                 }),
-                Listener::Tls(l, ctx) => match l.accept() {
+                ListenSocket::Tls(l, ctx) => match l.accept() {
                     Ok((s, peer)) => {
                         let _ = s.set_nodelay(true);
                         match ctx.accept(s) {
@@ -293,7 +318,7 @@ impl Worker {
                     }
                     Err(e) => Err(e),
                 },
-                Listener::Unix(l) => l
+                ListenSocket::Unix(l) => l
                     .accept()
                     .map(|(s, _)| (Stream::Unix(s), "?:<AF 0>".into())),
             };
@@ -350,7 +375,7 @@ impl Worker {
             let fd = stream.fd();
             crate::exec::watch::conn_new(&info.addr, fd);
             self.shared.conn_table.insert(fd, Arc::clone(&info));
-            entry.insert(Conn::new(stream, now, info, fd));
+            entry.insert(Conn::new(stream, now, info, fd, protocol));
             log::debug!("worker {}: new connection {}", self.id, key);
         }
     }
