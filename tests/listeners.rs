@@ -318,7 +318,7 @@ fn proto_prefix_sets_the_listeners_protocol() {
         };
         let text: &[u8] = b"version\r\n";
         let three_texts: &[u8] = b"version\r\nversion\r\nversion\r\n";
-        let cases: [(&str, u16, &[u8], &str, bool); 5] = [
+        let cases: [(&str, u16, &[u8], &str, bool); 6] = [
             (
                 "default listener negotiates",
                 server.port(),
@@ -336,7 +336,15 @@ fn proto_prefix_sets_the_listeners_protocol() {
                 "binary reply",
                 false,
             ),
-            // A header's worth of text is a bad magic.
+            // Less than a header is not judged yet; a header's worth of
+            // text is a bad magic.
+            (
+                "binary listener, short text",
+                binary,
+                text,
+                "nothing",
+                false,
+            ),
             (
                 "binary listener, text",
                 binary,

@@ -71,10 +71,9 @@ fn check(data: &[u8]) {
                 rest = &rest[consumed..];
             }
             Err(err) => {
-                // Faults are decided from the header (the first byte for a bad
-                // magic; header, extras and key for an oversized value).
+                // Faults are decided from the header (header, extras and key
+                // for an oversized value).
                 let decided_at = match err {
-                    BinError::BadMagic { .. } => 1,
                     BinError::ValueTooLarge { key, .. } => {
                         let head = rest.first_chunk::<HEADER_LEN>().map(Header::decode);
                         let extras = head.map_or(0, |h| usize::from(h.extras_len));

@@ -679,15 +679,15 @@ struct Shape {
 /// requires; value within the limit. Faults are reported as soon as the
 /// header (for an oversized value: header, extras and key) has arrived.
 pub fn parse_request(buf: &[u8], item_size_max: usize) -> Result<Parsed<'_>, BinError<'_>> {
-    let Some(&magic) = buf.first() else {
-        return Ok(Parsed::Incomplete { need: HEADER_LEN });
-    };
-    if magic != REQUEST_MAGIC {
-        return Err(BinError::BadMagic { magic });
-    }
+    // Like memcached, wait for a whole header before judging even the
+    // magic: a client that sent a few bytes of text to a binary-only
+    // listener is left waiting, not closed on.
     let Some(head) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(Parsed::Incomplete { need: HEADER_LEN });
     };
+    if head[0] != REQUEST_MAGIC {
+        return Err(BinError::BadMagic { magic: head[0] });
+    }
     let h = Header::decode(head);
     let key_len = usize::from(h.key_len);
     let extras_len = usize::from(h.extras_len);
@@ -1895,7 +1895,7 @@ mod tests {
         let unknown = raw_header(0x80, 0x40, 0, 0, 0);
         let no_key = raw_header(0x80, 0x00, 0, 0, 0);
         let expected = [
-            (vec![0x00], true),
+            (vec![0x00; HEADER_LEN], true),
             (short, true),
             (long_key, false),
             (unknown, false),
@@ -1946,9 +1946,13 @@ mod tests {
             parse_request(&buf[..23], LIMIT),
             Ok(Parsed::Incomplete { need: 24 })
         ));
-        // A bad magic needs only one byte.
+        // A bad magic is judged only once a whole header is there.
         assert!(matches!(
             parse_request(&[0x00], LIMIT),
+            Ok(Parsed::Incomplete { need: HEADER_LEN })
+        ));
+        assert!(matches!(
+            parse_request(&[0x00; HEADER_LEN], LIMIT),
             Err(BinError::BadMagic { magic: 0 })
         ));
         assert_eq!(
