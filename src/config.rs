@@ -95,7 +95,9 @@ impl HashAlgorithm {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenAddr {
     pub host: String,
-    pub port: Option<u16>,
+    /// As memcached's `int`: -1 asks the kernel for a port, and any
+    /// other value goes to `getaddrinfo` as it is.
+    pub port: Option<i32>,
     /// memcached's `notls:` prefix (TLS issue).
     pub notls: bool,
     /// memcached's `proto[ascii|binary|negotiating]:` prefix: this
@@ -191,10 +193,13 @@ impl Default for TlsSettings {
 /// Validated settings. Field comments name the flag.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `-p` TCP port (0 = TCP off).
-    pub port: u16,
-    /// `-U` UDP port (0 = off).
-    pub udp_port: u16,
+    /// `-p` TCP port: 0 = TCP off, -1 = a port the kernel picks for each
+    /// address (see `MEMCACHED_PORT_FILENAME`). memcached keeps it an
+    /// `int` and checks only `> 65535`; other values go to `getaddrinfo`
+    /// as they are (a negative one fails there, exit 71).
+    pub port: i32,
+    /// `-U` UDP port, with the same meanings and no range check at all.
+    pub udp_port: i32,
     /// `-l`: addresses; empty = all interfaces.
     pub listen: Vec<ListenAddr>,
     /// `-s`: unix socket path (TCP and UDP are off when given).
@@ -1009,14 +1014,17 @@ fn safe_strtoul(s: &str) -> Option<u32> {
     t.parse().ok()
 }
 
-/// memcached's `safe_strtol` into a 32-bit value.
+/// memcached's `safe_strtol`: a `long` (64 bits; beyond that is an
+/// error), stored into its 32-bit result without a range check, so
+/// `4294967297` reads as 1.
 fn safe_strtol(s: &str) -> Option<i32> {
     let t = whole_number(s)?;
     let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    t.strip_prefix('+').unwrap_or(t).parse().ok()
+    let long: i64 = t.strip_prefix('+').unwrap_or(t).parse().ok()?;
+    Some(long as i32)
 }
 
 /// memcached's `safe_strtod`.
@@ -1056,8 +1064,8 @@ fn parse_slab_chunk_max(v: &str) -> Option<i64> {
 
 /// State that only matters while parsing (memcached's `main` locals).
 struct Pending {
-    port: i64,
-    udp_port: i64,
+    port: i32,
+    udp_port: i32,
     tcp_specified: bool,
     udp_specified: bool,
     protocol_specified: bool,
@@ -1103,7 +1111,7 @@ where
 
     let mut s = Settings::default();
     let mut p = Pending {
-        port: i64::from(s.port),
+        port: s.port,
         udp_port: 0,
         tcp_specified: false,
         udp_specified: false,
@@ -1138,11 +1146,11 @@ fn apply_option(
         'Z' => s.tls = true,
         'a' => s.socket_mask = strtol_prefix(v, 8) as u32,
         'U' => {
-            p.udp_port = i64::from(atoi(v));
+            p.udp_port = atoi(v);
             p.udp_specified = true;
         }
         'p' => {
-            p.port = i64::from(atoi(v));
+            p.port = atoi(v);
             p.tcp_specified = true;
         }
         's' => s.socket_path = Some(PathBuf::from(raw)),
@@ -1656,7 +1664,6 @@ fn parse_listeners(spec: &str, tls: bool) -> Result<Vec<ListenAddr>, Exit> {
             Some(colon) if bracketed.is_some() || !p[colon + 1..].contains(':') => {
                 let port_str = &p[colon + 1..];
                 let port = safe_strtol(port_str)
-                    .and_then(|n| u16::try_from(n).ok())
                     .ok_or_else(|| bind_fail(format!("Invalid port number: \"{port_str}\"\n")))?;
                 (bracketed.unwrap_or(&p[..colon]), Some(port))
             }
@@ -1835,13 +1842,11 @@ fn finish(mut s: Settings, p: Pending) -> Result<Settings, Exit> {
     if p.udp_specified && p.udp_port != 0 && !p.tcp_specified {
         port = p.udp_port;
     }
-    for n in [port, p.udp_port] {
-        if !(0..=65535).contains(&n) {
-            return Err(Exit::usage(format!("ERROR: Invalid port number {n}.")));
-        }
+    if port > 65535 {
+        return Err(Exit::usage(format!("ERROR: Invalid port number {port}.")));
     }
-    s.port = port as u16;
-    s.udp_port = p.udp_port as u16;
+    s.port = port;
+    s.udp_port = p.udp_port;
     if s.tls && s.port == 0 {
         return Err(Exit::usage(
             "ERROR: You cannot enable SSL without a TCP port.",
@@ -2286,6 +2291,12 @@ mod tests {
             (&["extra", "-p", "7"], |s| s.port == 7),
             (&["--", "-p", "7"], |s| s.port == 11211),
             (&["-p", "-1", "-p", "9"], |s| s.port == 9),
+            (&["-p", "-1"], |s| s.port == -1),
+            (&["-p", "-5"], |s| s.port == -5),
+            (&["-U", "70000", "-p", "5"], |s| s.udp_port == 70000),
+            (&["-l", "127.0.0.1:4294967297"], |s| {
+                s.listen[0].port == Some(1)
+            }),
             (&["-l", "127.0.0.1"], |s| {
                 s.listen
                     == vec![ListenAddr {
@@ -2505,7 +2516,8 @@ mod tests {
                 "Unknown hash_algorithm option (jenkins, murmur3, xxh3)\n",
             ),
             (&["-p", "70000"], 64, "ERROR: Invalid port number 70000.\n"),
-            (&["-p", "-1"], 64, "ERROR: Invalid port number -1.\n"),
+            // -U without -p names the TCP port too, and only that is checked.
+            (&["-U", "70000"], 64, "ERROR: Invalid port number 70000.\n"),
             (
                 &["-S", "-B", "ascii"],
                 64,
@@ -2663,6 +2675,9 @@ mod tests {
         assert_eq!(safe_strtoul("1x"), None);
         assert_eq!(safe_strtoul(""), None);
         assert_eq!(safe_strtol("-5"), Some(-5));
+        assert_eq!(safe_strtol("4294967297"), Some(1));
+        assert_eq!(safe_strtol("99999999999"), Some(1215752191));
+        assert_eq!(safe_strtol("9223372036854775808"), None);
         assert_eq!(safe_strtol("-"), None);
         assert_eq!(safe_strtod("0.25"), Some(0.25));
         assert_eq!(safe_strtod("inf"), None);

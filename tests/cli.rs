@@ -107,6 +107,9 @@ const BAD: &[&[&str]] = &[
     &["-N", "0"],
     &["-N", "8"],
     &["-p", "70000"],
+    &["-U", "70000"],
+    // safe_strtol keeps the low 32 bits: this is 4.
+    &["-o", "ssl_min_version=4294967300"],
     &["-S", "-B", "ascii"],
     &["-Y", "/nonexistent", "-B", "binary"],
     &["-t", "0", "-c", "0"],

@@ -51,6 +51,11 @@ impl Drop for Proc {
 /// the real reason on a terminal or the journal; gannet always prints the
 /// real one (docs/COMPATIBILITY.md).
 fn spawn(kind: Kind, args: &[&str]) -> (Proc, std::fs::File) {
+    spawn_with_env(kind, args, &[])
+}
+
+/// `spawn` with extra environment variables.
+fn spawn_with_env(kind: Kind, args: &[&str], env: &[(&str, &str)]) -> (Proc, std::fs::File) {
     let path = std::env::temp_dir().join(format!(
         "gannet-listeners-{}-{}",
         std::process::id(),
@@ -65,6 +70,7 @@ fn spawn(kind: Kind, args: &[&str]) -> (Proc, std::fs::File) {
         .expect("stderr file");
     let _ = std::fs::remove_file(&path);
     let child = Command::new(program(kind))
+        .envs(env.iter().copied())
         .args(root_args())
         .args(["-U", "0"])
         .args(args)
@@ -158,6 +164,8 @@ fn bind_failures_read_like_memcached() {
         vec!["-p", &free, "-l", &dup],
         vec!["-p", &free, "-l", &second_busy],
         vec!["-p", "0", "-U", &free, "-l", "192.0.2.1"],
+        // Ports are memcached's ints, read by getaddrinfo: -1 is "any".
+        vec!["-p", "-5", "-l", "127.0.0.1"],
         vec!["-s", "/nonexistent-gannet-dir/sock"],
     ];
     for args in &cases {
@@ -362,4 +370,94 @@ fn proto_prefix_sets_the_listeners_protocol() {
             );
         }
     }
+}
+
+/// Start `kind` with `-p -1` style arguments and `MEMCACHED_PORT_FILENAME`,
+/// and return the published file's lines once it appears.
+fn port_file_lines(kind: Kind, args: &[&str]) -> (Proc, Vec<String>) {
+    let name = std::env::temp_dir().join(format!(
+        "gannet-ports-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let mut cmd = Command::new(program(kind));
+    cmd.env("MEMCACHED_PORT_FILENAME", &name)
+        .args(root_args())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut p = Proc(cmd.spawn().expect("spawn"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&name) {
+            break t;
+        }
+        if let Some(st) = p.0.try_wait().unwrap() {
+            panic!("{} {args:?} exited ({st})", kind.name());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} wrote no port file",
+            kind.name()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&name);
+    (p, text.lines().map(str::to_string).collect())
+}
+
+#[test]
+fn port_minus_one_is_published_in_the_port_file() {
+    for kind in [Kind::Gannet, Kind::Memcached] {
+        // Without -l: one line per wildcard address, each its own port;
+        // with -l and UDP: one line per transport.
+        let cases: [(&[&str], [&str; 2]); 2] = [
+            (&["-p", "-1", "-U", "0"], ["TCP INET", "TCP INET6"]),
+            (
+                &["-p", "-1", "-U", "-1", "-l", "127.0.0.1"],
+                ["TCP INET", "UDP INET"],
+            ),
+        ];
+        let mut lines = Vec::new();
+        let mut procs = Vec::new();
+        for (args, want) in cases {
+            let (p, got) = port_file_lines(kind, args);
+            let shape: Vec<&str> = got.iter().map(|l| l.split(": ").next().unwrap()).collect();
+            assert_eq!(shape, want, "{} {args:?}: {got:?}", kind.name());
+            procs.push(p);
+            lines = got;
+        }
+        // The published TCP port serves.
+        let port: u16 = lines[0].split(": ").nth(1).unwrap().parse().unwrap();
+        assert_ne!(port, 0);
+        let mut c = common::Client::connect(port).expect("the published port serves");
+        let r = c.exchange(b"version\r\n", 10);
+        assert!(r.bytes.starts_with(b"VERSION "), "{}", show(&r.bytes));
+    }
+}
+
+#[test]
+fn an_unwritable_port_file_is_reported_and_the_server_starts() {
+    let port = free_port().to_string();
+    let mut outcomes = Vec::new();
+    for kind in [Kind::Memcached, Kind::Gannet] {
+        let name = "/nonexistent-gannet-dir/ports";
+        let (mut p, mut file) = spawn_with_env(
+            kind,
+            &["-p", &port, "-l", "127.0.0.1"],
+            &[("MEMCACHED_PORT_FILENAME", name)],
+        );
+        wait_accepting(&format!("127.0.0.1:{port}"), &mut p);
+        drop(p);
+        let mut err = String::new();
+        file.rewind().unwrap();
+        file.read_to_string(&mut err).unwrap();
+        outcomes.push(err);
+    }
+    assert_eq!(
+        outcomes[0],
+        "Failed to open \"/nonexistent-gannet-dir/ports.lck\": No such file or directory\n"
+    );
+    assert_eq!(outcomes[1], outcomes[0]);
 }

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Socket, Type};
 
+use super::port_file::PortFile;
 use super::resolve::{lookup, SockType};
 use crate::config::{Protocol, Settings};
 use crate::daemon::os_text;
@@ -120,7 +121,7 @@ pub struct Endpoint {
 struct Entry<'a> {
     /// `None` = the passive wildcard (no `-l`, or memcached's `*`).
     host: Option<&'a str>,
-    port: u16,
+    port: i32,
     tls: bool,
     protocol: Protocol,
 }
@@ -157,12 +158,13 @@ fn entries(s: &Settings, transport: Transport) -> Vec<Entry<'_>> {
 }
 
 /// Bind `copies` sockets on every address the settings ask `transport`
-/// to serve (listening, for TCP). Fails as memcached would; see the
-/// module docs.
+/// to serve (listening, for TCP), noting each in `ports`. Fails as
+/// memcached would; see the module docs.
 pub fn bind_network(
     s: &Settings,
     transport: Transport,
     copies: usize,
+    mut ports: Option<&mut PortFile>,
 ) -> Result<Vec<Endpoint>, BindError> {
     let (ty, backlog) = match transport {
         Transport::Tcp => (SockType::Stream, Some(s.backlog)),
@@ -187,6 +189,10 @@ pub fn bind_network(
                     match bind_address(addr, ty, copies.max(1), backlog) {
                         Ok(sockets) => {
                             bound += 1;
+                            let actual = sockets[0].local_addr().ok().and_then(|a| a.as_socket());
+                            if let (Some(p), Some(a)) = (ports.as_deref_mut(), actual) {
+                                p.record(transport, a);
+                            }
                             out.push(Endpoint {
                                 sockets,
                                 tls: e.tls,
@@ -349,7 +355,7 @@ mod tests {
     use super::*;
     use crate::config::ListenAddr;
 
-    fn settings(port: u16, listen: &[(&str, Option<u16>)]) -> Settings {
+    fn settings(port: i32, listen: &[(&str, Option<i32>)]) -> Settings {
         let mut s = Settings {
             port,
             ..Settings::default()
@@ -387,7 +393,7 @@ mod tests {
     #[test]
     fn workers_share_the_port_the_first_socket_got() {
         let s = settings(1, &[("127.0.0.1", Some(0))]);
-        let eps = bind_network(&s, Transport::Tcp, 3).unwrap();
+        let eps = bind_network(&s, Transport::Tcp, 3, None).unwrap();
         assert_eq!(eps.len(), 1);
         let addrs = local(&eps[0]);
         assert_eq!(addrs.len(), 3);
@@ -400,7 +406,7 @@ mod tests {
         // The first socket got SO_REUSEPORT only after it listened: it
         // must still be in the group the kernel spreads connections over.
         let s = settings(1, &[("127.0.0.1", Some(0))]);
-        let eps = bind_network(&s, Transport::Tcp, 3).unwrap();
+        let eps = bind_network(&s, Transport::Tcp, 3, None).unwrap();
         let addr = local(&eps[0])[0];
         let clients: Vec<_> = (0..300)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
@@ -421,10 +427,10 @@ mod tests {
     #[test]
     fn a_second_server_cannot_join_the_port() {
         let s = settings(1, &[("127.0.0.1", Some(0))]);
-        let eps = bind_network(&s, Transport::Tcp, 2).unwrap();
+        let eps = bind_network(&s, Transport::Tcp, 2, None).unwrap();
         let port = local(&eps[0])[0].port();
-        let again = settings(port, &[("127.0.0.1", None)]);
-        let err = bind_network(&again, Transport::Tcp, 2)
+        let again = settings(port.into(), &[("127.0.0.1", None)]);
+        let err = bind_network(&again, Transport::Tcp, 2, None)
             .err()
             .expect("port is ours");
         assert_eq!(
@@ -439,18 +445,18 @@ mod tests {
     fn a_port_held_elsewhere_is_refused() {
         let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = holder.local_addr().unwrap().port();
-        let s = settings(port, &[("127.0.0.1", None)]);
-        assert!(bind_network(&s, Transport::Tcp, 1).is_err());
+        let s = settings(port.into(), &[("127.0.0.1", None)]);
+        assert!(bind_network(&s, Transport::Tcp, 1, None).is_err());
     }
 
     #[test]
     fn the_same_address_twice_fails_as_in_memcached() {
         let s = settings(1, &[("127.0.0.1", Some(0))]);
-        let eps = bind_network(&s, Transport::Tcp, 1).unwrap();
+        let eps = bind_network(&s, Transport::Tcp, 1, None).unwrap();
         let port = local(&eps[0])[0].port();
         drop(eps);
-        let s = settings(port, &[("127.0.0.1", None), ("127.0.0.1", None)]);
-        let err = bind_network(&s, Transport::Tcp, 2)
+        let s = settings(port.into(), &[("127.0.0.1", None), ("127.0.0.1", None)]);
+        let err = bind_network(&s, Transport::Tcp, 2, None)
             .err()
             .expect("duplicate");
         assert!(
@@ -463,7 +469,7 @@ mod tests {
     fn every_entry_is_tried_and_the_first_failure_names_the_reason() {
         // 192.0.2.1 (TEST-NET-1) is not an address of this machine.
         let s = settings(1, &[("192.0.2.1", Some(0)), ("127.0.0.1", Some(0))]);
-        match bind_network(&s, Transport::Tcp, 1) {
+        match bind_network(&s, Transport::Tcp, 1, None) {
             Err(BindError::Network {
                 calls,
                 target,
@@ -519,11 +525,11 @@ mod tests {
     fn udp_sockets_stay_shareable() {
         let mut s = settings(0, &[("127.0.0.1", Some(0))]);
         s.udp_port = 1;
-        let eps = bind_network(&s, Transport::Udp, 2).unwrap();
+        let eps = bind_network(&s, Transport::Udp, 2, None).unwrap();
         let addr = local(&eps[0])[0];
-        let mut again = settings(0, &[("127.0.0.1", Some(addr.port()))]);
+        let mut again = settings(0, &[("127.0.0.1", Some(addr.port().into()))]);
         again.udp_port = 1;
-        assert!(bind_network(&again, Transport::Udp, 2).is_ok());
+        assert!(bind_network(&again, Transport::Udp, 2, None).is_ok());
     }
 
     #[test]

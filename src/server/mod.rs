@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod port_file;
 pub mod resolve;
 pub mod tls;
 pub mod udp;
@@ -43,7 +44,8 @@ pub fn bind(shared: &Shared, tls: Option<Arc<tls::TlsContext>>) -> Result<Bound,
         });
         return Ok(Bound { per_worker, udp });
     }
-    for ep in listener::bind_network(s, Transport::Tcp, threads)? {
+    let mut ports = port_file::PortFile::from_env();
+    for ep in listener::bind_network(s, Transport::Tcp, threads, ports.as_mut())? {
         for (w, sock) in per_worker.iter_mut().zip(ep.sockets) {
             let l = mio::net::TcpListener::from_std(sock.into());
             let socket = match (&tls, ep.tls) {
@@ -56,13 +58,16 @@ pub fn bind(shared: &Shared, tls: Option<Arc<tls::TlsContext>>) -> Result<Bound,
             });
         }
     }
-    for ep in listener::bind_network(s, Transport::Udp, threads)? {
+    for ep in listener::bind_network(s, Transport::Udp, threads, ports.as_mut())? {
         for (w, sock) in udp.iter_mut().zip(ep.sockets) {
             w.push(UdpListener {
                 socket: mio::net::UdpSocket::from_std(sock.into()),
                 protocol: ep.protocol,
             });
         }
+    }
+    if let Some(p) = ports {
+        p.finish();
     }
     Ok(Bound { per_worker, udp })
 }

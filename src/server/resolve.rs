@@ -23,17 +23,21 @@ pub enum SockType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupError(pub String);
 
-/// The IPv4 and IPv6 addresses `host` resolves to on `port`, in the C
-/// library's order; `None` asks for the passive wildcard addresses.
+/// The IPv4 and IPv6 addresses `host` resolves to on port `port`, in the
+/// C library's order; `None` asks for the passive wildcard addresses.
+/// The port is memcached's `int`, passed as the decimal service string
+/// it prints (-1 is memcached's "any port", 0 to the kernel), so values
+/// outside 0..=65535 fail or wrap exactly as they do in memcached.
 /// Answers of other families are left out (memcached cannot open a
 /// socket for them either and skips them).
-pub fn lookup(host: Option<&str>, port: u16, ty: SockType) -> Result<Vec<SocketAddr>, LookupError> {
+pub fn lookup(host: Option<&str>, port: i32, ty: SockType) -> Result<Vec<SocketAddr>, LookupError> {
     let host = match host.map(CString::new) {
         None => None,
         Some(Ok(h)) => Some(h),
         // A NUL byte cannot name a host.
         Some(Err(_)) => return Err(LookupError("Name or service not known".into())),
     };
+    let port = if port == -1 { 0 } else { port };
     let service = CString::new(port.to_string()).expect("digits only");
     // SAFETY: an all-zero addrinfo is a valid "no hints" value.
     let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
@@ -125,6 +129,17 @@ mod tests {
         assert_eq!(
             lookup(Some("::1"), 6, SockType::Stream).unwrap(),
             vec!["[::1]:6".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn ports_are_read_by_the_c_library() {
+        let one = |port| lookup(Some("127.0.0.1"), port, SockType::Stream);
+        assert_eq!(one(-1).unwrap()[0].port(), 0);
+        assert_eq!(one(70000).unwrap()[0].port(), 4464); // 70000 - 65536
+        assert_eq!(
+            one(-5).unwrap_err().0,
+            "Servname not supported for ai_socktype"
         );
     }
 

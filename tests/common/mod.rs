@@ -1,7 +1,9 @@
 //! Shared black-box harness for the integration tests.
 //!
 //! It starts a server process (gannet or the reference `/usr/bin/memcached`)
-//! on a free 127.0.0.1 port, waits until the port accepts, and kills the
+//! on a 127.0.0.1 port the kernel picks (`-p -1`; the server names it in
+//! the file `MEMCACHED_PORT_FILENAME` points to, so no port is guessed
+//! free and then raced for), waits until the port accepts, and kills the
 //! process on `Drop`. [`Client`] sends raw bytes and reads replies with
 //! timeouts, reporting "the server closed the connection" as a distinct
 //! outcome, so a test can assert exact bytes and connection state.
@@ -15,7 +17,7 @@
 //! - [`require_file`] panics loudly when a reference tool is missing.
 //! - [`bin_packet`] builds a binary protocol request.
 //!
-//! Both servers get `-p PORT -l 127.0.0.1 -U 0`, plus `-u nobody` when the
+//! Both servers get `-p -1 -l 127.0.0.1 -U 0`, plus `-u nobody` when the
 //! tests run as root (memcached refuses to run as root without `-u`, exit
 //! code 64; it accepts both `-u root` and `-u nobody`, and `nobody` is what
 //! an operator would pass), plus the case's own arguments.
@@ -23,7 +25,7 @@
 #![allow(dead_code)]
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -75,9 +77,15 @@ fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+/// A fresh path for a server's port file.
+fn port_file_path() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "gannet-test-ports-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// A running server process; killed (and reaped) on drop.
@@ -101,13 +109,13 @@ impl Server {
             }
         };
         let mut last_err = String::new();
-        // A port picked as free can be taken by a parallel test before the
-        // server binds it: retry with another port when the server exits.
+        // A port a case names in its own `-l` entries can still be taken
+        // by a parallel test: retry when the server exits.
         for _attempt in 0..3 {
-            let port = free_port();
+            let port_file = port_file_path();
             let mut args: Vec<String> = vec![
                 "-p".into(),
-                port.to_string(),
+                "-1".into(),
                 "-l".into(),
                 "127.0.0.1".into(),
                 "-U".into(),
@@ -119,6 +127,7 @@ impl Server {
             }
             args.extend(extra.iter().map(|s| s.to_string()));
             let child = Command::new(program)
+                .env("MEMCACHED_PORT_FILENAME", &port_file)
                 .args(&args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -127,10 +136,17 @@ impl Server {
                 .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
             let mut server = Server {
                 child,
-                port,
+                port: 0,
                 kind,
                 args,
             };
+            match server.wait_port_file(&port_file) {
+                Ok(port) => server.port = port,
+                Err(e) => {
+                    last_err = e;
+                    continue;
+                }
+            }
             match server.wait_listening() {
                 Ok(()) => return server,
                 Err(e) => last_err = e,
@@ -141,6 +157,32 @@ impl Server {
             kind.name(),
             extra
         );
+    }
+
+    /// The first TCP port the server wrote to its port file.
+    fn wait_port_file(&mut self, path: &Path) -> Result<u16, String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                let _ = std::fs::remove_file(path);
+                return text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("TCP INET: "))
+                    .and_then(|p| p.trim().parse().ok())
+                    .ok_or_else(|| format!("no TCP INET line in the port file: {text:?}"));
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!("exited with {status}; stderr: {err}"));
+            }
+            if Instant::now() > deadline {
+                return Err("no port file within 5 s".into());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn wait_listening(&mut self) -> Result<(), String> {
