@@ -56,11 +56,7 @@ fn spawn(kind: Kind, args: &[&str]) -> (Proc, std::fs::File) {
 
 /// `spawn` with extra environment variables.
 fn spawn_with_env(kind: Kind, args: &[&str], env: &[(&str, &str)]) -> (Proc, std::fs::File) {
-    let path = std::env::temp_dir().join(format!(
-        "gannet-listeners-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let path = common::temp_path("listeners-stderr");
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -80,12 +76,6 @@ fn spawn_with_env(kind: Kind, args: &[&str], env: &[(&str, &str)]) -> (Proc, std
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", kind.name()));
     (Proc(child), file)
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Run `kind` with `args`, expecting it to exit within 5 s: its exit code
@@ -375,35 +365,11 @@ fn proto_prefix_sets_the_listeners_protocol() {
 /// Start `kind` with `-p -1` style arguments and `MEMCACHED_PORT_FILENAME`,
 /// and return the published file's lines once it appears.
 fn port_file_lines(kind: Kind, args: &[&str]) -> (Proc, Vec<String>) {
-    let name = std::env::temp_dir().join(format!(
-        "gannet-ports-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let mut cmd = Command::new(program(kind));
-    cmd.env("MEMCACHED_PORT_FILENAME", &name)
-        .args(root_args())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut p = Proc(cmd.spawn().expect("spawn"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        if let Ok(t) = std::fs::read_to_string(&name) {
-            break t;
-        }
-        if let Some(st) = p.0.try_wait().unwrap() {
-            panic!("{} {args:?} exited ({st})", kind.name());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} wrote no port file",
-            kind.name()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = std::fs::remove_file(&name);
+    let name = common::temp_path("ports");
+    let name_str = name.to_str().expect("utf-8 temp dir");
+    let (mut p, _err) = spawn_with_env(kind, args, &[("MEMCACHED_PORT_FILENAME", name_str)]);
+    let text = common::wait_port_file(&mut p.0, &name)
+        .unwrap_or_else(|why| panic!("{} {args:?}: {why}", kind.name()));
     (p, text.lines().map(str::to_string).collect())
 }
 

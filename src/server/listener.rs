@@ -52,6 +52,14 @@ impl Transport {
             Transport::Udp => "UDP",
         }
     }
+
+    /// Its `-p` or `-U`.
+    fn port(self, s: &Settings) -> i32 {
+        match self {
+            Transport::Tcp => s.port,
+            Transport::Udp => s.udp_port,
+        }
+    }
 }
 
 /// Why the listeners could not be set up, with what memcached prints.
@@ -131,10 +139,7 @@ struct Entry<'a> {
 /// else each `-l` entry on its own port if it names one (for both
 /// transports, as memcached), or on the transport's port.
 fn entries(s: &Settings, transport: Transport) -> Vec<Entry<'_>> {
-    let port = match transport {
-        Transport::Tcp => s.port,
-        Transport::Udp => s.udp_port,
-    };
+    let port = transport.port(s);
     if port == 0 {
         return Vec::new();
     }
@@ -177,42 +182,41 @@ pub fn bind_network(
     let mut errno = 0;
     let mut first_failure = None;
     for e in entries(s, transport) {
-        let mut bound = 0;
-        let mut failed = false;
-        match lookup(e.host, e.port, ty) {
+        let addrs = match lookup(e.host, e.port, ty) {
+            Ok(addrs) => addrs,
             Err(why) => {
                 calls.push(format!("getaddrinfo(): {}", why.0));
-                failed = true;
+                first_failure.get_or_insert(errno);
+                continue;
             }
-            Ok(addrs) => {
-                for addr in addrs {
-                    match bind_address(addr, ty, copies.max(1), backlog) {
-                        Ok(sockets) => {
-                            bound += 1;
-                            let actual = sockets[0].local_addr().ok().and_then(|a| a.as_socket());
-                            if let (Some(p), Some(a)) = (ports.as_deref_mut(), actual) {
-                                p.record(transport, a);
-                            }
-                            out.push(Endpoint {
-                                sockets,
-                                tls: e.tls,
-                                protocol: e.protocol,
-                            });
-                        }
-                        Err(Failure::Skip(err)) => errno = err.raw_os_error().unwrap_or(0),
-                        Err(Failure::Descriptors(err)) => return Err(BindError::Descriptors(err)),
-                        Err(Failure::Call(call, err)) => {
-                            calls.push(format!("{call}(): {}", os_text(&err)));
-                            errno = err.raw_os_error().unwrap_or(0);
-                            failed = true;
-                            break;
-                        }
+        };
+        let mut bound = 0;
+        let mut failed = false;
+        for addr in addrs {
+            match bind_address(addr, ty, copies.max(1), backlog) {
+                Ok((actual, sockets)) => {
+                    bound += 1;
+                    if let Some(p) = ports.as_deref_mut() {
+                        p.record(transport, actual);
                     }
+                    out.push(Endpoint {
+                        sockets,
+                        tls: e.tls,
+                        protocol: e.protocol,
+                    });
+                }
+                Err(Failure::Skip(err)) => errno = err.raw_os_error().unwrap_or(0),
+                Err(Failure::Descriptors(err)) => return Err(BindError::Descriptors(err)),
+                Err(Failure::Call(call, err)) => {
+                    calls.push(format!("{call}(): {}", os_text(&err)));
+                    errno = err.raw_os_error().unwrap_or(0);
+                    failed = true;
+                    break;
                 }
             }
         }
-        if (failed || bound == 0) && first_failure.is_none() {
-            first_failure = Some(errno);
+        if failed || bound == 0 {
+            first_failure.get_or_insert(errno);
         }
     }
     match first_failure {
@@ -221,14 +225,7 @@ pub fn bind_network(
             calls,
             target: match &s.listen_spec {
                 Some(spec) if !s.listen.is_empty() => format!("one of interface(s) {spec}"),
-                _ => format!(
-                    "{} port {}",
-                    transport.name(),
-                    match transport {
-                        Transport::Tcp => s.port,
-                        Transport::Udp => s.udp_port,
-                    }
-                ),
+                _ => format!("{} port {}", transport.name(), transport.port(s)),
             },
             errno,
         }),
@@ -247,13 +244,14 @@ enum Failure {
 }
 
 /// `copies` non-blocking sockets on `addr` (listening when `backlog` is
-/// given), the first exclusive while it is set up for TCP (module docs).
+/// given), the first exclusive while it is set up for TCP (module docs),
+/// and the address they got (the kernel's port for port 0).
 fn bind_address(
     addr: SocketAddr,
     ty: SockType,
     copies: usize,
     backlog: Option<i32>,
-) -> Result<Vec<Socket>, Failure> {
+) -> Result<(SocketAddr, Vec<Socket>), Failure> {
     let exclusive = ty == SockType::Stream;
     let first = open(addr, ty, !exclusive)?;
     first.bind(&addr.into()).map_err(|e| in_use_or(e, "bind"))?;
@@ -280,7 +278,7 @@ fn bind_address(
         }
         sockets.push(s);
     }
-    Ok(sockets)
+    Ok((actual, sockets))
 }
 
 fn in_use_or(err: io::Error, call: &'static str) -> Failure {

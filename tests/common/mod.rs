@@ -77,15 +77,37 @@ fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A fresh path for a server's port file.
-fn port_file_path() -> std::path::PathBuf {
+/// A path in the temporary directory no other test of any process uses:
+/// `gannet-<what>-<pid>-<n>`.
+pub fn temp_path(what: &str) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     std::env::temp_dir().join(format!(
-        "gannet-test-ports-{}-{}",
+        "gannet-{what}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ))
+}
+
+/// Wait (at most 5 s) for `child` to publish the port file at `path`
+/// (`MEMCACHED_PORT_FILENAME`) and return its text, removing the file.
+/// `Err` says why not: the process exited (with its status) or time ran
+/// out.
+pub fn wait_port_file(child: &mut Child, path: &Path) -> Result<String, String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let _ = std::fs::remove_file(path);
+            return Ok(text);
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Err(format!("exited with {status}"));
+        }
+        if Instant::now() > deadline {
+            return Err("no port file within 5 s".into());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A running server process; killed (and reaped) on drop.
@@ -112,7 +134,7 @@ impl Server {
         // A port a case names in its own `-l` entries can still be taken
         // by a parallel test: retry when the server exits.
         for _attempt in 0..3 {
-            let port_file = port_file_path();
+            let port_file = temp_path("test-ports");
             let mut args: Vec<String> = vec![
                 "-p".into(),
                 "-1".into(),
@@ -161,28 +183,17 @@ impl Server {
 
     /// The first TCP port the server wrote to its port file.
     fn wait_port_file(&mut self, path: &Path) -> Result<u16, String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                let _ = std::fs::remove_file(path);
-                return text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("TCP INET: "))
-                    .and_then(|p| p.trim().parse().ok())
-                    .ok_or_else(|| format!("no TCP INET line in the port file: {text:?}"));
+        let text = wait_port_file(&mut self.child, path).map_err(|why| {
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
             }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                return Err(format!("exited with {status}; stderr: {err}"));
-            }
-            if Instant::now() > deadline {
-                return Err("no port file within 5 s".into());
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+            format!("{why}; stderr: {err}")
+        })?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("TCP INET: "))
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| format!("no TCP INET line in the port file: {text:?}"))
     }
 
     fn wait_listening(&mut self) -> Result<(), String> {
