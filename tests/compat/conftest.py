@@ -1,5 +1,10 @@
 """Shared fixtures for the compatibility suite: start gannet (and the
-reference memcached) on free 127.0.0.1 ports and stop them afterwards.
+reference memcached) on 127.0.0.1 and stop them afterwards.
+
+Servers bind a port the kernel picks (`-p -1`) and publish it through
+memcached's MEMCACHED_PORT_FILENAME, so no test guesses a free port for a
+server. free_port() is left for peers that cannot do that (nutcracker, an
+extra `-l` entry).
 
 The binary is $GANNET_BIN, else target/debug/gannet under $CARGO_TARGET_DIR
 or the repository. A missing binary or peer is a failure, never a skip.
@@ -8,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +60,28 @@ def wait_port(port, proc, timeout=5.0):
     raise AssertionError(f"port {port} never accepted: {proc.args}")
 
 
+def wait_port_file(path, proc, timeout=5.0):
+    """The TCP INET port a server wrote to its MEMCACHED_PORT_FILENAME.
+
+    The file appears (renamed from `<path>.lck`) once every listener is up,
+    so the port accepts connections when this returns.
+    """
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode}: {proc.args}")
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            time.sleep(0.01)
+            continue
+        for line in text.splitlines():
+            if line.startswith("TCP INET: "):
+                return int(line.split(": ", 1)[1])
+        raise AssertionError(f"no TCP INET line in the port file of {proc.args}: {text!r}")
+    raise AssertionError(f"no port file within {timeout} s: {proc.args}")
+
+
 class Server:
     """One memcached-compatible server process on 127.0.0.1."""
 
@@ -64,18 +92,29 @@ class Server:
         self.port = None
 
     def start(self):
+        # Retried only for an extra `-l` entry on a guessed port (test_tls).
         for _ in range(3):
-            self.port = free_port()
-            args = [self.binary, "-p", str(self.port), "-l", "127.0.0.1", "-U", "0", "-t", "2"]
+            fd, portfile = tempfile.mkstemp(prefix="gannet-compat-port-")
+            os.close(fd)
+            os.unlink(portfile)
+            args = [self.binary, "-p", "-1", "-l", "127.0.0.1", "-U", "0", "-t", "2"]
             if os.geteuid() == 0:
                 args += ["-u", "nobody"]
+            env = dict(os.environ, MEMCACHED_PORT_FILENAME=portfile)
             self.proc = subprocess.Popen(args + self.extra, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         env=env)
             try:
-                wait_port(self.port, self.proc)
+                self.port = wait_port_file(portfile, self.proc)
                 return self
             except AssertionError:
                 self.stop()
+            finally:
+                for leftover in (portfile, portfile + ".lck"):
+                    try:
+                        os.unlink(leftover)
+                    except FileNotFoundError:
+                        pass
         raise AssertionError(f"{self.binary} did not start")
 
     @property
