@@ -267,6 +267,16 @@ fn cases() -> Vec<Case> {
         closing("line_over_2048_without_newline_closes", DEFAULT, &[b'a'; 2100], b""),
         closing("quit", DEFAULT, b"quit\r\nversion\r\n", b""),
         closing("quit_with_args", DEFAULT, b"quit now\r\n", b""),
+        // An unknown command ending in `HTTP/...` is an HTTP request:
+        // closed after the earlier replies, without one of its own.
+        closing("http_request_closes", DEFAULT, b"set h1 0 0 1\r\nx\r\nget h1\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nget h1\r\n", b"STORED\r\nVALUE h1 0 1\r\nx\r\nEND\r\n"),
+        closing("http_request_any_unknown_name", DEFAULT, b"HTTP/1.0\r\nversion\r\n", b""),
+        closing("http_request_misbehave", DEFAULT, b"misbehave HTTP/1.0\r\n", b""),
+        closing("http_request_23rd_word", DEFAULT, b"x1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 HTTP/1.1 x\r\n", b""),
+        // Past the 23rd word, in a family memcached dispatches on (g s a c
+        // i d t, two-letter m), or not at the end: a plain ERROR.
+        case("http_like_lines_answer_error", DEFAULT, b"x1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 HTTP/1.1\r\ngx / HTTP/1.1\r\nmz HTTP/1.1\r\ntx HTTP/1.1\r\nxx http/1.1\r\nHTTP/1.1 x\r\n", b"ERROR\r\nERROR\r\nERROR\r\nERROR\r\nERROR\r\nERROR\r\n"),
+        case("bget_is_get", DEFAULT, b"set bg 3 0 1\r\nx\r\nbget bg nokey bg\r\nbget\r\n", b"STORED\r\nVALUE bg 3 1\r\nx\r\nVALUE bg 3 1\r\nx\r\nEND\r\nERROR\r\n"),
     ]
 }
 

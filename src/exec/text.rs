@@ -674,7 +674,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>, held: &[ItemId]) -> Action {
             answer(out, "OK".as_bytes(), noreply);
             Action::Continue
         }
-        Command::Quit => Action::Close,
+        Command::Quit | Command::HttpRequest => Action::Close,
         Command::RefreshCerts => {
             // memcached's replies: OK, the loader's own error line, or
             // this when TLS is off.

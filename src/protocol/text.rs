@@ -116,8 +116,10 @@ pub enum StoreCmd {
 /// A parsed command line. Keys and lists borrow from the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// `get`/`gets`/`gat`/`gats`. `keys` is the rest of the line; walk it
-    /// with `Tokens` (a key over 250 bytes is found while walking).
+    /// `get`/`gets`/`gat`/`gats`, and `bget` (an undocumented old alias
+    /// of `get` that memcached still answers). `keys` is the rest of the
+    /// line; walk it with `Tokens` (a key over 250 bytes is found while
+    /// walking).
     Get {
         keys: &'a [u8],
         cas: bool,
@@ -161,6 +163,11 @@ pub enum Command<'a> {
         noreply: bool,
     },
     Quit,
+    /// An unknown command whose last token starts with `HTTP/` (at most
+    /// the 23rd token counts, as in memcached's tokenizer): memcached takes
+    /// the line for an HTTP request and closes the connection without a
+    /// reply, after the replies before it, as `quit` does.
+    HttpRequest,
     /// `refresh_certs` (any arguments are ignored, as memcached does).
     RefreshCerts,
     /// `shutdown [graceful]`: `Some(graceful)`, or `None` for another
@@ -182,8 +189,8 @@ pub enum Command<'a> {
         line: &'a [u8],
     },
     /// Administrative commands whose arguments `exec` interprets
-    /// (`slabs`, `lru`, `lru_crawler`, `watch`, `misbehave`,
-    /// `debugtime`): name and unsplit arguments.
+    /// (`slabs`, `lru`, `lru_crawler`, `watch`, and the debug-build-only
+    /// `debugtime` and `debugpanic`): name and unsplit arguments.
     Admin {
         name: &'a [u8],
         args: &'a [u8],
@@ -241,7 +248,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
     let cmd = toks[0];
     let want = |ok: bool| if ok { Ok(()) } else { Err(reject(ERROR)) };
     match cmd {
-        b"get" | b"gets" | b"gat" | b"gats" => {
+        b"get" | b"gets" | b"gat" | b"gats" | b"bget" => {
             want(ntokens >= 3)?;
             let cas = cmd == b"gets" || cmd == b"gats";
             let mut rest = Tokens::new(line);
@@ -376,8 +383,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
             })
         }
         b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => Ok(Command::Meta { line }),
-        b"slabs" | b"lru" | b"lru_crawler" | b"watch" | b"misbehave" | b"debugtime"
-        | b"debugpanic" => {
+        b"slabs" | b"lru" | b"lru_crawler" | b"watch" | b"debugtime" | b"debugpanic" => {
             let mut rest = Tokens::new(line);
             rest.next();
             Ok(Command::Admin {
@@ -385,6 +391,20 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
                 args: rest.remainder(),
             })
         }
+        _ => unknown_command(cmd, &toks[..n.min(MAX_TOKENS - 1)]),
+    }
+}
+
+/// memcached's answer to a command it does not know. A name starting with
+/// a letter it dispatches on (`g s a c i d t`, or `m` and two bytes) gets
+/// `ERROR` from that branch; any other goes to its last branch, which
+/// closes on an HTTP request line. Only tokenized words count there: the
+/// rest of a line past the 23rd word is not looked at.
+fn unknown_command<'a>(cmd: &[u8], words: &[&[u8]]) -> Result<Command<'a>, Reject> {
+    let grouped = matches!(cmd[0], b'g' | b's' | b'a' | b'c' | b'i' | b'd' | b't')
+        || (cmd[0] == b'm' && cmd.len() == 2);
+    match words.last() {
+        Some(last) if !grouped && last.starts_with(b"HTTP/") => Ok(Command::HttpRequest),
         _ => Err(reject(ERROR)),
     }
 }
@@ -589,6 +609,55 @@ mod tests {
         let t: Vec<&[u8]> = Tokens::new(b"  get  a   b ").collect();
         assert_eq!(t, vec![&b"get"[..], b"a", b"b"]);
         assert_eq!(Tokens::new(b"").next(), None);
+    }
+
+    #[test]
+    fn bget_is_get() {
+        assert_eq!(
+            line("bget a b"),
+            Ok(Command::Get {
+                keys: b"a b",
+                cas: false,
+                touch: None
+            })
+        );
+        assert_eq!(line("bget").unwrap_err().msg, ERROR);
+    }
+
+    #[test]
+    fn http_request_lines_close_unless_a_dispatched_letter_answers() {
+        let http = |s: &str| line(s) == Ok(Command::HttpRequest);
+        assert!(http("GET / HTTP/1.1"));
+        assert!(http("POST /x HTTP/1.0"));
+        assert!(http("HTTP/1.1"));
+        assert!(http("xx HTTP/"));
+        assert!(http("misbehave HTTP/1.0"));
+        // The three-letter `m` names reach the last branch; two-letter ones
+        // and the g/s/a/c/i/d/t families answer ERROR in their own branch.
+        assert!(http("mzz HTTP/1.1"));
+        // The letters are matched as sent: `Tx` is not in the `t` family.
+        assert!(http("Tx HTTP/1.1"));
+        for s in [
+            "mz HTTP/1.1",
+            "gx / HTTP/1.1",
+            "delet / HTTP/1.1",
+            "tx HTTP/1.1",
+        ] {
+            assert!(!http(s), "{s}");
+        }
+        // Only the last word counts, case and slash included.
+        for s in ["GET HTTP/1.1 /", "xx http/1.1", "xx HTTP", "HTTP/1.1 x"] {
+            assert_eq!(line(s).unwrap_err().msg, ERROR, "{s}");
+        }
+        // Past 23 words, the 23rd is the last one memcached tokenized.
+        let words = |last: usize| {
+            let mut w: Vec<String> = (1..=30).map(|i| format!("x{i}")).collect();
+            w[last - 1] = "HTTP/1.1".into();
+            w.join(" ")
+        };
+        assert!(http(&words(23)));
+        assert!(!http(&words(24)));
+        assert!(http(&words(23)[..words(23).find(" x24").unwrap()]));
     }
 
     #[test]
