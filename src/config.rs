@@ -38,6 +38,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, Command};
 
+use crate::protocol::number;
 use crate::store::StoreConfig;
 
 /// Exit code for a usage error found after parsing (sysexits `EX_USAGE`).
@@ -1003,35 +1004,19 @@ fn whole_number(s: &str) -> Option<&str> {
     }
 }
 
-/// memcached's `safe_strtoul` into a 32-bit value: the whole string, no
-/// minus sign.
+/// memcached's `safe_strtoul` (see `protocol::number`).
 fn safe_strtoul(s: &str) -> Option<u32> {
-    let t = whole_number(s)?;
-    let t = t.strip_prefix('+').unwrap_or(t);
-    if !t.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    t.parse().ok()
+    number::strtoul(s.as_bytes())
 }
 
-/// memcached's `safe_strtol`: a `long` (64 bits; beyond that is an
-/// error), stored into its 32-bit result without a range check, so
-/// `4294967297` reads as 1.
+/// memcached's `safe_strtol`, narrowed to 32 bits as it does.
 fn safe_strtol(s: &str) -> Option<i32> {
-    let t = whole_number(s)?;
-    let digits = t.strip_prefix(['+', '-']).unwrap_or(t);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let long: i64 = t.strip_prefix('+').unwrap_or(t).parse().ok()?;
-    Some(long as i32)
+    number::strtol(s.as_bytes())
 }
 
-/// memcached's `safe_strtod`.
+/// memcached's `safe_strtod` (finite decimal numbers only).
 fn safe_strtod(s: &str) -> Option<f64> {
-    let t = whole_number(s)?;
-    let v: f64 = t.parse().ok()?;
-    v.is_finite().then_some(v)
+    number::strtod(s.as_bytes())
 }
 
 /// `-I`: a trailing k/K or m/M multiplies what `atoi` reads before it.
@@ -1704,7 +1689,7 @@ fn parse_slab_sizes(list: &str, min: usize, max: usize) -> Result<Vec<u32>, Exit
     let mut last = 0u32;
     // strtok: runs of '-' are one separator, empty tokens do not exist.
     for tok in list.split('-').filter(|t| !t.is_empty()) {
-        let size = c_strtoul_u32(tok);
+        let size = safe_strtoul(tok);
         let size = match size {
             Some(n) if n as usize >= min && n as usize <= max => n,
             other => {
@@ -1731,30 +1716,6 @@ fn parse_slab_sizes(list: &str, min: usize, max: usize) -> Result<Vec<u32>, Exit
         }
     }
     Ok(sizes)
-}
-
-/// C's `strtoul` as memcached's `safe_strtoul` uses it on a 64-bit
-/// system: leading white space, an optional `+`, digits, then the end or
-/// white space; a value past 64 bits fails, one past 32 bits is truncated
-/// when stored into the `uint32_t`.
-fn c_strtoul_u32(tok: &str) -> Option<u32> {
-    let t = tok.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\x0b');
-    let t = t.strip_prefix('+').unwrap_or(t);
-    let end = t
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(t.len());
-    if end == 0 {
-        return None;
-    }
-    let rest = &t.as_bytes()[end..];
-    if let Some(&c) = rest.first() {
-        if !(c.is_ascii_whitespace() || c == 0x0b) {
-            return None;
-        }
-    }
-    let v: u64 = t[..end].parse().ok()?;
-    Some(v as u32)
 }
 
 /// memcached's checks after the option loop, in its order.
@@ -2670,17 +2631,6 @@ mod tests {
         assert_eq!(atof(".5"), 0.5);
         assert_eq!(atof("e5"), 0.0);
         assert_eq!(atof("3."), 3.0);
-        assert_eq!(safe_strtoul("12 "), Some(12));
-        assert_eq!(safe_strtoul("-1"), None);
-        assert_eq!(safe_strtoul("1x"), None);
-        assert_eq!(safe_strtoul(""), None);
-        assert_eq!(safe_strtol("-5"), Some(-5));
-        assert_eq!(safe_strtol("4294967297"), Some(1));
-        assert_eq!(safe_strtol("99999999999"), Some(1215752191));
-        assert_eq!(safe_strtol("9223372036854775808"), None);
-        assert_eq!(safe_strtol("-"), None);
-        assert_eq!(safe_strtod("0.25"), Some(0.25));
-        assert_eq!(safe_strtod("inf"), None);
         assert_eq!(strtol_prefix("0755", 8), 0o755);
         assert_eq!(parse_item_size("1k"), 1024);
         assert_eq!(parse_item_size("k"), 0);

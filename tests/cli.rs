@@ -543,3 +543,17 @@ fn stats_settings_with_suboptions_matches_memcached() {
          ssl_verify_mode=2,ssl_wbuf_size=32,hashpower=20",
     ]);
 }
+
+/// Numbers as memcached's `safe_strto*` read them: a value past 32 bits
+/// keeps its low bits, `-0` is 0, `2^64 - 1` is `u32::MAX`, and a double
+/// may be written in any decimal form.
+#[test]
+fn stats_settings_with_wrapped_numbers_matches_memcached() {
+    compare_stats_settings(&[
+        "-l",
+        "127.0.0.1",
+        "-o",
+        "lru_crawler_tocrawl=4294967297,read_buf_mem_limit=4294967298,ext_max_frag=5e-1,\
+         slab_automove_ratio=.25,ext_item_size=-0,ext_item_age=18446744073709551615",
+    ]);
+}

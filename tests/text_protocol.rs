@@ -218,6 +218,9 @@ fn cases() -> Vec<Case> {
         // ---- more arithmetic and sizes ----
         case("incr_leading_zeros_pads", DEFAULT, b"set n12 0 0 20\r\n00000000000000000001\r\nincr n12 1\r\nget n12\r\n", b"STORED\r\n2\r\nVALUE n12 0 20\r\n2                   \r\nEND\r\n"),
         case("incr_value_over_u64_is_non_numeric", DEFAULT, b"set n13 0 0 21\r\n123456789012345678901\r\nincr n13 1\r\n", b"STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
+        // C's strtoull wraps a negative number and memcached refuses it only
+        // when the result has its top bit set: `-18446744073709551615` is 1.
+        case("numbers_wrap_as_c_strtoull", DEFAULT, b"set nw 0 0 1\r\n1\r\nincr nw -18446744073709551615\r\nincr nw -0\r\nincr nw -1\r\nset nw -9223372036854775809 0 1\r\n1\r\nset nw2 4294967297 0 1\r\n1\r\nget nw nw2\r\n", b"STORED\r\n2\r\n2\r\nCLIENT_ERROR invalid numeric delta argument\r\nSTORED\r\nSTORED\r\nVALUE nw 4294967295 1\r\n1\r\nVALUE nw2 1 1\r\n1\r\nEND\r\n"),
         case("incr_delta_leading_zero_and_plus", DEFAULT, b"set n14 0 0 1\r\n1\r\nincr n14 01\r\nincr n14 +1\r\n", b"STORED\r\n2\r\n3\r\n"),
         case("incr_keeps_flags_cas_disabled", NO_CAS, b"set n15 9 0 1\r\n1\r\nincr n15 1\r\ngets n15\r\ngats 10 n15\r\n", b"STORED\r\n2\r\nVALUE n15 9 1 0\r\n2\r\nEND\r\nVALUE n15 9 1 0\r\n2\r\nEND\r\n"),
         case("append_result_too_large_not_stored", SMALL_ITEMS, &cat(&[b"set ap 0 0 600\r\n", &[b'a'; 600], b"\r\nappend ap 0 0 600\r\n", &[b'b'; 600], b"\r\nget ap\r\n"]), &cat(&[b"STORED\r\nNOT_STORED\r\nVALUE ap 0 600\r\n", &[b'a'; 600], b"\r\nEND\r\n"])),

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::config::Settings;
+use crate::protocol::number;
 use crate::protocol::text::{self as proto, Tokens};
 
 use super::{Action, Ctx};
@@ -39,13 +40,6 @@ fn reply(out: &mut Vec<u8>, msg: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// memcached's `safe_strtod`: a finite number filling the whole token.
-fn parse_f64(tok: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(tok).ok()?;
-    let v: f64 = s.trim_start().parse().ok()?;
-    v.is_finite().then_some(v)
-}
-
 /// Run `name args...` (the command word already split off).
 pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
     let toks: Vec<&[u8]> = Tokens::new(args).collect();
@@ -65,14 +59,14 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                 if !ctx.shared.store.reassign_enabled() {
                     answer("CLIENT_ERROR slab reassignment disabled");
                 } else {
-                    match (proto::parse_i32(arg(1)), proto::parse_i32(arg(2))) {
+                    match (number::strtol(arg(1)), number::strtol(arg(2))) {
                         (Some(src), Some(dst)) => answer(slabs_reassign(ctx, src, dst)),
                         _ => answer(proto::BAD_FORMAT),
                     }
                 }
             } else if ntokens >= 4 && arg(0) == b"automove" {
                 if arg(1) == b"ratio" {
-                    match (ntokens >= 5).then(|| parse_f64(arg(2))).flatten() {
+                    match (ntokens >= 5).then(|| number::strtod(arg(2))).flatten() {
                         Some(r) => {
                             ctx.shared.store.set_automove_ratio(r);
                             answer("OK");
@@ -80,7 +74,7 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                         None => answer("ERROR"),
                     }
                 } else {
-                    match proto::parse_u32(arg(1)) {
+                    match number::strtoul(arg(1)) {
                         None => answer(proto::BAD_FORMAT),
                         Some(level @ 0..=2) => {
                             ctx.shared.store.set_automove(level as u8);
@@ -99,10 +93,10 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
             let maintainer = ctx.shared.settings.lru_maintainer;
             if arg(0) == b"tune" && ntokens >= 7 {
                 let parsed = (
-                    proto::parse_u32(arg(1)),
-                    proto::parse_u32(arg(2)),
-                    parse_f64(arg(3)),
-                    parse_f64(arg(4)),
+                    number::strtoul(arg(1)),
+                    number::strtoul(arg(2)),
+                    number::strtod(arg(3)),
+                    number::strtod(arg(4)),
                 );
                 match parsed {
                     (Some(hot), Some(warm), Some(hf), Some(wf)) => {
@@ -127,7 +121,7 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                     _ => answer("ERROR"),
                 }
             } else if arg(0) == b"temp_ttl" && ntokens >= 4 && maintainer {
-                match proto::parse_i32(arg(1)) {
+                match number::strtol(arg(1)) {
                     None => answer("ERROR"),
                     Some(ttl) => {
                         ctx.shared.store.set_temp_ttl(u32::try_from(ttl).ok());
@@ -142,7 +136,7 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
             if ntokens == 4 && arg(0) == b"crawl" {
                 answer(crawl(ctx, arg(1)));
             } else if ntokens == 4 && arg(0) == b"tocrawl" {
-                match proto::parse_u32(arg(1)) {
+                match number::strtoul(arg(1)) {
                     Some(n) => {
                         t.lru_crawler_tocrawl.store(n, Ordering::Relaxed);
                         answer("OK");
@@ -150,7 +144,7 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                     None => answer(proto::BAD_FORMAT),
                 }
             } else if ntokens == 4 && arg(0) == b"sleep" {
-                match proto::parse_u32(arg(1)) {
+                match number::strtoul(arg(1)) {
                     Some(n) if n > 1_000_000 => {
                         answer("CLIENT_ERROR sleep must be one second or less")
                     }
@@ -179,7 +173,7 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
         b"debugtime" => {
             // Test-only: move the clock forward. Compiled out of release
             // builds, so no client of a production server can reach it.
-            match proto::parse_u32(arg(0)) {
+            match number::strtoul(arg(0)) {
                 Some(secs) => {
                     ctx.shared.clock.advance(secs);
                     answer("OK");
@@ -207,7 +201,7 @@ fn class_list(arg: &[u8]) -> Option<u64> {
     }
     let mut mask = 0u64;
     for piece in arg.split(|&b| b == b',').filter(|p| !p.is_empty()) {
-        match proto::parse_u32(piece) {
+        match number::strtoul(piece) {
             Some(id @ 1..=63) => mask |= 1 << id,
             _ => return None,
         }
@@ -360,18 +354,5 @@ fn slabs_reassign(ctx: &Ctx, src: i32, dst: i32) -> &'static str {
         Err(ReassignError::BadClass) => "BADCLASS invalid src or dst class id",
         Err(ReassignError::NoSpare) => "NOSPARE source class has no spare pages",
         Err(ReassignError::Disabled) => "CLIENT_ERROR slab reassignment disabled",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_c_doubles() {
-        assert_eq!(parse_f64(b"0.20"), Some(0.2));
-        assert_eq!(parse_f64(b"2"), Some(2.0));
-        assert_eq!(parse_f64(b"x"), None);
-        assert_eq!(parse_f64(b"inf"), None);
     }
 }

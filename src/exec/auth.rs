@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 
 use super::text::Progress;
 use super::{Action, Ctx};
+use crate::protocol::number;
 
 /// memcached reads at most this many entries.
 const MAX_ENTRIES: usize = 8;
@@ -253,7 +254,7 @@ impl TextAuth {
         let line = until_nul(&buf[..nl]);
         let mut toks = tokens(line);
         let first = toks.next();
-        let size = toks.nth(3).and_then(strtoul_u32);
+        let size = toks.nth(3).and_then(number::strtoul);
         let (Some(b"set"), Some(size)) = (first, size) else {
             self.reply(out, "CLIENT_ERROR unauthenticated");
             return Gate::Consumed(nl + 1);
@@ -347,49 +348,6 @@ fn tokens(s: &[u8]) -> impl Iterator<Item = &[u8]> {
     s.split(|&b| b == b' ').filter(|t| !t.is_empty())
 }
 
-/// C's isspace in the "C" locale.
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
-}
-
-/// memcached's `safe_strtoul` on one token: base 10, optional leading
-/// whitespace and sign, whitespace allowed after the digits, negative
-/// values refused unless they are zero, the result truncated to 32 bits.
-fn strtoul_u32(tok: &[u8]) -> Option<u32> {
-    let mut i = tok.iter().take_while(|&&b| is_c_space(b)).count();
-    let negative = match tok.get(i) {
-        Some(b'-') => {
-            i += 1;
-            true
-        }
-        Some(b'+') => {
-            i += 1;
-            false
-        }
-        _ => false,
-    };
-    let digits = tok[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &d in &tok[i..i + digits] {
-        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    match tok.get(i + digits) {
-        None => {}
-        Some(&b) if is_c_space(b) => {}
-        Some(_) => return None,
-    }
-    if negative {
-        v = v.wrapping_neg();
-    }
-    if (v as i64) < 0 && tok.contains(&b'-') {
-        return None;
-    }
-    Some(v as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,19 +380,6 @@ mod tests {
         // Duplicate users: any matching line lets the client in.
         let f = AuthFile::parse(b"a:1\na:2\n").unwrap();
         assert!(f.check(b"a", b"1") && f.check(b"a", b"2"));
-    }
-
-    #[test]
-    fn strtoul_matches_safe_strtoul() {
-        assert_eq!(strtoul_u32(b"12"), Some(12));
-        assert_eq!(strtoul_u32(b"12\r"), Some(12));
-        assert_eq!(strtoul_u32(b"+7"), Some(7));
-        assert_eq!(strtoul_u32(b"-0"), Some(0));
-        assert_eq!(strtoul_u32(b"-1"), None);
-        assert_eq!(strtoul_u32(b"12x"), None);
-        assert_eq!(strtoul_u32(b"x"), None);
-        assert_eq!(strtoul_u32(b"4294967297"), Some(1));
-        assert_eq!(strtoul_u32(b"99999999999999999999"), None);
     }
 
     #[test]

@@ -44,6 +44,7 @@ use super::pins::Pins;
 use super::text::memcached_item_size;
 use super::watch;
 use super::{Action, Ctx};
+use crate::protocol::number::{self, push_u64};
 
 const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 
@@ -632,7 +633,7 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, held: &[ItemId]) {
         return;
     }
     let mut digits = [0u8; 20];
-    let number = fmt_u64(res.value, &mut digits);
+    let number = number::decimal(res.value, &mut digits);
     let value = req.flags.has(b'v');
     if value {
         proto::write_value_header(out, number.len() as u32);
@@ -662,22 +663,6 @@ fn ma(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, held: &[ItemId]) {
         out.extend_from_slice(number);
         proto::end_line(out);
     }
-}
-
-/// Decimal digits of `n` in `buf`.
-fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        if let Some(d) = buf.get_mut(at) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || at == 0 {
-            break;
-        }
-    }
-    buf.get(at..).unwrap_or(&[])
 }
 
 // ---------------------------------------------------------------- me
@@ -741,16 +726,16 @@ pub(crate) fn push_item_fields(
     out.extend_from_slice(b" la=");
     proto::push_i64(out, la);
     out.extend_from_slice(b" cas=");
-    proto::push_u64(out, item.cas());
+    push_u64(out, item.cas());
     out.extend_from_slice(if item.fetched() {
         b" fetch=yes cls="
     } else {
         b" fetch=no cls="
     });
-    proto::push_u64(out, u64::from(item.class_id()));
+    push_u64(out, u64::from(item.class_id()));
     out.extend_from_slice(b" size=");
     let size = memcached_item_size(item.key().len(), item.flags(), item.value_len(), use_cas);
-    proto::push_u64(out, size as u64);
+    push_u64(out, size as u64);
 }
 
 #[cfg(test)]

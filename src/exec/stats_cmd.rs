@@ -8,6 +8,7 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::protocol::number;
 use crate::protocol::text::Tokens;
 use crate::stats::{self, GeneralStats, OpsTotals, ThreadStats};
 
@@ -109,10 +110,7 @@ fn cachedump(ctx: &Ctx, class: Option<&[u8]>, limit: Option<&[u8]>, out: &mut Ve
     let (Some(class), Some(limit)) = (class, limit) else {
         return fail(out, "CLIENT_ERROR bad command line");
     };
-    let (Some(class), Some(limit)) = (
-        crate::protocol::text::parse_u32(class),
-        crate::protocol::text::parse_u32(limit),
-    ) else {
+    let (Some(class), Some(limit)) = (number::strtoul(class), number::strtoul(limit)) else {
         return fail(out, "CLIENT_ERROR bad command line format");
     };
     if class >= 64 {
@@ -130,7 +128,7 @@ fn cachedump(ctx: &Ctx, class: Option<&[u8]>, limit: Option<&[u8]>, out: &mut Ve
         let key = &key[..key.iter().position(|&b| b == 0).unwrap_or(key.len())];
         line.extend_from_slice(key);
         line.extend_from_slice(b" [");
-        crate::protocol::text::push_u64(&mut line, it.value_len() as u64);
+        number::push_u64(&mut line, it.value_len() as u64);
         line.extend_from_slice(b" b; ");
         let exp = match it.exptime() {
             0 => 0,

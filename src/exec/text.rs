@@ -8,6 +8,7 @@
 
 use crate::clock::RelTime;
 use crate::protocol::meta::{self as meta_proto, MetaCommand, MetaError};
+use crate::protocol::number;
 use crate::protocol::text::{self as proto, Command, Frame, StoreCmd};
 use crate::store::{
     ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, Mode, StoreArgs, StoreStatus,
@@ -594,7 +595,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>, held: &[ItemId]) -> Action {
                     } else {
                         c.decr_hits.incr();
                     }
-                    fmt_u64(res.value, &mut num)
+                    number::decimal(res.value, &mut num)
                 }
                 ArithStatus::NotFound => {
                     misses.incr();
@@ -830,17 +831,4 @@ fn get(
     }
     reply(out, "END");
     None
-}
-
-fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }

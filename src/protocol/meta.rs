@@ -33,6 +33,8 @@
 //! request and the pieces exec needs to write memcached's replies, in
 //! request order, without `format!`.
 
+use super::number::{push_u64, strtol_long, strtoull};
+
 /// Longest key memcached accepts, counted on the key as sent (so for a
 /// base64 key this limits the encoded form).
 pub const KEY_MAX: usize = 250;
@@ -432,7 +434,7 @@ fn parse_inner(line: &[u8]) -> Result<MetaRequest<'_>, Reject> {
         }
         check_token_count(command, after_key)?;
         let len_token = tokens.next().ok_or(MetaError::BadFormat)?;
-        let len = c_strtol(len_token).ok_or(MetaError::BadFormat)? as i32;
+        let len = strtol_long(len_token).ok_or(MetaError::BadFormat)? as i32;
         req.data_len = u32::try_from(len)
             .ok()
             .filter(|&n| n <= DATA_LEN_MAX)
@@ -525,7 +527,7 @@ fn walk_flags(req: &mut MetaRequest<'_>) -> Result<(), MetaError> {
                     pending = Some(MetaError::KeyDecode);
                 }
             }
-            b'N' | b'T' | b'R' => match c_strtol(value) {
+            b'N' | b'T' | b'R' => match strtol_long(value) {
                 // memcached keeps the low 32 bits of the C long.
                 Some(v) => {
                     let v = Some(v as i32);
@@ -538,17 +540,17 @@ fn walk_flags(req: &mut MetaRequest<'_>) -> Result<(), MetaError> {
                 None => pending = Some(MetaError::BadToken),
             },
             b'O' => req.opaque = Some(value),
-            b'F' => match c_strtoull(value) {
+            b'F' => match strtoull(value) {
                 Some(v) => req.client_flags = Some(v as u32),
                 None => {
                     pending.get_or_insert(MetaError::BadClientFlags);
                 }
             },
-            b'C' => match c_strtoull(value) {
+            b'C' => match strtoull(value) {
                 Some(v) => req.compare_cas = Some(v),
                 None => pending = Some(MetaError::BadToken),
             },
-            b'E' => match c_strtoull(value) {
+            b'E' => match strtoull(value) {
                 Some(v) => req.new_cas = Some(v),
                 None => pending = Some(MetaError::BadToken),
             },
@@ -556,11 +558,11 @@ fn walk_flags(req: &mut MetaRequest<'_>) -> Result<(), MetaError> {
                 [m] => req.mode = Some(*m),
                 _ => pending = Some(MetaError::ModeLength),
             },
-            b'J' => match c_strtoull(value) {
+            b'J' => match strtoull(value) {
                 Some(v) => req.initial = Some(v),
                 None => pending = Some(MetaError::InvalidInitial),
             },
-            b'D' => match c_strtoull(value) {
+            b'D' => match strtoull(value) {
                 Some(v) => req.delta = Some(v),
                 None => pending = Some(MetaError::InvalidDelta),
             },
@@ -590,71 +592,6 @@ fn arith_mode(m: u8) -> Option<ArithMode> {
         b'D' | b'-' => Some(ArithMode::Decr),
         _ => None,
     }
-}
-
-/// C's `isspace` in the "C" locale.
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
-/// The scan shared by `strtol` and `strtoull` as memcached's `safe_*`
-/// wrappers use them: blanks, a sign, at least one digit, then the end or a
-/// blank. Returns the sign and magnitude, `None` on overflow of `u64`.
-fn c_scan(s: &[u8]) -> Option<(bool, u64)> {
-    let start = s.iter().position(|&b| !is_c_space(b))?;
-    let mut rest = s.get(start..)?;
-    let mut negative = false;
-    if let Some((&sign, tail)) = rest.split_first() {
-        if sign == b'+' || sign == b'-' {
-            negative = sign == b'-';
-            rest = tail;
-        }
-    }
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let mut magnitude: u64 = 0;
-    for &d in rest.get(..digits)? {
-        magnitude = magnitude
-            .checked_mul(10)?
-            .checked_add(u64::from(d - b'0'))?;
-    }
-    match rest.get(digits) {
-        None => Some((negative, magnitude)),
-        Some(&b) if is_c_space(b) => Some((negative, magnitude)),
-        Some(_) => None,
-    }
-}
-
-/// memcached's `safe_strtol` before its narrowing to `int32_t`.
-fn c_strtol(s: &[u8]) -> Option<i64> {
-    let (negative, magnitude) = c_scan(s)?;
-    if negative {
-        if magnitude > 1 << 63 {
-            None
-        } else {
-            Some((magnitude as i64).wrapping_neg())
-        }
-    } else {
-        i64::try_from(magnitude).ok()
-    }
-}
-
-/// memcached's `safe_strtoull` (and `safe_strtoul` on LP64): a negative
-/// number wraps as in C and is then refused only if it lands above
-/// `i64::MAX` and the token contains a `-`.
-fn c_strtoull(s: &[u8]) -> Option<u64> {
-    let (negative, magnitude) = c_scan(s)?;
-    let value = if negative {
-        magnitude.wrapping_neg()
-    } else {
-        magnitude
-    };
-    if value > i64::MAX as u64 && s.contains(&b'-') {
-        return None;
-    }
-    Some(value)
 }
 
 const BASE64_ALPHABET: &[u8; 64] =
@@ -786,21 +723,6 @@ impl MetaStatus {
             MetaStatus::Mn => b"MN",
         }
     }
-}
-
-/// Appends the decimal form of `v`.
-pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(buf.get(at..).unwrap_or(&[]));
 }
 
 /// Appends the decimal form of `v`, with a `-` when negative.

@@ -7,4 +7,5 @@
 
 pub mod binary;
 pub mod meta;
+pub mod number;
 pub mod text;

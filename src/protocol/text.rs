@@ -12,6 +12,8 @@
 //! Deciding that a value is too large needs the item size limit, so that
 //! check belongs to `exec`.
 
+use super::number::{push_u64, strtol, strtoul, strtoull};
+
 /// Longest key memcached accepts.
 pub const KEY_MAX_LENGTH: usize = 250;
 /// A line longer than this without a newline closes the connection,
@@ -255,7 +257,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
             rest.next();
             if cmd.len() >= 3 && cmd[1] == b'a' {
                 let exp = rest.next().unwrap_or(b"");
-                let exptime = parse_i32(exp).ok_or(reject(BAD_EXPTIME))? as i64;
+                let exptime = strtol(exp).ok_or(reject(BAD_EXPTIME))? as i64;
                 return Ok(Command::Get {
                     keys: rest.remainder(),
                     cas,
@@ -315,7 +317,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
             if key.len() > KEY_MAX_LENGTH {
                 return Err(err(BAD_FORMAT));
             }
-            let delta = parse_u64(toks[2]).ok_or(err(BAD_DELTA))?;
+            let delta = strtoull(toks[2]).ok_or(err(BAD_DELTA))?;
             Ok(Command::Arith {
                 incr: cmd == b"incr",
                 key,
@@ -331,7 +333,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
             if key.len() > KEY_MAX_LENGTH {
                 return Err(err(BAD_FORMAT));
             }
-            let exptime = parse_i32(toks[2]).ok_or(err(BAD_EXPTIME))? as i64;
+            let exptime = strtol(toks[2]).ok_or(err(BAD_EXPTIME))? as i64;
             Ok(Command::Touch {
                 key,
                 exptime,
@@ -343,7 +345,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
             let noreply = toks[n - 1] == b"noreply";
             let mut delay = Some(0);
             if ntokens != if noreply { 3 } else { 2 } {
-                delay = parse_i32(toks[1]).map(i64::from);
+                delay = strtol(toks[1]).map(i64::from);
             }
             Ok(Command::FlushAll { delay, noreply })
         }
@@ -353,7 +355,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
         b"verbosity" => {
             want(ntokens == 3 || ntokens == 4)?;
             let noreply = toks[n - 1] == b"noreply";
-            let level = parse_u32(toks[1]).ok_or(Reject {
+            let level = strtoul(toks[1]).ok_or(Reject {
                 msg: BAD_FORMAT,
                 noreply,
             })?;
@@ -369,7 +371,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
         b"cache_memlimit" => {
             want(ntokens == 3 || ntokens == 4)?;
             let noreply = toks[n - 1] == b"noreply";
-            let megabytes = parse_u32(toks[1]).ok_or(Reject {
+            let megabytes = strtoul(toks[1]).ok_or(Reject {
                 msg: ERROR,
                 noreply,
             })?;
@@ -419,12 +421,12 @@ fn parse_store<'a>(cmd: StoreCmd, toks: &[&'a [u8]]) -> Result<Command<'a>, Reje
     if key.len() > KEY_MAX_LENGTH {
         return Err(bad);
     }
-    let flags = parse_u32(toks[2]).ok_or(bad)?;
-    let exptime = parse_i32(toks[3]).ok_or(bad)? as i64;
-    let len = parse_i32(toks[4]).ok_or(bad)?;
+    let flags = strtoul(toks[2]).ok_or(bad)?;
+    let exptime = strtol(toks[3]).ok_or(bad)? as i64;
+    let len = strtol(toks[4]).ok_or(bad)?;
     let mut cas = 0;
     if cmd == StoreCmd::Cas {
-        cas = parse_u64(toks[5]).ok_or(bad)?;
+        cas = strtoull(toks[5]).ok_or(bad)?;
     }
     if !(0..=i32::MAX - 2).contains(&len) {
         return Err(bad);
@@ -438,90 +440,6 @@ fn parse_store<'a>(cmd: StoreCmd, toks: &[&'a [u8]]) -> Result<Command<'a>, Reje
         cas,
         noreply,
     })
-}
-
-/// C's `isspace`.
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
-/// The number in a token as C's `strtol`/`strtoull` read it: leading
-/// white space, an optional sign, digits; then the token must end (or
-/// continue with white space), as memcached's `safe_strto*` require.
-/// Returns (negative, magnitude) or None (no digits, trailing garbage,
-/// or overflow of u64).
-fn c_number(tok: &[u8]) -> Option<(bool, u64)> {
-    let mut i = tok.iter().take_while(|&&b| is_c_space(b)).count();
-    let mut neg = false;
-    if i < tok.len() && (tok[i] == b'+' || tok[i] == b'-') {
-        neg = tok[i] == b'-';
-        i += 1;
-    }
-    let start = i;
-    let mut v: u64 = 0;
-    while i < tok.len() && tok[i].is_ascii_digit() {
-        v = v.checked_mul(10)?.checked_add((tok[i] - b'0') as u64)?;
-        i += 1;
-    }
-    if i == start {
-        return None;
-    }
-    if i < tok.len() && !is_c_space(tok[i]) {
-        return None;
-    }
-    Some((neg, v))
-}
-
-/// memcached's `safe_strtoull`: a u64; a negative sign is refused.
-pub fn parse_u64(tok: &[u8]) -> Option<u64> {
-    match c_number(tok)? {
-        (true, 0) => Some(0),
-        (true, _) => None,
-        (false, v) => Some(v),
-    }
-}
-
-/// memcached's `safe_strtoul` into 32 bits. On a 64-bit host it reads
-/// an `unsigned long` and stores it into a `uint32_t` without a range
-/// check, so 4294967296 becomes 0; only a negative number is refused.
-pub fn parse_u32(tok: &[u8]) -> Option<u32> {
-    match c_number(tok)? {
-        (true, 0) => Some(0),
-        (true, _) => None,
-        (false, v) => Some(v as u32),
-    }
-}
-
-/// memcached's `safe_strtol` into an `int32_t`: C's `strtol` (which
-/// fails outside the `long` range), then a plain narrowing to 32 bits, as
-/// memcached 1.6.18 does (2147483648 becomes -2147483648).
-pub fn parse_i32(tok: &[u8]) -> Option<i32> {
-    let (neg, v) = c_number(tok)?;
-    let l: i64 = if neg {
-        if v > i64::MAX as u64 + 1 {
-            return None;
-        }
-        (v as i64).wrapping_neg()
-    } else {
-        i64::try_from(v).ok()?
-    };
-    Some(l as i32)
-}
-
-/// Append the decimal form of `n`, without allocating.
-#[inline]
-pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
 }
 
 /// Append `VALUE <key> <flags> <bytes>[ <cas>]\r\n`.
@@ -815,28 +733,9 @@ mod tests {
     }
 
     #[test]
-    fn numbers_follow_c_rules() {
-        assert_eq!(parse_u32(b"+5"), Some(5));
-        assert_eq!(parse_u32(b"-0"), Some(0));
-        assert_eq!(parse_u32(b"-1"), None);
-        assert_eq!(parse_u32(b"1x"), None);
-        assert_eq!(parse_u32(b"\t7"), Some(7));
-        assert_eq!(parse_i32(b"-2147483648"), Some(i32::MIN));
-        assert_eq!(parse_i32(b"2147483648"), Some(i32::MIN));
-        assert_eq!(parse_i32(b"4294967297"), Some(1));
-        assert_eq!(parse_i32(b"9223372036854775808"), None);
-        assert_eq!(parse_u32(b"4294967296"), Some(0));
-        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
-    }
-
-    #[test]
     fn encodes_value_header() {
         let mut out = Vec::new();
         push_value_header(&mut out, b"k", 7, 3, Some(42));
         assert_eq!(out, b"VALUE k 7 3 42\r\n");
-        out.clear();
-        push_u64(&mut out, 0);
-        push_u64(&mut out, u64::MAX);
-        assert_eq!(out, b"018446744073709551615");
     }
 }
