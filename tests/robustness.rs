@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{show, Client, Kind, Server};
+use common::{bin_packet, show, Client, Kind, Server};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -386,4 +386,51 @@ fn large_pipelined_responses(kind: Kind) {
         );
     }
     s.assert_alive("32 MiB of pipelined replies");
+}
+
+/// The replies to requests before one that ends the connection arrive in
+/// full even when more input follows it unread: the close must not turn
+/// into a reset that drops replies still queued in the kernel. gannet
+/// only (memcached 1.6.18 resets here: of the 1 MB text reply below, with
+/// 30,000 bytes after `quit`, 128,007 bytes reach the client).
+#[test]
+fn replies_before_a_close_survive_unread_input() {
+    let mut s = Server::start(Kind::Gannet, &[]);
+    let value: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+
+    // Binary: SETQ of 1 MB, GETQ of it, then a header whose body cannot
+    // hold its extras and key (answered, then closed), then a NOOP that
+    // is never read.
+    let mut bad = bin_packet(0x01, b"k0", &[0; 8], b"v", 0, 7);
+    bad[8..12].copy_from_slice(&6u32.to_be_bytes());
+    let input = [
+        bin_packet(0x11, b"big", &[0; 8], &value, 0, 1),
+        bin_packet(0x09, b"big", &[], &[], 0, 2),
+        bad,
+        bin_packet(0x0a, &[], &[], &[], 0, 3),
+    ]
+    .concat();
+    let mut c = s.connect();
+    c.send(&input);
+    let r = c.wait_close(Duration::from_secs(5));
+    let getq = 24 + 4 + value.len();
+    assert!(r.closed, "binary: not closed");
+    assert_eq!(r.bytes.len(), getq + 24 + 15, "binary: reply length");
+    assert!(r.bytes[28..getq] == value[..], "binary: value differs");
+    assert!(
+        r.bytes.ends_with(b"Unknown command"),
+        "binary: {}",
+        show(&r.bytes[getq..])
+    );
+
+    // Text: the same value, `quit`, then 200 KB nobody will read.
+    let mut c = s.connect();
+    c.send(&[b"get big\r\nquit\r\n".as_slice(), &vec![b'j'; 200_000]].concat());
+    let r = c.wait_close(Duration::from_secs(5));
+    let head = format!("VALUE big 0 {}\r\n", value.len());
+    let want = [head.as_bytes(), &value, b"\r\nEND\r\n"].concat();
+    assert!(r.closed, "text: not closed");
+    assert_eq!(r.bytes.len(), want.len(), "text: reply length");
+    assert!(r.bytes == want, "text: reply differs");
+    s.assert_alive("a close with unread input");
 }

@@ -90,6 +90,32 @@ impl Stream {
             s.close_notify();
         }
     }
+
+    /// Read and drop, without blocking, up to `limit` bytes that arrived
+    /// but were never read. Closing a socket whose receive queue holds
+    /// data makes the kernel send a reset instead of a FIN and throw away
+    /// the replies it has not sent yet; a client that pipelined past the
+    /// request that ends its connection (`quit`, a bad binary header)
+    /// would lose the replies to the requests before it. memcached loses
+    /// them too once more than its read buffer is left unread.
+    pub fn discard_unread(&mut self, scratch: &mut [u8], limit: usize) {
+        let mut left = limit;
+        while left > 0 {
+            let n = scratch.len().min(left);
+            let got = match self {
+                Stream::Tcp(s) => s.read(&mut scratch[..n]),
+                Stream::Unix(s) => s.read(&mut scratch[..n]),
+                // Raw ciphertext: nothing of it will be answered.
+                Stream::Tls(s) => s.socket_mut().read(&mut scratch[..n]),
+            };
+            match got {
+                Ok(0) => return,
+                Ok(k) => left = left.saturating_sub(k),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 impl Source for Stream {
