@@ -108,9 +108,9 @@ pub struct ListenAddr {
     pub tag: Option<String>,
 }
 
-/// memcached's extstore tunables (`-o ext_*`).  gannet has no external
-/// storage: the values are only kept so `stats settings` reports what the
-/// operator asked for.
+/// memcached's extstore tunables (`-o ext_*`, and at run time the
+/// `extstore` command).  gannet has no external storage: the values are
+/// only kept so `stats settings` reports what the operator asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExtstoreSettings {
     /// `ext_path` entries (ignored; a warning is emitted).
@@ -530,20 +530,20 @@ impl Settings {
             ("read_buf_mem_limit", self.read_buf_mem_limit.to_string()),
             ("track_sizes", yn(ctx.track_sizes)),
             ("inline_ascii_response", yn(false)),
-            ("ext_item_size", self.ext.item_size.to_string()),
-            ("ext_item_age", self.ext.item_age.to_string()),
-            ("ext_low_ttl", self.ext.low_ttl.to_string()),
-            ("ext_recache_rate", self.ext.recache_rate.to_string()),
-            ("ext_wbuf_size", self.ext.wbuf_size.to_string()),
-            ("ext_compact_under", self.ext.compact_under.to_string()),
-            ("ext_drop_under", self.ext.drop_under.to_string()),
-            ("ext_max_sleep", self.ext.max_sleep.to_string()),
-            ("ext_max_frag", format!("{:.2}", self.ext.max_frag)),
+            ("ext_item_size", ctx.ext.item_size.to_string()),
+            ("ext_item_age", ctx.ext.item_age.to_string()),
+            ("ext_low_ttl", ctx.ext.low_ttl.to_string()),
+            ("ext_recache_rate", ctx.ext.recache_rate.to_string()),
+            ("ext_wbuf_size", ctx.ext.wbuf_size.to_string()),
+            ("ext_compact_under", ctx.ext.compact_under.to_string()),
+            ("ext_drop_under", ctx.ext.drop_under.to_string()),
+            ("ext_max_sleep", ctx.ext.max_sleep.to_string()),
+            ("ext_max_frag", format!("{:.2}", ctx.ext.max_frag)),
             (
                 "slab_automove_freeratio",
                 format!("{:.3}", self.slab_automove_freeratio),
             ),
-            ("ext_drop_unread", yn(self.ext.drop_unread)),
+            ("ext_drop_unread", yn(ctx.ext.drop_unread)),
             ("ssl_enabled", yn(self.tls)),
             ("ssl_chain_cert", or_null(&self.ssl.chain_cert, "(null)")),
             ("ssl_key", or_null(&self.ssl.key, "(null)")),
@@ -595,6 +595,8 @@ pub struct SettingsStatsCtx {
     pub temp_lru: bool,
     pub temporary_ttl: u32,
     pub track_sizes: bool,
+    /// The `ext_*` values, as the `extstore` command last set them.
+    pub ext: ExtstoreSettings,
 }
 
 impl SettingsStatsCtx {
@@ -617,6 +619,7 @@ impl SettingsStatsCtx {
             temp_lru: s.temp_lru,
             temporary_ttl: s.temporary_ttl,
             track_sizes: s.track_sizes,
+            ext: s.ext.clone(),
         }
     }
 }

@@ -263,6 +263,61 @@ fn lru_commands_change_the_running_cache_like_memcached() {
     }
 }
 
+/// `extstore <setting> <value>` (Debian's memcached is built with
+/// extstore, so the command exists even without `ext_path`): the same
+/// replies as memcached, and `stats settings` shows what it set, including
+/// the 0 memcached leaves behind after a value it cannot read.
+/// `stats extstore` lists no pages.
+#[test]
+fn extstore_command_changes_settings_like_memcached() {
+    let run = |kind: Kind| -> Vec<String> {
+        let s = Server::start(kind, &[]);
+        let mut c = Conn::new(s.port());
+        let mut out = Vec::new();
+        for line in [
+            "extstore",
+            "extstore item_size",
+            "extstore item_size abc",
+            "extstore item_age 4294967297",
+            "extstore recache_rate -0",
+            "extstore compact_under 3 4",
+            // noreply: only the next command's reply comes back.
+            "extstore low_ttl 5 noreply\r\nextstore drop_under 2",
+            "extstore max_sleep 10",
+            "extstore max_frag x",
+            "extstore drop_unread 7",
+            "extstore free_memchunks 63 1",
+            "extstore free_memchunks 64 1",
+            "extstore free_memchunks 1",
+            "extstore bogus 1",
+            "extstore HTTP/1.1",
+            "stats extstore",
+            "version",
+        ] {
+            out.push(c.cmd(&format!("{line}\r\n"), &[b"\r\n"]));
+        }
+        let settings = c.stat_map("settings");
+        let mut ext: Vec<String> = settings
+            .iter()
+            .filter(|(k, _)| k.starts_with("ext_"))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        ext.sort();
+        out.extend(ext);
+        out
+    };
+    let want = run(Kind::Memcached);
+    let got = run(Kind::Gannet);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        if w.starts_with("VERSION") {
+            continue;
+        }
+        assert_eq!(g, w);
+    }
+    assert!(want.contains(&"ext_max_frag 0.00".to_string()), "{want:?}");
+}
+
 /// `stats sizes` without `-o track_sizes` and `stats detail dump` agree
 /// byte for byte; detail counts per prefix.
 #[test]

@@ -1,5 +1,5 @@
-//! Administrative commands: `slabs`, `lru`, `lru_crawler`, `watch`, and
-//! the debug-build-only `debugtime`.
+//! Administrative commands: `slabs`, `lru`, `lru_crawler`, `watch`,
+//! `extstore`, and the debug-build-only `debugtime`.
 //!
 //! They tune the running cache the way memcached's do, and answer with
 //! memcached's exact replies (argument checks included), because operators
@@ -8,8 +8,9 @@
 //! cache; the crawler's live in `Tunables`. `stats settings` reports both.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
 
-use crate::config::Settings;
+use crate::config::{ExtstoreSettings, Settings};
 use crate::protocol::number;
 use crate::protocol::text::{self as proto, Tokens};
 
@@ -23,6 +24,9 @@ pub struct Tunables {
     pub lru_crawler: AtomicBool,
     pub lru_crawler_sleep: AtomicU32,
     pub lru_crawler_tocrawl: AtomicU32,
+    /// The `ext_*` settings the `extstore` command changes. gannet has no
+    /// external store; they are kept for `stats settings`.
+    pub ext: Mutex<ExtstoreSettings>,
 }
 
 impl Tunables {
@@ -31,6 +35,7 @@ impl Tunables {
             lru_crawler: AtomicBool::new(s.lru_crawler),
             lru_crawler_sleep: AtomicU32::new(s.lru_crawler_sleep),
             lru_crawler_tocrawl: AtomicU32::new(s.lru_crawler_tocrawl),
+            ext: Mutex::new(s.ext.clone()),
         }
     }
 }
@@ -169,6 +174,13 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
                 answer("ERROR");
             }
         }
+        b"extstore" => {
+            let ok = ntokens >= 4 && {
+                let mut ext = t.ext.lock().unwrap_or_else(|e| e.into_inner());
+                extstore(&mut ext, arg(0), arg(1), arg(2), ntokens)
+            };
+            answer(if ok { "OK" } else { "ERROR" });
+        }
         #[cfg(debug_assertions)]
         b"debugtime" => {
             // Test-only: move the clock forward. Compiled out of release
@@ -190,6 +202,40 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
         _ => reply(out, "ERROR"),
     }
     Action::Continue
+}
+
+/// memcached's `extstore <setting> <value>`: sets one `ext_*` value
+/// (read as memcached reads it) and says whether it took. memcached reads
+/// straight into the setting, and its readers store 0 before they parse,
+/// so a bad value answers ERROR and leaves the setting at 0.
+/// `free_memchunks <class> <limit>` is deprecated there and only checked.
+fn extstore(ext: &mut ExtstoreSettings, what: &[u8], v: &[u8], v2: &[u8], ntokens: usize) -> bool {
+    let set = |field: &mut u32| {
+        let n = number::strtoul(v);
+        *field = n.unwrap_or(0);
+        n.is_some()
+    };
+    match what {
+        b"free_memchunks" if ntokens > 4 => {
+            matches!((number::strtoul(v), number::strtoul(v2)), (Some(class), Some(_)) if class < 64)
+        }
+        b"item_size" => set(&mut ext.item_size),
+        b"item_age" => set(&mut ext.item_age),
+        b"low_ttl" => set(&mut ext.low_ttl),
+        b"recache_rate" => set(&mut ext.recache_rate),
+        b"compact_under" => set(&mut ext.compact_under),
+        b"drop_under" => set(&mut ext.drop_under),
+        b"max_sleep" => set(&mut ext.max_sleep),
+        b"max_frag" => {
+            let f = number::strtod(v);
+            ext.max_frag = f.unwrap_or(0.0);
+            f.is_some()
+        }
+        b"drop_unread" => number::strtoul(v)
+            .map(|n| ext.drop_unread = n != 0)
+            .is_some(),
+        _ => false,
+    }
 }
 
 /// memcached's class list for the crawler: `all`, or class ids from 1 to

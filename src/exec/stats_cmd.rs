@@ -52,6 +52,12 @@ pub fn stats(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
             return;
         }
         Some(b"conns") => Group::Conns,
+        // The pages of the external store: memcached without `ext_path`
+        // has none to list, and gannet has no external store.
+        Some(b"extstore") => {
+            out.extend_from_slice(b"END\r\n");
+            return;
+        }
         Some(b"cachedump") => {
             cachedump(ctx, toks.next(), toks.next(), out);
             return;
@@ -318,6 +324,7 @@ fn settings(ctx: &Ctx, out: &mut Vec<u8>) {
     rt.warm_max_factor = live.warm_max_factor;
     rt.temp_lru = live.temp_lru;
     rt.temporary_ttl = live.temporary_ttl;
+    rt.ext = t.ext.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for (k, v) in s.stats_settings(&rt) {
         stats::push_stat(out, k, v);
     }

@@ -191,7 +191,7 @@ pub enum Command<'a> {
         line: &'a [u8],
     },
     /// Administrative commands whose arguments `exec` interprets
-    /// (`slabs`, `lru`, `lru_crawler`, `watch`, and the debug-build-only
+    /// (`slabs`, `lru`, `lru_crawler`, `watch`, `extstore`, and the debug-build-only
     /// `debugtime` and `debugpanic`): name and unsplit arguments.
     Admin {
         name: &'a [u8],
@@ -385,7 +385,8 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, Reject> {
             })
         }
         b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => Ok(Command::Meta { line }),
-        b"slabs" | b"lru" | b"lru_crawler" | b"watch" | b"debugtime" | b"debugpanic" => {
+        b"slabs" | b"lru" | b"lru_crawler" | b"watch" | b"extstore" | b"debugtime"
+        | b"debugpanic" => {
             let mut rest = Tokens::new(line);
             rest.next();
             Ok(Command::Admin {
