@@ -33,7 +33,7 @@
 //! request and the pieces exec needs to write memcached's replies, in
 //! request order, without `format!`.
 
-use super::number::{push_u64, strtol_long, strtoull};
+use super::number::{push_u64, strtol, strtoull};
 
 /// Longest key memcached accepts, counted on the key as sent (so for a
 /// base64 key this limits the encoded form).
@@ -434,7 +434,7 @@ fn parse_inner(line: &[u8]) -> Result<MetaRequest<'_>, Reject> {
         }
         check_token_count(command, after_key)?;
         let len_token = tokens.next().ok_or(MetaError::BadFormat)?;
-        let len = strtol_long(len_token).ok_or(MetaError::BadFormat)? as i32;
+        let len = strtol(len_token).ok_or(MetaError::BadFormat)?;
         req.data_len = u32::try_from(len)
             .ok()
             .filter(|&n| n <= DATA_LEN_MAX)
@@ -527,16 +527,13 @@ fn walk_flags(req: &mut MetaRequest<'_>) -> Result<(), MetaError> {
                     pending = Some(MetaError::KeyDecode);
                 }
             }
-            b'N' | b'T' | b'R' => match strtol_long(value) {
-                // memcached keeps the low 32 bits of the C long.
-                Some(v) => {
-                    let v = Some(v as i32);
-                    match letter {
-                        b'N' => req.vivify_ttl = v,
-                        b'T' => req.ttl = v,
-                        _ => req.recache_ttl = v,
-                    }
-                }
+            // memcached keeps the low 32 bits of the C long.
+            b'N' | b'T' | b'R' => match strtol(value) {
+                Some(v) => match letter {
+                    b'N' => req.vivify_ttl = Some(v),
+                    b'T' => req.ttl = Some(v),
+                    _ => req.recache_ttl = Some(v),
+                },
                 None => pending = Some(MetaError::BadToken),
             },
             b'O' => req.opaque = Some(value),

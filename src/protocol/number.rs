@@ -74,7 +74,7 @@ pub fn strtoul(s: &[u8]) -> Option<u32> {
 /// C's `strtol` as `safe_strtol` checks it: a `long` (64 bits), `None`
 /// outside its range.
 #[inline]
-pub fn strtol_long(s: &[u8]) -> Option<i64> {
+fn strtol_long(s: &[u8]) -> Option<i64> {
     let (negative, magnitude) = scan(s)?;
     if negative {
         (magnitude <= 1 << 63).then(|| (magnitude as i64).wrapping_neg())

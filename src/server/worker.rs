@@ -34,9 +34,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Stop running requests for a connection once this much output waits,
 /// and send it first.
 const OUT_LIMIT: usize = 1024 * 1024;
-/// At most this much unread input is dropped before a close, so that the
-/// close sends a FIN after the last reply rather than a reset that loses
-/// it (`Stream::discard_unread`); past it a flooding client gets the reset.
+/// When a request ends its connection (`Conn::closing`), at most this much
+/// unread input is dropped before the close, so that the close sends a FIN
+/// after the last reply rather than a reset that loses it
+/// (`Stream::discard_unread`); past it a flooding client gets the reset.
+/// Other closes (end of input, socket errors) have nothing to drop.
 const DISCARD_ON_CLOSE: usize = 4 * 1024 * 1024;
 const REJECT_MSG: &[u8] = b"ERROR Too many open connections\r\n";
 
@@ -391,7 +393,9 @@ impl Worker {
             self.shared.conn_table.remove(c.fd);
             self.stats.read_bufs.change(c.input.footprint(), (0, true));
             c.stream.shutdown();
-            c.stream.discard_unread(&mut self.rbuf, DISCARD_ON_CLOSE);
+            if c.closing {
+                c.stream.discard_unread(&mut self.rbuf, DISCARD_ON_CLOSE);
+            }
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.shared.conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
             log::debug!("worker {}: closed connection {}", self.id, key);
