@@ -8,7 +8,12 @@
 #
 # Usage: benches/ab-cpu.sh GANNET_BIN [GANNET_BIN...]
 # Environment: ROUNDS (3), DURATION (s, 4), KEYS (100000), BENCH
-# (default $CARGO_TARGET_DIR/release/gannet-bench), MEMCACHED.
+# (default $CARGO_TARGET_DIR/release/gannet-bench), MEMCACHED, CASES
+# (client flags per case, cases separated by ';'; default: 90/10 get/set
+# of 100-byte values over KEYS keys, text at pipeline 1 and binary at 8).
+# Example, sets of 100 KB values:
+#   CASES="--protocol text -P 1 --ratio 0:1 --value-size 102400 -n 2000" \
+#       benches/ab-cpu.sh /tmp/gannet-before /tmp/gannet-after
 # Output: one line per run: case, server, round, ops/s, server CPU us/op,
 # errors.
 set -euo pipefail
@@ -27,8 +32,11 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 SERVERS=("$MEMCACHED" "$@")
 pid=""
 trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null || true' EXIT
-for cs in "text -P 1" "binary -P 8"; do
-    read -r -a cargs <<<"--protocol $cs"
+common="--ratio 9:1 --value-size 100 -n $KEYS"
+CASES=${CASES:-"--protocol text -P 1 $common;--protocol binary -P 8 $common"}
+IFS=';' read -r -a cases <<<"$CASES"
+for cs in "${cases[@]}"; do
+    read -r -a cargs <<<"$cs"
     for round in $(seq "$ROUNDS"); do
         for bin in "${SERVERS[@]}"; do
             port=$((12000 + RANDOM % 15000))
@@ -37,8 +45,8 @@ for cs in "text -P 1" "binary -P 8"; do
                 -c 1024 >/dev/null 2>&1 &
             pid=$!
             for _ in $(seq 50); do port_open "$port" && break; sleep 0.1; done
-            j=$(taskset -c 0 "$BENCH" -p "$port" --ratio 9:1 --key-size 32 --value-size 100 \
-                -c 10 -n "$KEYS" --prefill -w 1 -d "$DURATION" "${cargs[@]}" \
+            j=$(taskset -c 0 "$BENCH" -p "$port" --key-size 32 \
+                -c 10 --prefill -w 1 -d "$DURATION" "${cargs[@]}" \
                 --server-pid "$pid" --json | tail -n 1)
             kill "$pid"
             wait "$pid" 2>/dev/null || true

@@ -393,25 +393,43 @@ fn large_pipelined_responses(kind: Kind) {
 /// into a reset that drops replies still queued in the kernel. gannet
 /// only (memcached 1.6.18 resets here: of the 1 MB text reply below, with
 /// 30,000 bytes after `quit`, 128,007 bytes reach the client).
+///
+/// Made deterministic: the client's small receive buffer keeps part of
+/// the 1 MB reply in the server's send queue when it closes, and the
+/// 100,000 bytes after the closing request are more than the server's
+/// first read (64 KiB) takes but fit in its receive window, so they have
+/// all arrived, unread, long before the reply is written.
 #[test]
 fn replies_before_a_close_survive_unread_input() {
     let mut s = Server::start(Kind::Gannet, &[]);
     let value: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut c = s.connect();
+    let set = [b"set big 0 0 1000000\r\n".as_slice(), &value, b"\r\n"].concat();
+    assert_eq!(show(&c.exchange(&set, 8).bytes), show(b"STORED\r\n"));
+    let trailer = vec![b'j'; 100_000];
+    let slow_reader = || {
+        let c = s.connect();
+        socket2::SockRef::from(c.stream())
+            .set_recv_buffer_size(32 * 1024)
+            .unwrap();
+        c
+    };
 
-    // Binary: SETQ of 1 MB, GETQ of it, then a header whose body cannot
-    // hold its extras and key (answered, then closed), then a NOOP that
-    // is never read.
+    // Binary: GETQ of the 1 MB value, then a header whose body cannot
+    // hold its extras and key (answered, then closed), then a NOOP and
+    // more that are never read.
     let mut bad = bin_packet(0x01, b"k0", &[0; 8], b"v", 0, 7);
     bad[8..12].copy_from_slice(&6u32.to_be_bytes());
     let input = [
-        bin_packet(0x11, b"big", &[0; 8], &value, 0, 1),
         bin_packet(0x09, b"big", &[], &[], 0, 2),
         bad,
         bin_packet(0x0a, &[], &[], &[], 0, 3),
+        trailer.clone(),
     ]
     .concat();
-    let mut c = s.connect();
+    let mut c = slow_reader();
     c.send(&input);
+    thread::sleep(Duration::from_millis(200));
     let r = c.wait_close(Duration::from_secs(5));
     let getq = 24 + 4 + value.len();
     assert!(r.closed, "binary: not closed");
@@ -423,9 +441,10 @@ fn replies_before_a_close_survive_unread_input() {
         show(&r.bytes[getq..])
     );
 
-    // Text: the same value, `quit`, then 200 KB nobody will read.
-    let mut c = s.connect();
-    c.send(&[b"get big\r\nquit\r\n".as_slice(), &vec![b'j'; 200_000]].concat());
+    // Text: the same value, `quit`, then input nobody will read.
+    let mut c = slow_reader();
+    c.send(&[b"get big\r\nquit\r\n".as_slice(), &trailer].concat());
+    thread::sleep(Duration::from_millis(200));
     let r = c.wait_close(Duration::from_secs(5));
     let head = format!("VALUE big 0 {}\r\n", value.len());
     let want = [head.as_bytes(), &value, b"\r\nEND\r\n"].concat();

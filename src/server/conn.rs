@@ -5,7 +5,8 @@
 //! scratch buffer; only a request split across reads is copied into the
 //! connection's own `input`, and only output the socket refused is kept
 //! in `pending`. Both are released once empty, so ten thousand idle
-//! connections cost their `Conn` structs and nothing more.
+//! connections cost their `Conn` structs and nothing more (a large emptied
+//! input buffer goes to the worker's `BufPool` for the next large request).
 
 use std::io::{self, Read, Write};
 
@@ -16,6 +17,7 @@ use mio::{Interest, Registry, Token};
 use crate::clock::RelTime;
 use crate::exec::session::Session;
 
+use super::bufpool::BufPool;
 use super::tls::TlsStream;
 
 /// Capacity above which an emptied buffer is freed rather than kept.
@@ -175,47 +177,87 @@ impl InputBuf {
         &self.buf[self.start..self.end]
     }
 
-    /// Drop `n` processed bytes from the front.
-    pub fn consume(&mut self, n: usize) {
+    /// Drop `n` processed bytes from the front. An emptied buffer larger
+    /// than `KEEP_CAPACITY` goes back to the worker's `pool`.
+    pub fn consume(&mut self, n: usize, pool: &mut BufPool) {
         self.start = (self.start + n).min(self.end);
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
             if self.buf.len() > KEEP_CAPACITY {
-                self.buf = Vec::new();
+                pool.give(std::mem::take(&mut self.buf));
             }
         }
     }
 
-    /// Make room for at least `n` more bytes after `end`.
-    fn reserve(&mut self, n: usize) {
-        if self.buf.len() - self.end >= n {
-            return;
-        }
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.buf.len() - self.end < n {
-            let size = (self.end + n).next_power_of_two();
-            self.buf.resize(size, 0);
+    /// Let go of the buffer (the connection is closing): a large one goes
+    /// back to `pool`.
+    pub fn release(&mut self, pool: &mut BufPool) {
+        self.start = 0;
+        self.end = 0;
+        let buf = std::mem::take(&mut self.buf);
+        if buf.len() > KEEP_CAPACITY {
+            pool.give(buf);
         }
     }
 
-    pub fn extend_from_slice(&mut self, data: &[u8]) {
-        self.reserve(data.len());
+    /// Make room for at least `n` more bytes after `end`. Live bytes move
+    /// to the front when that makes room; otherwise they move into a new
+    /// buffer (a power of two; from `pool` when larger than
+    /// `KEEP_CAPACITY`), and a large old one goes back to the pool.
+    fn reserve(&mut self, n: usize, pool: &mut BufPool) {
+        if self.buf.len() - self.end >= n {
+            return;
+        }
+        let len = self.end - self.start;
+        if self.buf.len() - len >= n {
+            self.buf.copy_within(self.start..self.end, 0);
+        } else {
+            let size = (len + n).next_power_of_two();
+            let mut grown = if size > KEEP_CAPACITY {
+                pool.take(size)
+            } else {
+                vec![0; size]
+            };
+            grown[..len].copy_from_slice(&self.buf[self.start..self.end]);
+            let old = std::mem::replace(&mut self.buf, grown);
+            if old.len() > KEEP_CAPACITY {
+                pool.give(old);
+            }
+        }
+        self.start = 0;
+        self.end = len;
+    }
+
+    /// Make room for a request of `total` bytes, of which the buffer
+    /// holds the first ones: growing once to its known size saves copying
+    /// the bytes already buffered at every growth.
+    pub fn reserve_total(&mut self, total: usize, pool: &mut BufPool) {
+        if let Some(more) = total.checked_sub(self.len()) {
+            self.reserve(more, pool);
+        }
+    }
+
+    pub fn extend_from_slice(&mut self, data: &[u8], pool: &mut BufPool) {
+        self.reserve(data.len(), pool);
         self.buf[self.end..self.end + data.len()].copy_from_slice(data);
         self.end += data.len();
     }
 
-    /// One `read` from `src` into the free space, with room for at least
-    /// `want` bytes.
-    pub fn read_from(&mut self, src: &mut impl Read, want: usize) -> io::Result<usize> {
-        self.reserve(want);
+    /// One `read` from `src` into all the free space, which is made at
+    /// least `want` bytes. Returns the bytes read and whether they filled
+    /// less than the space offered (on a stream socket: it is empty now).
+    pub fn read_from(
+        &mut self,
+        src: &mut impl Read,
+        want: usize,
+        pool: &mut BufPool,
+    ) -> io::Result<(usize, bool)> {
+        self.reserve(want, pool);
+        let offered = self.buf.len() - self.end;
         let n = src.read(&mut self.buf[self.end..])?;
         self.end += n;
-        Ok(n)
+        Ok((n, n < offered))
     }
 }
 
@@ -329,19 +371,72 @@ impl Conn {
 mod tests {
     use super::*;
 
+    fn pool() -> (BufPool, std::sync::Arc<crate::stats::ThreadStats>) {
+        let stats = std::sync::Arc::new(crate::stats::ThreadStats::default());
+        (BufPool::new(std::sync::Arc::clone(&stats)), stats)
+    }
+
     #[test]
     fn input_buf_consumes_and_compacts() {
+        let (mut p, _) = pool();
         let mut b = InputBuf::default();
-        b.extend_from_slice(b"hello world");
-        b.consume(6);
+        b.extend_from_slice(b"hello world", &mut p);
+        b.consume(6, &mut p);
         assert_eq!(b.data(), b"world");
         let mut src: &[u8] = b"!!";
-        assert_eq!(b.read_from(&mut src, 100).unwrap(), 2);
+        assert_eq!(b.read_from(&mut src, 100, &mut p).unwrap(), (2, true));
         assert_eq!(b.data(), b"world!!");
         assert!(b.buf.len() - b.end >= 98);
-        b.consume(7);
+        b.consume(7, &mut p);
         assert!(b.is_empty());
         assert_eq!((b.start, b.end), (0, 0));
+    }
+
+    #[test]
+    fn a_read_that_fills_the_space_offered_is_not_short() {
+        let (mut p, _) = pool();
+        let mut b = InputBuf::default();
+        let data = vec![7u8; 1000];
+        let mut src: &[u8] = &data;
+        let (n, short) = b.read_from(&mut src, 600, &mut p).unwrap();
+        // 600 rounds up to a 1024-byte buffer: 1000 bytes leave it short.
+        assert_eq!((n, short, b.buf.len()), (1000, true, 1024));
+        let mut src: &[u8] = &data;
+        let (n, short) = b.read_from(&mut src, 24, &mut p).unwrap();
+        assert_eq!((n, short), (24, false));
+    }
+
+    #[test]
+    fn large_buffers_cycle_through_the_pool() {
+        let (mut p, stats) = pool();
+        let mut b = InputBuf::default();
+        b.extend_from_slice(&[1; 100], &mut p);
+        // Growing past KEEP_CAPACITY takes a pooled buffer when one fits;
+        // the live bytes move with it.
+        p.give(vec![9; 256 * 1024]);
+        let mut src: &[u8] = &[2; 50_000];
+        b.read_from(&mut src, 100_000, &mut p).unwrap();
+        assert_eq!(b.buf.len(), 256 * 1024);
+        assert_eq!(p.bytes(), 0);
+        assert_eq!(&b.data()[98..102], &[1, 1, 2, 2]);
+        assert_eq!(b.len(), 50_100);
+        // Emptied, it goes back rather than being freed.
+        b.consume(50_100, &mut p);
+        assert_eq!((b.buf.len(), p.bytes()), (0, 256 * 1024));
+        assert_eq!(stats.read_bufs.get(), (1, 256 * 1024, 256 * 1024));
+        // A small emptied buffer stays with its connection.
+        b.extend_from_slice(b"x", &mut p);
+        b.consume(1, &mut p);
+        assert!(b.buf.len() <= KEEP_CAPACITY && !b.buf.is_empty());
+        b.release(&mut p);
+        assert!(b.buf.is_empty());
+        assert_eq!(p.bytes(), 256 * 1024);
+        // Room for a whole request of known size, in one growth.
+        b.reserve_total(100_000, &mut p);
+        assert_eq!(b.buf.len(), 256 * 1024);
+        b.extend_from_slice(&[3; 60_000], &mut p);
+        b.reserve_total(100_000, &mut p);
+        assert_eq!((b.buf.len(), b.len()), (256 * 1024, 60_000));
     }
 
     #[test]

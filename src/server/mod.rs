@@ -4,6 +4,7 @@
 //! any thread runs), then starts one worker thread per `-t`, each with
 //! its own poll loop and its own SO_REUSEPORT listener per address.
 
+pub mod bufpool;
 pub mod conn;
 pub mod listener;
 pub mod port_file;

@@ -22,6 +22,7 @@ use crate::exec::text::Progress;
 use crate::exec::{Action, Ctx, Shared, StopRequest};
 use crate::stats::{ConnEntry, ThreadStats};
 
+use super::bufpool::BufPool;
 use super::conn::{Conn, Stream};
 use super::tls::TlsContext;
 
@@ -31,6 +32,12 @@ const LISTENER_BASE: usize = usize::MAX - 1024;
 const UDP_BASE: usize = LISTENER_BASE - 1024;
 /// Size of the shared read buffer; also the read size for split requests.
 const READ_CHUNK: usize = 64 * 1024;
+/// A partial request whose known size exceeds what is buffered by at
+/// least this much reads the rest straight into the connection's buffer,
+/// skipping the copy out of the scratch buffer. Below it, a read into the
+/// scratch buffer also picks up the requests pipelined behind, for the
+/// price of copying a small tail twice.
+const DIRECT_MIN: usize = 1024;
 /// Stop running requests for a connection once this much output waits,
 /// and send it first.
 const OUT_LIMIT: usize = 1024 * 1024;
@@ -92,6 +99,8 @@ pub struct Worker {
     stats: Arc<ThreadStats>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    /// Emptied large input buffers, for the next large request.
+    pool: BufPool,
     ready: Vec<usize>,
     /// UDP sockets (indexes into `udp`) that still had datagrams when
     /// their per-turn budget ran out; served again after the next poll.
@@ -167,6 +176,7 @@ impl Worker {
             udp,
             conns: Slab::new(),
             shared,
+            pool: BufPool::new(Arc::clone(&stats)),
             stats,
             rbuf: vec![0; READ_CHUNK],
             wbuf: Vec::with_capacity(READ_CHUNK),
@@ -392,6 +402,7 @@ impl Worker {
             self.watchers.retain(|w| w.0 != key);
             self.shared.conn_table.remove(c.fd);
             self.stats.read_bufs.change(c.input.footprint(), (0, true));
+            c.input.release(&mut self.pool);
             c.stream.shutdown();
             if c.closing {
                 c.stream.discard_unread(&mut self.rbuf, DISCARD_ON_CLOSE);
@@ -534,23 +545,23 @@ impl Worker {
                 // Read into the worker's scratch buffer and keep only the
                 // bytes that arrived, so a connection holding a partial
                 // request costs that request's size, not a whole read
-                // buffer. Only a large data block of known size is read
-                // straight into the connection's buffer.
+                // buffer. The rest of a data block of known size is read
+                // straight into the connection's buffer: its bytes are
+                // then copied once, into the item, instead of twice.
                 let len = conn.input.len();
-                let direct = len > 0 && need > len + READ_CHUNK;
-                // A read of fewer bytes than this left the socket empty
-                // (read_from offers at least `need - len`).
-                let asked = if direct { need - len } else { self.rbuf.len() };
+                let direct = len > 0 && need >= len + DIRECT_MIN;
                 let res = if direct {
-                    conn.input.read_from(&mut conn.stream, need - len)
+                    conn.input
+                        .read_from(&mut conn.stream, need - len, &mut self.pool)
                 } else {
-                    conn.stream.read(&mut self.rbuf[..])
+                    let r = conn.stream.read(&mut self.rbuf[..]);
+                    r.map(|n| (n, n < self.rbuf.len()))
                 };
                 match res {
-                    Ok(0) => eof = true,
-                    Ok(n) => {
+                    Ok((0, _)) => eof = true,
+                    Ok((n, short)) => {
                         got = n;
-                        blocked = short_read_drains && n < asked;
+                        blocked = short_read_drains && short;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => blocked = true,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -560,7 +571,8 @@ impl Worker {
                     if len == 0 {
                         from_scratch = true;
                     } else {
-                        conn.input.extend_from_slice(&self.rbuf[..got]);
+                        conn.input
+                            .extend_from_slice(&self.rbuf[..got], &mut self.pool);
                     }
                 }
             }
@@ -600,16 +612,20 @@ impl Worker {
                     // either).
                     let left = got - p.consumed;
                     if conn.input.footprint().0 == 0
-                        && over_read_buf_limit(&self.shared, &self.stats, left)
+                        && over_read_buf_limit(&self.shared, &self.stats, &mut self.pool, left)
                     {
                         self.stats.ops.read_buf_oom.incr();
                         close = true;
                         break;
                     }
-                    conn.input.extend_from_slice(&self.rbuf[p.consumed..got]);
+                    // A data block of known size gets its whole buffer now,
+                    // so its first part is not copied again as it grows.
+                    conn.input.reserve_total(p.need, &mut self.pool);
+                    conn.input
+                        .extend_from_slice(&self.rbuf[p.consumed..got], &mut self.pool);
                 }
             } else {
-                conn.input.consume(p.consumed);
+                conn.input.consume(p.consumed, &mut self.pool);
             }
             if !self.wbuf.is_empty() {
                 crate::exec::watch::log_replies(conn.fd, &self.wbuf);
@@ -695,13 +711,22 @@ impl Worker {
 /// Whether `more` bytes of connection buffers would take this worker
 /// past its share of `read_buf_mem_limit` (the limit over `-t`, as
 /// memcached splits it). Never while no connection holds a buffer,
-/// so one request can always be buffered.
-fn over_read_buf_limit(shared: &Shared, stats: &ThreadStats, more: usize) -> bool {
+/// so one request can always be buffered. Spare buffers in `pool` count
+/// as held, and are freed before the answer is yes.
+fn over_read_buf_limit(
+    shared: &Shared,
+    stats: &ThreadStats,
+    pool: &mut BufPool,
+    more: usize,
+) -> bool {
     let limit = shared.settings.read_buf_mem_limit as usize;
     if limit == 0 {
         return false;
     }
     let share = limit / shared.settings.threads.max(1);
-    let held = stats.read_bufs.get().1 as usize - READ_CHUNK;
-    held > 0 && held + more > share
+    let held = || stats.read_bufs.get().1 as usize - READ_CHUNK;
+    if held() + more > share {
+        pool.clear();
+    }
+    held() > 0 && held() + more > share
 }
