@@ -42,6 +42,7 @@ both!(
     many_connections_at_once,
     half_close_still_answers,
     large_pipelined_responses,
+    large_values_in_pieces,
 );
 
 /// Send `input`, expect exactly `expected` and whether the server closed.
@@ -452,4 +453,95 @@ fn replies_before_a_close_survive_unread_input() {
     assert_eq!(r.bytes.len(), want.len(), "text: reply length");
     assert!(r.bytes == want, "text: reply differs");
     s.assert_alive("a close with unread input");
+}
+
+/// Values larger than one read, with requests pipelined behind them, sent
+/// whole and in pieces of odd sizes (one byte, a little under and over the
+/// server's read sizes): every byte ends up in the right item and every
+/// reply comes back in order, in the text, meta and binary protocols.
+fn large_values_in_pieces(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    let pattern = |n: usize, seed: u8| -> Vec<u8> {
+        (0..n)
+            .map(|i| b'a' + ((i * 7 + usize::from(seed)) % 26) as u8)
+            .collect()
+    };
+    let (v1, v2) = (pattern(300_000, 1), pattern(70_001, 2));
+    let cuts: [&[usize]; 3] = [
+        &[usize::MAX],
+        &[1, 1000, 4095, 65_536, 70_001, 3],
+        &[17, 131_072],
+    ];
+    for (round, sizes) in cuts.iter().enumerate() {
+        let p = format!("r{round}");
+        let text_in = [
+            format!("set {p}a 0 0 300000\r\n").as_bytes(),
+            &v1,
+            format!("\r\nset {p}b 0 0 5\r\nhello\r\nget {p}a {p}b\r\nset {p}c 3 0 70001\r\n")
+                .as_bytes(),
+            &v2,
+            format!("\r\nget {p}c\r\n").as_bytes(),
+        ]
+        .concat();
+        let text_out = [
+            format!("STORED\r\nSTORED\r\nVALUE {p}a 0 300000\r\n").as_bytes(),
+            &v1,
+            format!("\r\nVALUE {p}b 0 5\r\nhello\r\nEND\r\nSTORED\r\nVALUE {p}c 3 70001\r\n")
+                .as_bytes(),
+            &v2,
+            b"\r\nEND\r\n",
+        ]
+        .concat();
+        let meta_in = [
+            format!("ms {p}m 300000 F5\r\n").as_bytes(),
+            &v1,
+            format!("\r\nmg {p}m v f\r\nmn\r\n").as_bytes(),
+        ]
+        .concat();
+        let meta_out = [b"HD\r\nVA 300000 f5\r\n".as_slice(), &v1, b"\r\nMN\r\n"].concat();
+        let key = format!("{p}bin");
+        let bin_in = [
+            bin_packet(0x11, key.as_bytes(), &[0, 0, 0, 9, 0, 0, 0, 0], &v1, 0, 1),
+            bin_packet(0x00, key.as_bytes(), &[], &[], 0, 2),
+            bin_packet(0x0a, &[], &[], &[], 0, 3),
+        ]
+        .concat();
+        for (what, input, want) in [
+            ("text", &text_in, Some(&text_out)),
+            ("meta", &meta_in, Some(&meta_out)),
+            ("binary", &bin_in, None),
+        ] {
+            let mut c = s.connect();
+            let mut rest = input.as_slice();
+            for &n in sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, more) = rest.split_at(n.min(rest.len()));
+                c.send(piece);
+                rest = more;
+                thread::sleep(Duration::from_millis(1));
+            }
+            let len = want.map_or(24 + 4 + v1.len() + 24, |w| w.len());
+            let r = c.read_reply(len, Duration::from_secs(2));
+            let ctx = format!("{}: {what}, pieces {sizes:?}", s.describe());
+            assert_eq!(r.bytes.len(), len, "{ctx}: reply length");
+            match want {
+                Some(w) => {
+                    let at = r.bytes.iter().zip(w.iter()).position(|(a, b)| a != b);
+                    assert!(at.is_none(), "{ctx}: first difference at byte {at:?}");
+                }
+                None => {
+                    // GET hit (flags 9), then the NOOP; the CAS is the server's.
+                    let (get, noop) = r.bytes.split_at(24 + 4 + v1.len());
+                    assert_eq!(&get[..2], &[0x81, 0x00], "{ctx}: get header");
+                    assert_eq!(&get[6..8], &[0, 0], "{ctx}: get status");
+                    assert_eq!(&get[24..28], &[0, 0, 0, 9], "{ctx}: flags");
+                    assert!(get[28..] == v1[..], "{ctx}: value differs");
+                    assert_eq!(&noop[..2], &[0x81, 0x0a], "{ctx}: noop");
+                }
+            }
+        }
+    }
+    s.assert_alive("large values in pieces");
 }

@@ -155,10 +155,15 @@ fn read_buf_stats_follow_connection_buffers() {
 /// holding a buffer finishes its request.
 #[test]
 fn read_buf_mem_limit_closes_connections_that_need_a_buffer() {
-    let server = Server::start(Kind::Gannet, &["-t", "1", "-o", "read_buf_mem_limit=1"]);
-    let value = vec![b'v'; 900_000];
+    // The partial value's buffer (its whole request, 1,100,000 bytes and
+    // more) alone passes the 1 MiB share.
+    let server = Server::start(
+        Kind::Gannet,
+        &["-t", "1", "-I", "2m", "-o", "read_buf_mem_limit=1"],
+    );
+    let value = vec![b'v'; 1_100_000];
     let mut big = server.connect();
-    big.send(b"set big 0 0 900000\r\n");
+    big.send(b"set big 0 0 1100000\r\n");
     big.send(&value[..600_000]);
     let deadline = Instant::now() + Duration::from_secs(5);
     while stat(&server, "read_buf_bytes") < 600_000 {

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use crate::stats::ThreadStats;
 
-/// Most bytes of spare buffers one worker keeps: one buffer for a value of
-/// the default `-I 1m` (its request rounds up to 2 MiB), or sixteen for
-/// 100 KB values.
+/// Most bytes of spare buffers one worker keeps: room for a buffer of a
+/// value of the default `-I 1m` (1 MiB and 4 KiB), or for nineteen of a
+/// 100 KB value.
 pub const POOL_BYTES: usize = 2 * 1024 * 1024;
 
 /// One worker's spare input buffers.

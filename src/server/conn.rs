@@ -203,9 +203,12 @@ impl InputBuf {
 
     /// Make room for at least `n` more bytes after `end`. Live bytes move
     /// to the front when that makes room; otherwise they move into a new
-    /// buffer (a power of two; from `pool` when larger than
-    /// `KEEP_CAPACITY`), and a large old one goes back to the pool.
-    fn reserve(&mut self, n: usize, pool: &mut BufPool) {
+    /// buffer (from `pool` when larger than `KEEP_CAPACITY`), and a large
+    /// old one goes back to the pool. The new buffer's size is a power of
+    /// two when more may follow (`exact` false: growth stays amortised),
+    /// else the request's size rounded up to 4 KiB, so a value just over
+    /// 1 MiB does not hold 2 MiB.
+    fn reserve(&mut self, n: usize, exact: bool, pool: &mut BufPool) {
         if self.buf.len() - self.end >= n {
             return;
         }
@@ -213,7 +216,11 @@ impl InputBuf {
         if self.buf.len() - len >= n {
             self.buf.copy_within(self.start..self.end, 0);
         } else {
-            let size = (len + n).next_power_of_two();
+            let size = if exact {
+                (len + n).div_ceil(4096) * 4096
+            } else {
+                (len + n).next_power_of_two()
+            };
             let mut grown = if size > KEEP_CAPACITY {
                 pool.take(size)
             } else {
@@ -234,26 +241,27 @@ impl InputBuf {
     /// the bytes already buffered at every growth.
     pub fn reserve_total(&mut self, total: usize, pool: &mut BufPool) {
         if let Some(more) = total.checked_sub(self.len()) {
-            self.reserve(more, pool);
+            self.reserve(more, true, pool);
         }
     }
 
     pub fn extend_from_slice(&mut self, data: &[u8], pool: &mut BufPool) {
-        self.reserve(data.len(), pool);
+        self.reserve(data.len(), false, pool);
         self.buf[self.end..self.end + data.len()].copy_from_slice(data);
         self.end += data.len();
     }
 
     /// One `read` from `src` into all the free space, which is made at
-    /// least `want` bytes. Returns the bytes read and whether they filled
-    /// less than the space offered (on a stream socket: it is empty now).
+    /// least `want` bytes, the rest of a request of known size. Returns
+    /// the bytes read and whether they filled less than the space offered
+    /// (on a stream socket: it is empty now).
     pub fn read_from(
         &mut self,
         src: &mut impl Read,
         want: usize,
         pool: &mut BufPool,
     ) -> io::Result<(usize, bool)> {
-        self.reserve(want, pool);
+        self.reserve(want, true, pool);
         let offered = self.buf.len() - self.end;
         let n = src.read(&mut self.buf[self.end..])?;
         self.end += n;
@@ -396,14 +404,18 @@ mod tests {
     fn a_read_that_fills_the_space_offered_is_not_short() {
         let (mut p, _) = pool();
         let mut b = InputBuf::default();
-        let data = vec![7u8; 1000];
-        let mut src: &[u8] = &data;
+        let data = vec![7u8; 5000];
+        let mut src: &[u8] = &data[..1000];
         let (n, short) = b.read_from(&mut src, 600, &mut p).unwrap();
-        // 600 rounds up to a 1024-byte buffer: 1000 bytes leave it short.
-        assert_eq!((n, short, b.buf.len()), (1000, true, 1024));
+        // The rest of a request of known size: its size rounded up to
+        // 4 KiB is offered, and 1000 bytes leave it short.
+        assert_eq!((n, short, b.buf.len()), (1000, true, 4096));
         let mut src: &[u8] = &data;
         let (n, short) = b.read_from(&mut src, 24, &mut p).unwrap();
-        assert_eq!((n, short), (24, false));
+        assert_eq!((n, short), (3096, false));
+        // Growth of unknown size goes by powers of two.
+        b.extend_from_slice(&data[..1], &mut p);
+        assert_eq!(b.buf.len(), 8192);
     }
 
     #[test]
