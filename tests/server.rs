@@ -134,7 +134,8 @@ fn read_buf_stats_follow_connection_buffers() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(stat(&server, "read_buf_count"), 3);
     let held = stat(&server, "read_buf_bytes");
-    assert!(held > scratch, "{held}");
+    // A few bytes of a small request cost about their size.
+    assert!(held > scratch && held - scratch < 256, "{held}");
     assert_eq!(stat(&server, "read_buf_bytes_free"), scratch);
 
     let r = c.exchange(b"56789\r\n", 8);

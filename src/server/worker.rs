@@ -618,9 +618,14 @@ impl Worker {
                         close = true;
                         break;
                     }
-                    // A data block of known size gets its whole buffer now,
-                    // so its first part is not copied again as it grows.
-                    conn.input.reserve_total(p.need, &mut self.pool);
+                    // A data block of known size that will be read straight
+                    // into the buffer gets its whole buffer now, so its
+                    // first part is not copied again as it grows. (A small
+                    // remainder grows by doubling: a connection holding a
+                    // few bytes of a request should not hold 4 KiB.)
+                    if p.need >= left + DIRECT_MIN {
+                        conn.input.reserve_total(p.need, &mut self.pool);
+                    }
                     conn.input
                         .extend_from_slice(&self.rbuf[p.consumed..got], &mut self.pool);
                 }
