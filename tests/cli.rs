@@ -331,10 +331,17 @@ fn parse_rejects_like_memcached() {
     }
 }
 
-/// Runs `path` with `-vv` and `args` until it accepts a connection, then
-/// stops it and returns the class table it printed at start-up.
+/// Runs `path` with `-vv` and `args` until it listens, then stops it and
+/// returns the class table it printed at start-up. The kernel picks the
+/// port (`-p -1`) and the server says when it listens through
+/// `MEMCACHED_PORT_FILENAME`, so parallel tests cannot take each other's
+/// port between a pick and a bind.
 fn class_table(path: &str, args: &[&str]) -> Vec<String> {
-    let port = free_port().to_string();
+    let port_file = std::env::temp_dir().join(format!(
+        "gannet-cli-ports-{}-{}",
+        std::process::id(),
+        PORT_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let mut child = Command::new(path)
         .args([
             "-u",
@@ -344,17 +351,18 @@ fn class_table(path: &str, args: &[&str]) -> Vec<String> {
             "-l",
             "127.0.0.1",
             "-p",
-            &port,
+            "-1",
             "-vv",
         ])
         .args(args)
+        .env("MEMCACHED_PORT_FILENAME", &port_file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {path}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).is_err() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !port_file.exists() {
         if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
             let _ = child.kill();
             panic!(
@@ -366,12 +374,16 @@ fn class_table(path: &str, args: &[&str]) -> Vec<String> {
     }
     let _ = child.kill();
     let out = child.wait_with_output().expect("collect stderr");
+    let _ = std::fs::remove_file(&port_file);
     String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| l.starts_with("slab class "))
         .map(str::to_string)
         .collect()
 }
+
+/// Numbers the port files of `class_table`.
+static PORT_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// `-o slab_sizes` replaces the `-n`/`-f` table: the same classes as
 /// memcached's, checked through the table both print at `-vv`.
@@ -408,9 +420,12 @@ impl Drop for Server {
     }
 }
 
-fn memcached_stats_settings(args: &[String]) -> Vec<(String, String)> {
+/// memcached's `stats settings` when started with `args`, or `None` when
+/// the port in `args` turned out to be taken (memcached exited, or another
+/// process answered there): the caller retries with another port.
+fn memcached_stats_settings(args: &[String]) -> Option<Vec<(String, String)>> {
     require_memcached();
-    let server = Server(
+    let mut server = Server(
         Command::new(MEMCACHED)
             .args(args)
             .stdin(Stdio::null())
@@ -425,43 +440,56 @@ fn memcached_stats_settings(args: &[String]) -> Vec<(String, String)> {
         .and_then(|i| args.get(i + 1))
         .and_then(|p| p.parse().ok())
         .expect("-p in args");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut conn = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
             Ok(c) => break c,
+            Err(_) if matches!(server.0.try_wait(), Ok(Some(_))) => return None,
             Err(e) if Instant::now() > deadline => panic!("memcached {args:?}: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     };
     conn.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    conn.write_all(b"stats settings\r\n").expect("send");
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.ends_with(b"END\r\n") {
-        let n = conn.read(&mut chunk).expect("read stats");
-        assert!(n > 0, "memcached closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
+    let mut ask = |what: &[u8]| -> Vec<(String, String)> {
+        conn.write_all(what).expect("send");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.ends_with(b"END\r\n") {
+            let n = conn.read(&mut chunk).expect("read stats");
+            assert!(n > 0, "memcached closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    let pid = server.0.id().to_string();
+    if !ask(b"stats\r\n").contains(&("pid".to_string(), pid)) {
+        return None;
     }
-    drop(server);
-    String::from_utf8_lossy(&buf)
-        .lines()
-        .filter_map(|l| l.strip_prefix("STAT "))
-        .map(|l| {
-            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
+    Some(ask(b"stats settings\r\n"))
 }
 
 fn compare_stats_settings(extra: &[&str]) {
-    let port = free_port().to_string();
-    let mut args: Vec<String> = ["-u", "nobody", "-U", "0", "-p", port.as_str()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mc = memcached_stats_settings(&args);
+    // The port is part of what is compared (`tcpport`), so it is picked
+    // here; a pick another process takes first is picked again.
+    let (args, mc) = (0..5)
+        .find_map(|_| {
+            let port = free_port().to_string();
+            let mut args: Vec<String> = ["-u", "nobody", "-U", "0", "-p", port.as_str()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            memcached_stats_settings(&args).map(|mc| (args, mc))
+        })
+        .expect("memcached found no free port in 5 tries");
 
     let mut argv = vec!["gannet".to_string()];
     argv.extend(args.iter().cloned());
