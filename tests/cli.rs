@@ -7,6 +7,8 @@
 //! The binary-level tests need `config::parse` wired into `main`; the
 //! library-level ones (`parse` and `stats_settings`) work on their own.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -337,11 +339,7 @@ fn parse_rejects_like_memcached() {
 /// `MEMCACHED_PORT_FILENAME`, so parallel tests cannot take each other's
 /// port between a pick and a bind.
 fn class_table(path: &str, args: &[&str]) -> Vec<String> {
-    let port_file = std::env::temp_dir().join(format!(
-        "gannet-cli-ports-{}-{}",
-        std::process::id(),
-        PORT_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    let port_file = common::temp_path("cli-port");
     let mut child = Command::new(path)
         .args([
             "-u",
@@ -361,29 +359,21 @@ fn class_table(path: &str, args: &[&str]) -> Vec<String> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {path}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !port_file.exists() {
-        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-            let _ = child.kill();
-            panic!(
-                "{path} {args:?} did not start: {:?}",
-                child.wait_with_output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if let Err(why) = common::wait_port_file(&mut child, &port_file) {
+        let _ = child.kill();
+        panic!(
+            "{path} {args:?} did not start ({why}): {:?}",
+            child.wait_with_output()
+        );
     }
     let _ = child.kill();
     let out = child.wait_with_output().expect("collect stderr");
-    let _ = std::fs::remove_file(&port_file);
     String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| l.starts_with("slab class "))
         .map(str::to_string)
         .collect()
 }
-
-/// Numbers the port files of `class_table`.
-static PORT_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// `-o slab_sizes` replaces the `-n`/`-f` table: the same classes as
 /// memcached's, checked through the table both print at `-vv`.

@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use crate::stats::ThreadStats;
 
+use super::conn::KEEP_CAPACITY;
+
 /// Most bytes of spare buffers one worker keeps: room for a buffer of a
 /// value of the default `-I 1m` (1 MiB and 4 KiB), or for nineteen of a
 /// 100 KB value.
@@ -27,19 +29,24 @@ pub struct BufPool {
     bufs: Vec<Vec<u8>>,
     bytes: usize,
     limit: usize,
+    /// Buffers of at most this many bytes bypass the pool: `take` makes
+    /// them new and `give` drops them (a connection keeps its own small
+    /// buffer, see `InputBuf::consume`).
+    small: usize,
     stats: Arc<ThreadStats>,
 }
 
 impl BufPool {
     pub fn new(stats: Arc<ThreadStats>) -> BufPool {
-        BufPool::with_limit(stats, POOL_BYTES)
+        BufPool::with_limits(stats, KEEP_CAPACITY, POOL_BYTES)
     }
 
-    pub fn with_limit(stats: Arc<ThreadStats>, limit: usize) -> BufPool {
+    pub fn with_limits(stats: Arc<ThreadStats>, small: usize, limit: usize) -> BufPool {
         BufPool {
             bufs: Vec::new(),
             bytes: 0,
             limit,
+            small,
             stats,
         }
     }
@@ -54,6 +61,9 @@ impl BufPool {
     /// hold on to the buffer of a large one), else a new zeroed one of
     /// exactly `min` bytes.
     pub fn take(&mut self, min: usize) -> Vec<u8> {
+        if min <= self.small {
+            return vec![0; min];
+        }
         let best = (self.bufs.iter().enumerate())
             .filter(|(_, b)| b.len() >= min && b.len() / 4 <= min)
             .min_by_key(|(_, b)| b.len())
@@ -69,10 +79,10 @@ impl BufPool {
         }
     }
 
-    /// Keep `buf` for a later `take` if the pool has room for it; drop it
-    /// otherwise.
+    /// Keep `buf` for a later `take` if it is not small and the pool has
+    /// room for it; drop it otherwise.
     pub fn give(&mut self, buf: Vec<u8>) {
-        if buf.is_empty() || self.bytes + buf.len() > self.limit {
+        if buf.len() <= self.small || self.bytes + buf.len() > self.limit {
             return;
         }
         self.bytes += buf.len();
@@ -101,7 +111,7 @@ mod tests {
 
     fn pool(limit: usize) -> (BufPool, Arc<ThreadStats>) {
         let stats = Arc::new(ThreadStats::default());
-        (BufPool::with_limit(Arc::clone(&stats), limit), stats)
+        (BufPool::with_limits(Arc::clone(&stats), 0, limit), stats)
     }
 
     #[test]

@@ -20,8 +20,9 @@ use crate::exec::session::Session;
 use super::bufpool::BufPool;
 use super::tls::TlsStream;
 
-/// Capacity above which an emptied buffer is freed rather than kept.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// Capacity above which an emptied buffer is freed (or pooled) rather
+/// than kept.
+pub(super) const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// A TCP or unix stream, or a TLS session over TCP (boxed: a plaintext
 /// connection pays one pointer-sized variant, not a rustls session).
@@ -195,10 +196,7 @@ impl InputBuf {
     pub fn release(&mut self, pool: &mut BufPool) {
         self.start = 0;
         self.end = 0;
-        let buf = std::mem::take(&mut self.buf);
-        if buf.len() > KEEP_CAPACITY {
-            pool.give(buf);
-        }
+        pool.give(std::mem::take(&mut self.buf));
     }
 
     /// Make room for at least `n` more bytes after `end`. Live bytes move
@@ -221,16 +219,9 @@ impl InputBuf {
             } else {
                 (len + n).next_power_of_two()
             };
-            let mut grown = if size > KEEP_CAPACITY {
-                pool.take(size)
-            } else {
-                vec![0; size]
-            };
+            let mut grown = pool.take(size);
             grown[..len].copy_from_slice(&self.buf[self.start..self.end]);
-            let old = std::mem::replace(&mut self.buf, grown);
-            if old.len() > KEEP_CAPACITY {
-                pool.give(old);
-            }
+            pool.give(std::mem::replace(&mut self.buf, grown));
         }
         self.start = 0;
         self.end = len;

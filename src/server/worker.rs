@@ -549,7 +549,7 @@ impl Worker {
                 // straight into the connection's buffer: its bytes are
                 // then copied once, into the item, instead of twice.
                 let len = conn.input.len();
-                let direct = len > 0 && need >= len + DIRECT_MIN;
+                let direct = len > 0 && reads_straight_in(need, len);
                 let res = if direct {
                     conn.input
                         .read_from(&mut conn.stream, need - len, &mut self.pool)
@@ -623,7 +623,7 @@ impl Worker {
                     // first part is not copied again as it grows. (A small
                     // remainder grows by doubling: a connection holding a
                     // few bytes of a request should not hold 4 KiB.)
-                    if p.need >= left + DIRECT_MIN {
+                    if reads_straight_in(p.need, left) {
                         conn.input.reserve_total(p.need, &mut self.pool);
                     }
                     conn.input
@@ -711,6 +711,13 @@ impl Worker {
             self.close(key);
         }
     }
+}
+
+/// Whether the next read of a connection holding `held` bytes of a
+/// request of `need` bytes goes straight into its buffer (see
+/// `DIRECT_MIN`).
+fn reads_straight_in(need: usize, held: usize) -> bool {
+    need >= held + DIRECT_MIN
 }
 
 /// Whether `more` bytes of connection buffers would take this worker
