@@ -43,6 +43,8 @@ both!(
     half_close_still_answers,
     large_pipelined_responses,
     large_values_in_pieces,
+    chained_values_in_pieces,
+    partial_large_set_holds_item_memory,
 );
 
 /// Send `input`, expect exactly `expected` and whether the server closed.
@@ -455,6 +457,20 @@ fn replies_before_a_close_survive_unread_input() {
     s.assert_alive("a close with unread input");
 }
 
+/// Send `input` in pieces of the given sizes, repeated in turn, 1 ms apart.
+fn send_in_pieces(c: &mut Client, input: &[u8], sizes: &[usize]) {
+    let mut rest = input;
+    for &n in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, more) = rest.split_at(n.min(rest.len()));
+        c.send(piece);
+        rest = more;
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Values larger than one read, with requests pipelined behind them, sent
 /// whole and in pieces of odd sizes (one byte, a little under and over the
 /// server's read sizes): every byte ends up in the right item and every
@@ -512,16 +528,7 @@ fn large_values_in_pieces(kind: Kind) {
             ("binary", &bin_in, None),
         ] {
             let mut c = s.connect();
-            let mut rest = input.as_slice();
-            for &n in sizes.iter().cycle() {
-                if rest.is_empty() {
-                    break;
-                }
-                let (piece, more) = rest.split_at(n.min(rest.len()));
-                c.send(piece);
-                rest = more;
-                thread::sleep(Duration::from_millis(1));
-            }
+            send_in_pieces(&mut c, input, sizes);
             let len = want.map_or(24 + 4 + v1.len() + 24, |w| w.len());
             let r = c.read_reply(len, Duration::from_secs(2));
             let ctx = format!("{}: {what}, pieces {sizes:?}", s.describe());
@@ -544,4 +551,92 @@ fn large_values_in_pieces(kind: Kind) {
         }
     }
     s.assert_alive("large values in pieces");
+}
+
+/// Values over the largest chunk (`-I 2m`: stored across several chunks)
+/// sent in pieces that cross the chunk boundaries at odd places: `set`
+/// and `ms` store every byte, and a `cas` and an `add` of the same size
+/// get their answers.
+fn chained_values_in_pieces(kind: Kind) {
+    let s = Server::start(kind, &["-I", "2m"]);
+    let n = 1_200_000;
+    let value: Vec<u8> = (0..n).map(|i| b'A' + (i * 13 % 26) as u8).collect();
+    let input = [
+        format!("set c1 1 0 {n}\r\n").as_bytes(),
+        &value,
+        format!("\r\nms c2 {n} F2 T0\r\n").as_bytes(),
+        &value,
+        format!("\r\nadd c1 0 0 {n}\r\n").as_bytes(),
+        &value,
+        format!("\r\ncas c2 0 0 {n} 1\r\n").as_bytes(),
+        &value,
+        b"\r\nget c1 c2\r\n",
+    ]
+    .concat();
+    let want = [
+        format!("STORED\r\nHD\r\nNOT_STORED\r\nEXISTS\r\nVALUE c1 1 {n}\r\n").as_bytes(),
+        &value,
+        format!("\r\nVALUE c2 2 {n}\r\n").as_bytes(),
+        &value,
+        b"\r\nEND\r\n",
+    ]
+    .concat();
+    for sizes in [[65_536usize, 100_003, 7], [524_288, 1, 3000]] {
+        let mut c = s.connect();
+        send_in_pieces(&mut c, &input, &sizes);
+        let r = c.read_reply(want.len(), Duration::from_secs(3));
+        let ctx = format!("{}: pieces {sizes:?}", s.describe());
+        assert_eq!(r.bytes.len(), want.len(), "{ctx}: reply length");
+        let at = r.bytes.iter().zip(want.iter()).position(|(a, b)| a != b);
+        assert!(at.is_none(), "{ctx}: first difference at byte {at:?}");
+    }
+}
+
+/// The used chunks `stats slabs` reports, over all classes.
+fn used_chunks(s: &Server) -> u64 {
+    let mut c = s.connect();
+    let r = common::until(&mut c, b"stats slabs\r\n", b"END\r\n");
+    String::from_utf8_lossy(&r)
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .filter(|l| {
+            l.split(' ')
+                .next()
+                .is_some_and(|k| k.ends_with(":used_chunks"))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// A large set whose value is still arriving holds its item's memory
+/// (memcached allocates the item from the command line and reads the
+/// data into it), and a connection that closes part-way gives it back.
+fn partial_large_set_holds_item_memory(kind: Kind) {
+    let mut s = Server::start(kind, &[]);
+    let base = used_chunks(&s);
+    for line in ["set p 0 0 300000\r\n", "ms p 300000 T60\r\n"] {
+        let mut c = s.connect();
+        c.send(line.as_bytes());
+        c.send(&[b'x'; 5000]);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while used_chunks(&s) != base + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: {line:?}: no item held",
+                s.describe()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while used_chunks(&s) != base {
+            assert!(
+                Instant::now() < deadline,
+                "{}: {line:?}: item kept",
+                s.describe()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    s.assert_alive("partial large set");
 }

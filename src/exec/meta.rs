@@ -36,7 +36,7 @@ use crate::protocol::meta::{
     self as proto, ArithMode, MetaCommand, MetaRequest, MetaStatus, SetMode, DECODED_KEY_MAX,
 };
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, ItemRef, Mode, StoreArgs,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, ItemRef, Mode, Reserved, StoreArgs,
     StoreOutcome, StoreStatus,
 };
 
@@ -69,12 +69,36 @@ pub fn ms_precheck(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) -> Result<()
     Err(len + 2)
 }
 
-/// Run one meta command. `data` is the `ms` data block with its line end;
-/// `pins` are the connection's items held by unsent replies.
+/// An `ms` data block: buffered with its line end, or already read into
+/// its item (see `exec::fill`) with the two bytes that followed it.
+pub enum Block<'a> {
+    Bytes(&'a [u8]),
+    Filled(Reserved, [u8; 2]),
+}
+
+/// For an `ms` whose data block is still arriving: its item, when the
+/// value can be read straight into it (set, add and replace; not a `C0`
+/// that can match nothing; see `exec::fill`). Called after `ms_precheck`.
+pub fn ms_reserve(ctx: &Ctx, req: &MetaRequest) -> Option<Reserved> {
+    let mode = req.set_mode();
+    if matches!(mode, SetMode::Append | SetMode::Prepend) || req.compare_cas == Some(0) {
+        return None;
+    }
+    let mut kbuf = [0u8; DECODED_KEY_MAX];
+    let key = req.key_bytes(&mut kbuf);
+    let flags = req.client_flags.unwrap_or(0);
+    // The exptime and CAS check come from the line when the item is stored.
+    ctx.shared
+        .store
+        .reserve(key, flags, 0, 0, req.data_len as usize)
+}
+
+/// Run one meta command. `data` is the `ms` data block; `pins` are the
+/// connection's items held by unsent replies.
 pub fn run(
     ctx: &Ctx,
     req: &MetaRequest,
-    data: Option<&[u8]>,
+    data: Option<Block>,
     out: &mut Vec<u8>,
     pins: &mut Pins,
 ) -> Action {
@@ -378,11 +402,25 @@ fn mg_vivified(
 
 // ---------------------------------------------------------------- ms
 
-fn ms(ctx: &Ctx, req: &MetaRequest, block: &[u8], out: &mut Vec<u8>) {
+fn ms(ctx: &Ctx, req: &MetaRequest, block: Block, out: &mut Vec<u8>) {
     let stats = ctx.stats;
-    let split = block.len().saturating_sub(2);
-    let (value, end) = block.split_at(split);
+    let store = &ctx.shared.store;
+    let end_buf: [u8; 2];
+    let (value, end, filled) = match block {
+        Block::Bytes(b) => {
+            let (value, end) = b.split_at(b.len().saturating_sub(2));
+            (value, end, None)
+        }
+        Block::Filled(item, end) => {
+            end_buf = end;
+            (&[][..], &end_buf[..], Some(item))
+        }
+    };
+    let value_len = filled.as_ref().map_or(value.len(), Reserved::value_len);
     if end != b"\r\n" {
+        if let Some(item) = filled {
+            store.release(item);
+        }
         // Sent even with `q`; the connection then parses what follows.
         stats.ops.set_cmds.incr();
         out.extend_from_slice(b"CLIENT_ERROR bad data chunk\r\n");
@@ -409,21 +447,26 @@ fn ms(ctx: &Ctx, req: &MetaRequest, block: &[u8], out: &mut Vec<u8>) {
     args.set_cas = req.new_cas.unwrap_or(0);
     // memcached looks up the item a store replaces (a watcher sees it).
     let old = watch::lookup(ctx, key, watch::FETCHERS | watch::MUTATIONS);
-    let res = match req.compare_cas {
-        Some(0) if cas_cmd => cas_zero(ctx, key),
-        Some(cas) if mode != Mode::Add => {
-            args.cas = cas;
-            args.invalidate = cas_cmd && req.flags.has(b'I');
-            ctx.shared.store.store(&args)
+    if let Some(cas) = req.compare_cas.filter(|_| mode != Mode::Add) {
+        args.cas = cas;
+        args.invalidate = cas_cmd && req.flags.has(b'I');
+    }
+    let res = match (req.compare_cas, filled) {
+        (Some(0), filled) if cas_cmd => {
+            if let Some(item) = filled {
+                store.release(item);
+            }
+            cas_zero(ctx, key)
         }
-        _ => ctx.shared.store.store(&args),
+        (_, Some(item)) => store.store_reserved(&args, item),
+        (_, None) => store.store(&args),
     };
     let wreq = watch::StoreReq {
         key,
         cmd: if cas_cmd { "cas" } else { mode_name(mode) },
         exptime,
         flags: args.flags,
-        value_len: value.len(),
+        value_len,
     };
     watch::stored(ctx, &wreq, old, res.status, res.class);
     stats.ops.set_cmds.incr();
@@ -775,7 +818,13 @@ mod tests {
                 if ms_precheck(&ctx, &req, &mut out).is_err() {
                     return out;
                 }
-                run(&ctx, &req, Some(block), &mut out, &mut Pins::default());
+                run(
+                    &ctx,
+                    &req,
+                    Some(Block::Bytes(block)),
+                    &mut out,
+                    &mut Pins::default(),
+                );
             } else {
                 run(&ctx, &req, None, &mut out, &mut Pins::default());
             }

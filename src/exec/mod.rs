@@ -12,6 +12,7 @@ pub mod auth;
 pub mod binary;
 pub mod crawler;
 pub mod detail;
+pub mod fill;
 pub mod maintainer;
 pub mod meta;
 pub mod pins;

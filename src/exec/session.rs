@@ -12,12 +12,14 @@ use crate::protocol::binary::REQUEST_MAGIC;
 use super::binary::Session as BinarySession;
 use super::text::{Progress, Session as TextSession};
 use super::Ctx;
+use crate::store::Store;
 
 /// Per-connection protocol state.
 #[derive(Debug)]
 pub enum Session {
-    /// No byte seen yet; what the listener allows.
-    Detect(Protocol),
+    /// No byte seen yet; what the listener allows, and whether the
+    /// connection is a stream (see `for_stream`).
+    Detect(Protocol, bool),
     Text(TextSession),
     Binary(BinarySession),
 }
@@ -25,7 +27,39 @@ pub enum Session {
 impl Session {
     /// A session for a connection of a listener that speaks `protocol`.
     pub fn new(protocol: Protocol) -> Self {
-        Session::Detect(protocol)
+        Session::Detect(protocol, false)
+    }
+
+    /// A session of a stream connection: a large value is read straight
+    /// into its item as it arrives (`value_room`). Call `abandon` before
+    /// dropping it.
+    pub fn for_stream(protocol: Protocol) -> Self {
+        Session::Detect(protocol, true)
+    }
+
+    /// Where the next bytes read belong when a value is being read into
+    /// its item: that item's memory, up to the end of its chunk. `None`
+    /// when the next bytes belong in the input buffer. Report what was
+    /// written with `value_filled`.
+    pub fn value_room<'a>(&'a mut self, store: &'a Store) -> Option<&'a mut [u8]> {
+        match self {
+            Session::Text(s) => s.value_room(store),
+            _ => None,
+        }
+    }
+
+    /// `n` bytes were written into `value_room`.
+    pub fn value_filled(&mut self, store: &Store, n: usize) {
+        if let Session::Text(s) = self {
+            s.value_filled(store, n);
+        }
+    }
+
+    /// The connection is closing: give back any item being filled.
+    pub fn abandon(&mut self, store: &Store) {
+        if let Session::Text(s) = self {
+            s.abandon(store);
+        }
     }
 
     /// Run the complete requests at the start of `input` (see
@@ -38,7 +72,7 @@ impl Session {
         budget: usize,
         out_limit: usize,
     ) -> Progress {
-        if let Session::Detect(protocol) = *self {
+        if let Session::Detect(protocol, stream) = *self {
             let Some(&first) = input.first() else {
                 return Progress::idle();
             };
@@ -49,6 +83,8 @@ impl Session {
             };
             *self = if binary {
                 Session::Binary(BinarySession::new())
+            } else if stream {
+                Session::Text(TextSession::for_stream())
             } else {
                 Session::Text(TextSession::new())
             };
@@ -56,7 +92,7 @@ impl Session {
         match self {
             Session::Text(s) => s.process(ctx, input, out, budget, out_limit),
             Session::Binary(s) => s.process(ctx, input, out, budget, out_limit),
-            Session::Detect(_) => unreachable!("decided above"),
+            Session::Detect(..) => unreachable!("decided above"),
         }
     }
 }

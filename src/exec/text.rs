@@ -11,10 +11,12 @@ use crate::protocol::meta::{self as meta_proto, MetaCommand, MetaError};
 use crate::protocol::number;
 use crate::protocol::text::{self as proto, Command, Frame, StoreCmd};
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, Mode, StoreArgs, StoreStatus,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, Mode, Reserved, Store, StoreArgs,
+    StoreStatus,
 };
 
 use super::detail::Op as DetailOp;
+use super::fill::{Kind, Slot, FILL_MIN};
 use super::pins::Pins;
 use super::watch;
 use super::{Action, Ctx, StopRequest, WIRE_VERSION};
@@ -46,6 +48,12 @@ pub struct Session {
     /// Items this connection's unsent replies hold, as memcached counts
     /// them (see `exec::pins`).
     pins: Pins,
+    /// A storage command whose value is being read into its item (see
+    /// `exec::fill`); made on a connection's first such command.
+    fill: Option<Box<Slot>>,
+    /// Whether a large value may be read into its item before it has
+    /// arrived (stream connections; a datagram is complete or never).
+    fills: bool,
 }
 
 /// Result of one `process` call.
@@ -85,6 +93,68 @@ pub use crate::store::memcached_item_size;
 impl Session {
     pub fn new() -> Self {
         Session::default()
+    }
+
+    /// A session of a stream connection: large values are read into
+    /// their items (see `exec::fill`). The caller must `abandon` it before
+    /// dropping it.
+    pub fn for_stream() -> Self {
+        Session {
+            fills: true,
+            ..Session::default()
+        }
+    }
+
+    /// See `exec::session::Session::value_room`.
+    pub fn value_room<'a>(&'a mut self, store: &'a Store) -> Option<&'a mut [u8]> {
+        self.fill.as_mut()?.room(store)
+    }
+
+    /// `n` bytes were written into `value_room`.
+    pub fn value_filled(&mut self, store: &Store, n: usize) {
+        if let Some(slot) = &mut self.fill {
+            slot.filled(store, n);
+        }
+    }
+
+    /// The connection is closing: give back an item being filled.
+    pub fn abandon(&mut self, store: &Store) {
+        if let Some(slot) = &mut self.fill {
+            slot.abandon(store);
+        }
+    }
+
+    /// Start filling `item` (see `exec::fill`); `part` is the value's
+    /// first bytes, already here.
+    fn begin_fill(&mut self, ctx: &Ctx, item: Reserved, kind: Kind, line: &[u8], part: &[u8]) {
+        let slot = self.fill.get_or_insert_with(Box::default);
+        slot.begin(&ctx.shared.store, item, kind, line, part);
+    }
+
+    /// A filled command that is ready: run it. Returns the input it took
+    /// (the value's bytes still buffered and its two end bytes) and
+    /// whether it ran; `None` when no value is being filled.
+    fn run_fill(&mut self, ctx: &Ctx, input: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool)> {
+        let slot = self.fill.as_mut().filter(|s| s.active())?;
+        let store = &ctx.shared.store;
+        let took = slot.take_input(store, input);
+        let Some((f, end)) = slot.finish(&input[took..]) else {
+            return Some((took, false));
+        };
+        match f.kind {
+            Kind::Text { cmd, noreply } => {
+                run_store(ctx, cmd, Data::Filled(f.item, end), 0, noreply, out);
+            }
+            Kind::Meta => match meta_proto::parse_meta(&slot.line) {
+                Ok(req) => {
+                    let data = Some(super::meta::Block::Filled(f.item, end));
+                    super::meta::run(ctx, &req, data, out, &mut self.pins);
+                }
+                // The line parsed when the fill began.
+                Err(_) => store.release(f.item),
+            },
+        }
+        Some((took + 2, true))
     }
 
     /// True while discarding a refused data block.
@@ -140,6 +210,17 @@ impl Session {
                     more: true,
                     ..progress(pos, requests, Action::Continue, 0)
                 };
+            }
+            if let Some((took, ran)) = self.run_fill(ctx, &input[pos..], out) {
+                // A value being read into its item: what was buffered went
+                // in (once); its `\r\n` completes the command.
+                pos += took;
+                if !ran {
+                    self.pins.batch_end();
+                    return progress(pos, requests, Action::Continue, 0);
+                }
+                requests += 1;
+                continue;
             }
             let buf = &input[pos..];
             if buf.is_empty() {
@@ -211,10 +292,19 @@ impl Session {
                 let total = line_len + bytes + 2;
                 if buf.len() < total {
                     self.pins.batch_end();
+                    if self.fills && total - buf.len() >= FILL_MIN {
+                        if let Some(item) = reserve(ctx, sc, key, flags, exptime, cas, bytes) {
+                            let kind = Kind::Text { cmd: sc, noreply };
+                            self.begin_fill(ctx, item, kind, &[], &buf[line_len..]);
+                            return progress(input.len(), requests, Action::Continue, 0);
+                        }
+                    }
                     return progress(pos, requests, Action::Continue, total);
                 }
                 let block = &buf[line_len..total];
-                run_store(ctx, sc, key, flags, exptime, block, cas, noreply, out);
+                let (value, end) = block.split_at(bytes);
+                let data = Data::Block(key, flags, exptime, value, end);
+                run_store(ctx, sc, data, cas, noreply, out);
                 pos += total;
                 requests += 1;
                 continue;
@@ -240,9 +330,21 @@ impl Session {
                             let total = line_len + req.data_len as usize + 2;
                             if buf.len() < total {
                                 self.pins.batch_end();
+                                if self.fills && total - buf.len() >= FILL_MIN {
+                                    if let Some(item) = super::meta::ms_reserve(ctx, &req) {
+                                        let part = &buf[line_len..];
+                                        self.begin_fill(ctx, item, Kind::Meta, line, part);
+                                        return progress(
+                                            input.len(),
+                                            requests,
+                                            Action::Continue,
+                                            0,
+                                        );
+                                    }
+                                }
                                 return progress(pos, requests, Action::Continue, total);
                             }
-                            let data = Some(&buf[line_len..total]);
+                            let data = Some(super::meta::Block::Bytes(&buf[line_len..total]));
                             super::meta::run(ctx, &req, data, out, &mut self.pins);
                             pos += total;
                         }
@@ -407,21 +509,46 @@ fn reply(out: &mut Vec<u8>, msg: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_store(
+/// A storage command's data: in the input, or already in its item.
+enum Data<'a> {
+    /// Key, flags, exptime as sent, value, and the two bytes after it.
+    Block(&'a [u8], u32, i64, &'a [u8], &'a [u8]),
+    /// A value read into its item (see `exec::fill`), and the two bytes after it.
+    Filled(Reserved, [u8; 2]),
+}
+
+/// Allocate the item of a storage command whose value is still arriving,
+/// if its kind can be filled in place (append and prepend build theirs
+/// from the old item; a `cas` of 0 matches nothing).
+fn reserve(
     ctx: &Ctx,
     sc: StoreCmd,
     key: &[u8],
     flags: u32,
     exptime: i64,
-    block: &[u8],
     cas: u64,
-    noreply: bool,
-    out: &mut Vec<u8>,
-) {
+    bytes: usize,
+) -> Option<Reserved> {
+    match sc {
+        StoreCmd::Append | StoreCmd::Prepend => return None,
+        StoreCmd::Cas if cas == 0 => return None,
+        _ => {}
+    }
+    let exptime = ctx.shared.clock.realtime(exptime);
+    ctx.shared.store.reserve(key, flags, exptime, cas, bytes)
+}
+
+fn run_store(ctx: &Ctx, sc: StoreCmd, data: Data, cas: u64, noreply: bool, out: &mut Vec<u8>) {
     let stats = ctx.stats;
-    let value = &block[..block.len() - 2];
-    if &block[block.len() - 2..] != b"\r\n" {
+    let store = &ctx.shared.store;
+    let (end, value_len) = match &data {
+        Data::Block(_, _, _, value, end) => (*end, value.len()),
+        Data::Filled(item, end) => (&end[..], item.value_len()),
+    };
+    if end != b"\r\n" {
+        if let Data::Filled(item, _) = data {
+            store.release(item);
+        }
         stats.ops.set_cmds.incr();
         if !noreply {
             reply(out, "CLIENT_ERROR bad data chunk");
@@ -435,7 +562,24 @@ fn run_store(
         StoreCmd::Append => Mode::Append,
         StoreCmd::Prepend => Mode::Prepend,
     };
-    let exptime = ctx.shared.clock.realtime(exptime);
+    // A filled item's key is copied out of it: the item moves into the
+    // store below while the key is still needed.
+    let mut key_buf = [0u8; 250];
+    let (key, flags, exptime, value, cas) = match &data {
+        Data::Block(key, flags, exptime, value, _) => (
+            *key,
+            *flags,
+            ctx.shared.clock.realtime(*exptime),
+            *value,
+            cas,
+        ),
+        Data::Filled(item, _) => {
+            let key = store.reserved_key(item);
+            key_buf[..key.len()].copy_from_slice(key);
+            let (flags, exptime, cas) = store.reserved_args(item);
+            (&key_buf[..key.len()], flags, exptime, &[][..], cas)
+        }
+    };
     let shared = ctx.shared;
     if shared.detail.enabled() {
         shared
@@ -450,16 +594,22 @@ fn run_store(
         cmd: watch::store_cmd_name(sc),
         exptime,
         flags: args.flags,
-        value_len: value.len(),
+        value_len,
     };
     if sc == StoreCmd::Cas {
         // memcached compares even a zero CAS: "cas k 0 0 1 0" never matches.
         args.cas = cas;
         if cas == 0 {
+            if let Data::Filled(item, _) = data {
+                store.release(item);
+            }
             return finish_cas_zero(ctx, &wreq, old, noreply, out);
         }
     }
-    let res = ctx.shared.store.store(&args);
+    let res = match data {
+        Data::Block(..) => store.store(&args),
+        Data::Filled(item, _) => store.store_reserved(&args, item),
+    };
     watch::stored(ctx, &wreq, old, res.status, res.class);
     stats.ops.set_cmds.incr();
     stats.class(res.class).set_cmds.incr();

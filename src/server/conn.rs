@@ -40,6 +40,14 @@ impl Read for Stream {
             Stream::Tls(s) => s.read(buf),
         }
     }
+
+    fn read_vectored(&mut self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read_vectored(bufs),
+            Stream::Unix(s) => s.read_vectored(bufs),
+            Stream::Tls(s) => s.read_vectored(bufs),
+        }
+    }
 }
 
 impl Write for Stream {
@@ -296,7 +304,7 @@ impl Conn {
             stream,
             input: InputBuf::default(),
             pending: Vec::new(),
-            session: Session::new(protocol),
+            session: Session::for_stream(protocol),
             last_active: now,
             closing: false,
             has_more: true,
@@ -448,9 +456,11 @@ mod tests {
         // `stats conns` entry: keep it well under memcached's ~600 bytes of
         // RSS per connection (gannet-bench measured 290 with 10k idle).
         // 168 since the session tracks the items its unsent replies hold
-        // (`exec::pins`, 16 bytes; its list is allocated only when used).
+        // (`exec::pins`, 16 bytes; its list is allocated only when used),
+        // 176 since it can read a large value into its item (`exec::fill`,
+        // a pointer, allocated on the first such value).
         assert!(
-            std::mem::size_of::<Conn>() <= 168,
+            std::mem::size_of::<Conn>() <= 176,
             "{}",
             std::mem::size_of::<Conn>()
         );

@@ -7,7 +7,7 @@
 //! ran out) is put on the `ready` list and revisited after the next poll
 //! instead of waiting for an event that will not come.
 
-use std::io::{self, Read};
+use std::io::{self, IoSliceMut, Read};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -403,6 +403,7 @@ impl Worker {
             self.shared.conn_table.remove(c.fd);
             self.stats.read_bufs.change(c.input.footprint(), (0, true));
             c.input.release(&mut self.pool);
+            c.session.abandon(&self.shared.store);
             c.stream.shutdown();
             if c.closing {
                 c.stream.discard_unread(&mut self.rbuf, DISCARD_ON_CLOSE);
@@ -540,17 +541,39 @@ impl Worker {
         let input_before = conn.input.footprint();
         loop {
             let (mut got, mut eof, mut blocked) = (0, false, false);
+            // Bytes of this read that are in the scratch buffer.
+            let mut scratch = 0;
             let mut from_scratch = false;
             if read_first {
                 // Read into the worker's scratch buffer and keep only the
                 // bytes that arrived, so a connection holding a partial
                 // request costs that request's size, not a whole read
-                // buffer. The rest of a data block of known size is read
-                // straight into the connection's buffer: its bytes are
-                // then copied once, into the item, instead of twice.
+                // buffer. A value whose item is already allocated is read
+                // into the item, and what follows it into the scratch
+                // buffer. The rest of another data block of known size is
+                // read straight into the connection's buffer. Either way
+                // its bytes are copied once, not twice.
                 let len = conn.input.len();
                 let direct = len > 0 && reads_straight_in(need, len);
-                let res = if direct {
+                let store = &self.shared.store;
+                let mut into_item = 0;
+                // (Only with nothing buffered: buffered bytes come first,
+                // and `process` moves them into the item.)
+                let room = if len == 0 {
+                    conn.session.value_room(store)
+                } else {
+                    None
+                };
+                let res = if let Some(room) = room {
+                    let want = room.len();
+                    let scratch_len = self.rbuf.len();
+                    let mut iov = [IoSliceMut::new(room), IoSliceMut::new(&mut self.rbuf[..])];
+                    let r = conn.stream.read_vectored(&mut iov);
+                    r.map(|n| {
+                        into_item = n.min(want);
+                        (n, n < want + scratch_len)
+                    })
+                } else if direct {
                     conn.input
                         .read_from(&mut conn.stream, need - len, &mut self.pool)
                 } else {
@@ -567,12 +590,18 @@ impl Worker {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => eof = true,
                 }
-                if !direct && got > 0 {
+                if into_item > 0 {
+                    conn.session.value_filled(store, into_item);
+                }
+                if !direct {
+                    scratch = got - into_item;
+                }
+                if scratch > 0 {
                     if len == 0 {
                         from_scratch = true;
                     } else {
                         conn.input
-                            .extend_from_slice(&self.rbuf[..got], &mut self.pool);
+                            .extend_from_slice(&self.rbuf[..scratch], &mut self.pool);
                     }
                 }
             }
@@ -585,7 +614,7 @@ impl Worker {
             }
             // Run the complete requests.
             let input: &[u8] = if from_scratch {
-                &self.rbuf[..got]
+                &self.rbuf[..scratch]
             } else {
                 conn.input.data()
             };
@@ -603,14 +632,14 @@ impl Worker {
             budget = budget.saturating_sub(p.requests);
             need = p.need;
             if from_scratch {
-                if p.consumed < got {
+                if p.consumed < scratch {
                     // A connection taking a buffer of its own while its
                     // worker's buffers are over `read_buf_mem_limit` is
                     // closed, as memcached closes one it has no read
                     // buffer for; one already holding a buffer may grow
                     // it (memcached's large-request path is not limited
                     // either).
-                    let left = got - p.consumed;
+                    let left = scratch - p.consumed;
                     if conn.input.footprint().0 == 0
                         && over_read_buf_limit(&self.shared, &self.stats, &mut self.pool, left)
                     {
@@ -627,7 +656,7 @@ impl Worker {
                         conn.input.reserve_total(p.need, &mut self.pool);
                     }
                     conn.input
-                        .extend_from_slice(&self.rbuf[p.consumed..got], &mut self.pool);
+                        .extend_from_slice(&self.rbuf[p.consumed..scratch], &mut self.pool);
                 }
             } else {
                 conn.input.consume(p.consumed, &mut self.pool);

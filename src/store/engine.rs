@@ -27,7 +27,8 @@
 //! Invariants: an item is in its shard's index iff it is in exactly
 //! one of its class's LRU lists in that shard iff `BIT_LINKED` is set;
 //! `Shard::count` is the number of linked items; a chunk is either on a
-//! class free list, owned by one thread while being filled, or linked.
+//! class free list, owned by one thread while being filled (for a large
+//! value, by a connection until it arrives: `fill::Reserved`), or linked.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -919,15 +920,21 @@ impl Store {
         }
         match a.mode {
             Mode::Append | Mode::Prepend => self.store_concat(a),
-            _ => self.store_plain(a),
+            _ => self.store_plain(a, None),
         }
     }
 
-    fn store_plain(&self, a: &StoreArgs) -> StoreOutcome {
+    /// Set, add or replace; `filled` is an item already holding the value
+    /// (see `fill`), used in place of `a.value`.
+    fn store_plain(&self, a: &StoreArgs, filled: Option<Item>) -> StoreOutcome {
         let out = |status, cas, class| StoreOutcome { status, cas, class };
         let h = self.hash(a.key);
         let si = Self::shard_of(h);
-        if self.too_large(a.key.len(), a.value.len(), a.flags) {
+        let nbytes = filled.map_or(a.value.len(), |it| it.h().nbytes as usize);
+        if self.too_large(a.key.len(), nbytes, a.flags) {
+            if let Some(it) = filled {
+                self.free_item(it);
+            }
             let now = self.clock.now();
             let mut sh = self.shard(si);
             if let Ok(old) = self.find_live(&mut sh, h, a.key, now) {
@@ -935,18 +942,24 @@ impl Store {
             }
             return out(StoreStatus::TooLarge, 0, 0);
         }
-        let Some(it) = self.new_item(a.key, a.flags, a.exptime, a.value.len(), si) else {
-            if a.mode == Mode::Set {
-                // As memcached: a failed set must not leave the old value.
-                let now = self.clock.now();
-                let mut sh = self.shard(si);
-                if let Ok(old) = self.find_live(&mut sh, h, a.key, now) {
-                    self.remove(&mut sh, old, h);
+        let it = if let Some(it) = filled {
+            it.hm().exptime = a.exptime;
+            it
+        } else {
+            let Some(it) = self.new_item(a.key, a.flags, a.exptime, nbytes, si) else {
+                if a.mode == Mode::Set {
+                    // As memcached: a failed set must not leave the old value.
+                    let now = self.clock.now();
+                    let mut sh = self.shard(si);
+                    if let Ok(old) = self.find_live(&mut sh, h, a.key, now) {
+                        self.remove(&mut sh, old, h);
+                    }
                 }
-            }
-            return out(StoreStatus::NoMemory, 0, 0);
+                return out(StoreStatus::NoMemory, 0, 0);
+            };
+            it.write_value(&self.slabs, 0, a.value);
+            it
         };
-        it.write_value(&self.slabs, 0, a.value);
         if a.win_sent {
             it.hm().bits |= BIT_WIN;
         }
@@ -1041,7 +1054,7 @@ impl Store {
                     add.exptime = t;
                     add.flags = 0;
                     add.cas = 0;
-                    let o = self.store_plain(&add);
+                    let o = self.store_plain(&add, None);
                     if o.status == StoreStatus::NotStored {
                         continue; // someone created it meanwhile: append to theirs
                     }
@@ -1231,7 +1244,7 @@ impl Store {
                     let n = format_u64(init, &mut buf);
                     let mut s = StoreArgs::new(Mode::Add, a.key, 0, exp, &buf[..n]);
                     s.set_cas = a.set_cas;
-                    let o = self.store_plain(&s);
+                    let o = self.store_plain(&s, None);
                     match o.status {
                         StoreStatus::Stored => {
                             return res(ArithStatus::Created, init, o.cas, exp, o.class)
@@ -1666,6 +1679,8 @@ mod automove;
 pub use automove::AutomoveWindow;
 mod crawl;
 pub use crawl::{lru_id, Crawl, CrawlTally, LruTally, Walk, LRU_IDS};
+mod fill;
+pub use fill::Reserved;
 mod mover;
 mod tail_reclaim;
 pub use mover::ReassignError;

@@ -274,6 +274,23 @@ impl Item {
         }
     }
 
+    /// The unwritten room of the value segment that holds byte `offset`:
+    /// its start and length, up to the end of that segment. `None` at or
+    /// past the end of the value.
+    pub(crate) fn value_room(&self, slabs: &Slabs, offset: usize) -> Option<(*mut u8, usize)> {
+        let mut seg_start = 0usize;
+        let mut segs = self.segments(slabs);
+        while let Some((p, len)) = segs.next_raw() {
+            if offset < seg_start + len {
+                let at = offset - seg_start;
+                // SAFETY: `at < len`: inside this segment.
+                return Some((unsafe { p.add(at) }, len - at));
+            }
+            seg_start += len;
+        }
+        None
+    }
+
     /// Link continuation chunks (chained items): `refs` in order.
     pub(crate) fn set_chain(&self, slabs: &Slabs, refs: &[Ref]) {
         self.set_next_chunk(refs.first().copied().unwrap_or(NULL));

@@ -27,8 +27,8 @@ mod sizes;
 mod slab;
 
 pub use engine::{
-    lru_id, AutomoveWindow, Crawl, CrawlTally, ItemRef, LruTally, ReassignError, Store, Walk,
-    LRU_IDS,
+    lru_id, AutomoveWindow, Crawl, CrawlTally, ItemRef, LruTally, ReassignError, Reserved, Store,
+    Walk, LRU_IDS,
 };
 
 /// Class ids run below this (memcached's `MAX_NUMBER_OF_SLAB_CLASSES`);

@@ -230,7 +230,8 @@ impl Store {
     /// is none (`slab_reassign_evictions_nomem`); expired and flushed
     /// items are dropped. Returns `None`, and leaves the page to the
     /// class, if a chunk is still in use after a few passes (an item
-    /// being written while the walk went by).
+    /// being written while the walk went by, or a `Reserved` item a
+    /// connection is still reading a large value into).
     ///
     /// A chunk of the page is free, being filled by its owner, or linked.
     /// Only linked chunks can be identified safely, and only under their
