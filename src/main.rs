@@ -135,6 +135,10 @@ fn main() -> ExitCode {
         eprintln!("failed to start the clock thread: {e}");
         return ExitCode::from(EXIT_BIND);
     }
+    // Whether to say "ready" is decided by the start-up flags: once the
+    // workers run, a client's `verbosity` may change the log level before
+    // this thread gets there, and the line would come or not by timing.
+    let announce = log::log_enabled!(log::Level::Info);
     let server = match Server::start(Arc::clone(&shared), bound) {
         Ok(s) => s,
         Err(e) => {
@@ -163,7 +167,9 @@ fn main() -> ExitCode {
             eprintln!("failed to detach: {e}");
         }
     }
-    log::info!("gannet {} ready", env!("CARGO_PKG_VERSION"));
+    if announce {
+        log::info!("gannet {} ready", env!("CARGO_PKG_VERSION"));
+    }
     loop {
         match wait_signal(&signals) {
             libc::SIGHUP => {

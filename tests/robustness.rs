@@ -44,6 +44,7 @@ both!(
     large_pipelined_responses,
     large_values_in_pieces,
     chained_values_in_pieces,
+    binary_large_set_answered_alone,
     partial_large_set_holds_item_memory,
 );
 
@@ -614,9 +615,12 @@ fn used_chunks(s: &Server) -> u64 {
 fn partial_large_set_holds_item_memory(kind: Kind) {
     let mut s = Server::start(kind, &[]);
     let base = used_chunks(&s);
-    for line in ["set p 0 0 300000\r\n", "ms p 300000 T60\r\n"] {
+    let mut bin = bin_packet(0x01, b"p", &[0; 8], &[b'x'; 300_000], 0, 0);
+    bin.truncate(5000);
+    let heads: [&[u8]; 3] = [b"set p 0 0 300000\r\n", b"ms p 300000 T60\r\n", &bin];
+    for line in heads {
         let mut c = s.connect();
-        c.send(line.as_bytes());
+        c.send(line);
         c.send(&[b'x'; 5000]);
         let deadline = Instant::now() + Duration::from_secs(3);
         while used_chunks(&s) != base + 1 {
@@ -639,4 +643,25 @@ fn partial_large_set_holds_item_memory(kind: Kind) {
         }
     }
     s.assert_alive("partial large set");
+}
+
+/// A binary SET, ADD or REPLACE whose value arrives in pieces, with
+/// nothing sent after it: the last piece alone completes it, and its
+/// answer comes without waiting for more input.
+fn binary_large_set_answered_alone(kind: Kind) {
+    let s = Server::start(kind, &[]);
+    let value = vec![b'q'; 200_000];
+    // SET: success; ADD of the same key: exists (0x0002); REPLACE of
+    // another: not found (0x0001).
+    for (op, key, status) in [(0x01, "ba", 0u8), (0x02, "ba", 2), (0x03, "bz", 1)] {
+        let p = bin_packet(op, key.as_bytes(), &[0, 0, 0, 1, 0, 0, 0, 0], &value, 0, 7);
+        let mut c = s.connect();
+        send_in_pieces(&mut c, &p, &[40, 65_536, 1000]);
+        let r = c.read_reply(24, Duration::from_secs(2));
+        let ctx = format!("{}: opcode {op:#x}", s.describe());
+        assert!(r.bytes.len() >= 24, "{ctx}: no answer: {}", show(&r.bytes));
+        assert_eq!(&r.bytes[..2], &[0x81, op], "{ctx}: header");
+        assert_eq!(&r.bytes[6..8], &[0, status], "{ctx}: status");
+        assert_eq!(&r.bytes[12..16], &[0, 0, 0, 7], "{ctx}: opaque");
+    }
 }

@@ -48,15 +48,21 @@ use crate::protocol::binary::{
     self as proto, BinError, ErrorAction, Extras, Opcode, Parsed, Request, Status,
 };
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, Mode, StoreArgs, StoreStatus,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, Mode, Reserved, StoreArgs,
+    StoreStatus,
 };
 
 use super::detail::Op as DetailOp;
+use super::fill::{Kind, Slot, FILL_MIN};
 use super::pins::Pins;
 use super::stats_cmd::{self, Group};
 use super::text::{memcached_item_size, Progress};
 use super::watch;
 use super::{Action, Ctx, WIRE_VERSION};
+
+/// The longest packet head (header, extras, key) a value is read behind
+/// (see `Session::begin_fill`).
+const HEAD_MAX: usize = proto::HEADER_LEN + 255 + proto::KEY_MAX_LEN;
 
 /// The only SASL mechanism offered.
 const SASL_MECH: &[u8] = b"PLAIN";
@@ -77,11 +83,100 @@ pub struct Session {
     /// Items this connection's unsent replies hold, as memcached counts
     /// them (see `exec::pins`).
     pins: Pins,
+    /// A SET, ADD or REPLACE whose value is being read into its item (see
+    /// `exec::fill`); made on a connection's first such request.
+    pub(super) fill: Option<Box<Slot>>,
+    /// Whether a large value may be read into its item before it has
+    /// arrived (stream connections).
+    fills: bool,
 }
 
 impl Session {
     pub fn new() -> Self {
         Session::default()
+    }
+
+    /// A session of a stream connection: large values are read into
+    /// their items (see `exec::fill`).
+    pub fn for_stream() -> Self {
+        Session {
+            fills: true,
+            ..Session::default()
+        }
+    }
+
+    /// For a SET, ADD or REPLACE packet of which `buf` holds the header,
+    /// extras, key and part of the value: reserve its item, move that part
+    /// into it, and keep the rest of the packet for the parse at the end
+    /// (see `fill::Kind::Binary`). Whether it did; when not, the packet is
+    /// buffered as usual.
+    fn begin_fill(&mut self, ctx: &Ctx, buf: &[u8]) -> bool {
+        let Some(head) = buf.first_chunk::<{ proto::HEADER_LEN }>() else {
+            return false;
+        };
+        let h = proto::Header::decode(head);
+        let storage = Opcode::from_u8(h.opcode)
+            .is_some_and(|op| matches!(op.loud(), Opcode::Set | Opcode::Add | Opcode::Replace));
+        if !storage || (ctx.shared.settings.sasl && !self.authenticated) {
+            return false;
+        }
+        let lead = u32::from(h.extras_len) + u32::from(h.key_len);
+        let key_end = proto::HEADER_LEN + lead as usize;
+        let Some(value_len) = h.body_len.checked_sub(lead) else {
+            return false;
+        };
+        if buf.len() < key_end || key_end > HEAD_MAX {
+            return false;
+        }
+        // The packet without its value: the same header with the body cut
+        // to extras and key parses as this request with an empty value.
+        let mut line = [0u8; HEAD_MAX];
+        line[..key_end].copy_from_slice(&buf[..key_end]);
+        line[8..12].copy_from_slice(&lead.to_be_bytes());
+        let line = &line[..key_end];
+        let limit = ctx.shared.settings.item_size_max;
+        let Ok(Parsed::Complete { req, .. }) = proto::parse_request(line, limit) else {
+            return false;
+        };
+        let flags = match req.args {
+            Extras::Store { flags, .. } => flags,
+            _ => 0,
+        };
+        let store = &ctx.shared.store;
+        // The exptime and CAS come from the packet when the item is stored.
+        let Some(item) = store.reserve(req.key, flags, 0, 0, value_len as usize) else {
+            return false;
+        };
+        let slot = self.fill.get_or_insert_with(Box::default);
+        slot.begin(store, item, Kind::Binary, line, &buf[key_end..]);
+        true
+    }
+
+    /// A filled request that is ready: run it. Returns the input it took
+    /// (the value's bytes still buffered) and whether it ran; `None` when
+    /// no value is being filled.
+    fn run_fill(&mut self, ctx: &Ctx, input: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool)> {
+        let slot = self.fill.as_mut().filter(|s| s.active())?;
+        let store_ = &ctx.shared.store;
+        let (took, ready) = slot.step(store_, input);
+        let Some(f) = ready else {
+            return Some((took, false));
+        };
+        let limit = ctx.shared.settings.item_size_max;
+        match (&f.kind, proto::parse_request(&slot.line, limit)) {
+            (Kind::Binary, Ok(Parsed::Complete { req, .. })) => {
+                let start = out.len();
+                crate::latency::note_binary(ctx.stats, req.opcode.as_u8());
+                crate::hotkeys::record(ctx, req.key);
+                store(ctx, &req, Some(f.item), out);
+                if writes_at_once(&out[start..]) {
+                    self.pins.written();
+                }
+            }
+            // The head parsed when the fill began.
+            _ => store_.release(f.item),
+        }
+        Some((took, true))
     }
 
     /// True while discarding the rest of a refused packet.
@@ -143,6 +238,15 @@ impl Session {
                     ..progress(pos, requests, Action::Continue, 0)
                 };
             }
+            if let Some((took, ran)) = self.run_fill(ctx, &input[pos..], out) {
+                pos += took;
+                if !ran {
+                    self.pins.batch_end();
+                    return progress(pos, requests, Action::Continue, 0);
+                }
+                requests += 1;
+                continue;
+            }
             let buf = &input[pos..];
             if buf.is_empty() {
                 self.pins.batch_end();
@@ -151,6 +255,9 @@ impl Session {
             match proto::parse_request(buf, limit) {
                 Ok(Parsed::Incomplete { need }) => {
                     self.pins.batch_end();
+                    if self.fills && need >= buf.len() + FILL_MIN && self.begin_fill(ctx, buf) {
+                        return progress(input.len(), requests, Action::Continue, 0);
+                    }
                     return progress(pos, requests, Action::Continue, need);
                 }
                 Ok(Parsed::Complete { req, consumed }) => {
@@ -246,7 +353,7 @@ impl Session {
             Opcode::Get | Opcode::GetK | Opcode::Touch | Opcode::Gat | Opcode::GatK => {
                 get(ctx, req, out, &mut self.pins)
             }
-            Opcode::Set | Opcode::Add | Opcode::Replace => store(ctx, req, out),
+            Opcode::Set | Opcode::Add | Opcode::Replace => store(ctx, req, None, out),
             Opcode::Append | Opcode::Prepend => append(ctx, req, out),
             Opcode::Delete => delete(ctx, req, out),
             Opcode::Incr | Opcode::Decr => arith(ctx, req, out, self.pins.held()),
@@ -472,7 +579,7 @@ fn get(ctx: &Ctx, req: &Request, out: &mut Vec<u8>, pins: &mut Pins) {
 }
 
 /// SET, ADD, REPLACE and their quiet forms.
-fn store(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
+fn store(ctx: &Ctx, req: &Request, filled: Option<Reserved>, out: &mut Vec<u8>) {
     let shared = ctx.shared;
     let stats = ctx.stats;
     let (flags, raw_exp) = match req.args {
@@ -482,9 +589,13 @@ fn store(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
     let loud = req.opcode.loud();
     let settings = &shared.settings;
     record_detail(ctx, req.key, DetailOp::Set);
-    if memcached_item_size(req.key.len(), flags, req.value.len(), !settings.no_cas)
+    let value_len = filled.as_ref().map_or(req.value.len(), Reserved::value_len);
+    if memcached_item_size(req.key.len(), flags, value_len, !settings.no_cas)
         > settings.item_size_max
     {
+        if let Some(item) = filled {
+            shared.store.release(item);
+        }
         if loud == Opcode::Set {
             shared.store.delete(&DeleteArgs::new(req.key));
         }
@@ -505,7 +616,10 @@ fn store(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
     let with_cas = cas != 0;
     // memcached looks up the item a store replaces (a watcher sees it).
     let old = watch::lookup(ctx, req.key, watch::FETCHERS | watch::MUTATIONS);
-    let res = shared.store.store(&args);
+    let res = match filled {
+        Some(item) => shared.store.store_reserved(&args, item),
+        None => shared.store.store(&args),
+    };
     let wreq = watch::StoreReq {
         key: req.key,
         cmd: match loud {
@@ -516,7 +630,7 @@ fn store(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
         },
         exptime: exp,
         flags: args.flags,
-        value_len: req.value.len(),
+        value_len,
     };
     watch::stored(ctx, &wreq, old, res.status, res.class);
     stats.ops.set_cmds.incr();

@@ -4,19 +4,20 @@
 //! wait in the connection's input buffer until complete, and its value
 //! was then copied into the item: two copies of every byte, and a buffer
 //! of the value's size outside `-m`. memcached instead allocates the item
-//! from the command line and reads the data block into it. A text session
-//! does the same once a block is `FILL_MIN` or more short: it reserves the
-//! item (`Store::reserve`), moves the part already buffered into it, and
-//! the server reads the rest into item memory (`room`). When the value is
-//! complete, the `\r\n` after it arrives like any input and the command
-//! runs with the filled item in place of a buffered value.
+//! from the command line (or packet header) and reads the data into it.
+//! A session does the same once a block is `FILL_MIN` or more short: it
+//! reserves the item (`Store::reserve`), moves the part already buffered
+//! into it, and the server reads the rest into item memory (`room`). Once
+//! the value is complete (and, in the text protocol, the `\r\n` after it
+//! has arrived like any input), the command runs with the filled item in
+//! place of a buffered value.
 //!
 //! Only commands that store a new item whole take part: `set`, `add`,
-//! `replace`, `cas`, and `ms` in those modes. Append and prepend build
-//! their item from the old one, so their data is buffered as before.
-//! When the item cannot be had (no memory under `-M`, a size the store
-//! refuses) the value is buffered too, and the command gets its usual
-//! answer once it is complete.
+//! `replace`, `cas`, `ms` in those modes, and binary SET, ADD and REPLACE.
+//! Append and prepend build their item from the old one, so their data is
+//! buffered as before. When the item cannot be had (no memory under `-M`,
+//! a size the store refuses) the value is buffered too, and the command
+//! gets its usual answer once it is complete.
 
 use crate::store::{Reserved, Store};
 
@@ -36,6 +37,20 @@ pub(super) enum Kind {
     },
     /// An `ms`: its line is kept (`Slot::line`) and parsed again.
     Meta,
+    /// A binary SET, ADD or REPLACE: its header, extras and key are kept
+    /// (`Slot::line`, the header's body length cut to extras and key) and
+    /// parsed again. Its value ends the packet: no end bytes follow.
+    Binary,
+}
+
+impl Kind {
+    /// Bytes that must follow the value (`\r\n` in the text protocol).
+    fn end_len(&self) -> usize {
+        match self {
+            Kind::Binary => 0,
+            _ => 2,
+        }
+    }
 }
 
 /// A command whose value is being read into its item.
@@ -69,7 +84,7 @@ impl Slot {
         debug_assert!(self.now.is_none());
         debug_assert!(part.len() < item.value_len());
         store.fill(&mut item, part);
-        if let Kind::Meta = kind {
+        if !matches!(kind, Kind::Text { .. }) {
             self.line.clear();
             self.line.extend_from_slice(line);
         }
@@ -81,27 +96,18 @@ impl Slot {
         self.now.is_some()
     }
 
-    /// Move what `input` holds of the value into the item; how many bytes
-    /// were taken. Once this returns with the value complete, `finish`
-    /// takes the command if its two end bytes are in what follows.
-    pub fn take_input(&mut self, store: &Store, input: &[u8]) -> usize {
-        match &mut self.now {
-            Some(f) => store.fill(&mut f.item, input),
-            None => 0,
-        }
-    }
-
-    /// The command, once its value is complete and `after` (the input
-    /// after the value) holds the two bytes that must end it; they are
-    /// returned with it. `None` while either is missing.
-    pub fn finish(&mut self, after: &[u8]) -> Option<(Fill, [u8; 2])> {
-        match &self.now {
-            Some(f) if f.item.missing() == 0 && after.len() >= 2 => {
-                let f = self.now.take()?;
-                Some((f, [after[0], after[1]]))
-            }
-            _ => None,
-        }
+    /// Move what `input` holds of the value into the item, and take the
+    /// command once its value is complete and the bytes that must end it
+    /// (`Kind::end_len`) follow in `input`: they are the first bytes after
+    /// the value, for the caller to check. Returns how much of `input`
+    /// went into the item, and the command when it is ready.
+    pub fn step(&mut self, store: &Store, input: &[u8]) -> (usize, Option<Fill>) {
+        let Some(f) = &mut self.now else {
+            return (0, None);
+        };
+        let took = store.fill(&mut f.item, input);
+        let ready = f.item.missing() == 0 && input.len() - took >= f.kind.end_len();
+        (took, if ready { self.now.take() } else { None })
     }
 
     /// See `exec::session::Session::value_room`.

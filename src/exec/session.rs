@@ -10,6 +10,7 @@ use crate::config::Protocol;
 use crate::protocol::binary::REQUEST_MAGIC;
 
 use super::binary::Session as BinarySession;
+use super::fill::Slot;
 use super::text::{Progress, Session as TextSession};
 use super::Ctx;
 use crate::store::Store;
@@ -42,23 +43,28 @@ impl Session {
     /// when the next bytes belong in the input buffer. Report what was
     /// written with `value_filled`.
     pub fn value_room<'a>(&'a mut self, store: &'a Store) -> Option<&'a mut [u8]> {
-        match self {
-            Session::Text(s) => s.value_room(store),
-            _ => None,
-        }
+        self.fill_slot()?.room(store)
     }
 
     /// `n` bytes were written into `value_room`.
     pub fn value_filled(&mut self, store: &Store, n: usize) {
-        if let Session::Text(s) = self {
-            s.value_filled(store, n);
+        if let Some(slot) = self.fill_slot() {
+            slot.filled(store, n);
         }
     }
 
     /// The connection is closing: give back any item being filled.
     pub fn abandon(&mut self, store: &Store) {
-        if let Session::Text(s) = self {
-            s.abandon(store);
+        if let Some(slot) = self.fill_slot() {
+            slot.abandon(store);
+        }
+    }
+
+    fn fill_slot(&mut self) -> Option<&mut Slot> {
+        match self {
+            Session::Text(s) => s.fill.as_deref_mut(),
+            Session::Binary(s) => s.fill.as_deref_mut(),
+            Session::Detect(..) => None,
         }
     }
 
@@ -81,7 +87,9 @@ impl Session {
                 Protocol::Binary => true,
                 Protocol::Ascii => false,
             };
-            *self = if binary {
+            *self = if binary && stream {
+                Session::Binary(BinarySession::for_stream())
+            } else if binary {
                 Session::Binary(BinarySession::new())
             } else if stream {
                 Session::Text(TextSession::for_stream())

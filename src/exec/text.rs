@@ -11,7 +11,7 @@ use crate::protocol::meta::{self as meta_proto, MetaCommand, MetaError};
 use crate::protocol::number;
 use crate::protocol::text::{self as proto, Command, Frame, StoreCmd};
 use crate::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, Mode, Reserved, Store, StoreArgs,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, ItemId, Mode, Reserved, StoreArgs,
     StoreStatus,
 };
 
@@ -50,7 +50,7 @@ pub struct Session {
     pins: Pins,
     /// A storage command whose value is being read into its item (see
     /// `exec::fill`); made on a connection's first such command.
-    fill: Option<Box<Slot>>,
+    pub(super) fill: Option<Box<Slot>>,
     /// Whether a large value may be read into its item before it has
     /// arrived (stream connections; a datagram is complete or never).
     fills: bool,
@@ -96,31 +96,11 @@ impl Session {
     }
 
     /// A session of a stream connection: large values are read into
-    /// their items (see `exec::fill`). The caller must `abandon` it before
-    /// dropping it.
+    /// their items (see `exec::fill`).
     pub fn for_stream() -> Self {
         Session {
             fills: true,
             ..Session::default()
-        }
-    }
-
-    /// See `exec::session::Session::value_room`.
-    pub fn value_room<'a>(&'a mut self, store: &'a Store) -> Option<&'a mut [u8]> {
-        self.fill.as_mut()?.room(store)
-    }
-
-    /// `n` bytes were written into `value_room`.
-    pub fn value_filled(&mut self, store: &Store, n: usize) {
-        if let Some(slot) = &mut self.fill {
-            slot.filled(store, n);
-        }
-    }
-
-    /// The connection is closing: give back an item being filled.
-    pub fn abandon(&mut self, store: &Store) {
-        if let Some(slot) = &mut self.fill {
-            slot.abandon(store);
         }
     }
 
@@ -137,10 +117,11 @@ impl Session {
     fn run_fill(&mut self, ctx: &Ctx, input: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool)> {
         let slot = self.fill.as_mut().filter(|s| s.active())?;
         let store = &ctx.shared.store;
-        let took = slot.take_input(store, input);
-        let Some((f, end)) = slot.finish(&input[took..]) else {
+        let (took, ready) = slot.step(store, input);
+        let Some(f) = ready else {
             return Some((took, false));
         };
+        let end = [input[took], input[took + 1]];
         match f.kind {
             Kind::Text { cmd, noreply } => {
                 run_store(ctx, cmd, Data::Filled(f.item, end), 0, noreply, out);
@@ -153,6 +134,7 @@ impl Session {
                 // The line parsed when the fill began.
                 Err(_) => store.release(f.item),
             },
+            Kind::Binary => store.release(f.item),
         }
         Some((took + 2, true))
     }

@@ -541,8 +541,11 @@ impl Worker {
         let input_before = conn.input.footprint();
         loop {
             let (mut got, mut eof, mut blocked) = (0, false, false);
-            // Bytes of this read that are in the scratch buffer.
+            // Bytes of this read that are in the scratch buffer, and that
+            // went into an item (a binary value can complete its request
+            // with nothing left over for the input).
             let mut scratch = 0;
+            let mut into_item = 0;
             let mut from_scratch = false;
             if read_first {
                 // Read into the worker's scratch buffer and keep only the
@@ -556,7 +559,6 @@ impl Worker {
                 let len = conn.input.len();
                 let direct = len > 0 && reads_straight_in(need, len);
                 let store = &self.shared.store;
-                let mut into_item = 0;
                 // (Only with nothing buffered: buffered bytes come first,
                 // and `process` moves them into the item.)
                 let room = if len == 0 {
@@ -618,12 +620,9 @@ impl Worker {
             } else {
                 conn.input.data()
             };
-            let t0 = if input.is_empty() {
-                None
-            } else {
-                crate::latency::start()
-            };
-            let p = if input.is_empty() {
+            let idle = input.is_empty() && into_item == 0;
+            let t0 = if idle { None } else { crate::latency::start() };
+            let p = if idle {
                 Progress::idle()
             } else {
                 conn.session
