@@ -542,6 +542,43 @@ pub struct ConnEntry {
     pub listen_addr: Option<String>,
     /// Relative time of the last request (written by the owning worker).
     pub last_cmd: std::sync::atomic::AtomicU32,
+    /// What a client connection is doing, as memcached names its states
+    /// (`ConnState`; written by the owning worker after each turn).
+    pub state: std::sync::atomic::AtomicU8,
+}
+
+/// The state `stats conns` shows for a client connection that is not the
+/// one asking (that one is always `conn_parse_cmd`), by memcached's names
+/// for where its state machine stops between events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    /// Nothing read yet.
+    NewCmd = 0,
+    /// Waiting for a request, or for the rest of a command line (or of a
+    /// binary header, extras and key).
+    Read,
+    /// Reading a data block whose command is known.
+    NRead,
+    /// Discarding a refused data block.
+    Swallow,
+    /// Replies are waiting for the socket to take them.
+    MWrite,
+    /// A `watch` stream.
+    Watch,
+}
+
+impl ConnState {
+    fn name(state: u8) -> &'static str {
+        match state {
+            0 => "conn_new_cmd",
+            1 => "conn_read",
+            2 => "conn_nread",
+            3 => "conn_swallow",
+            4 => "conn_mwrite",
+            _ => "conn_watch",
+        }
+    }
 }
 
 /// Every open socket, by file descriptor, for `stats conns`.
@@ -571,7 +608,8 @@ impl ConnTable {
 
     /// memcached's `stats conns` lines: for each fd `addr`, `listen_addr`
     /// (clients), `state`, `secs_since_last_cmd`. The asking connection
-    /// (`me`) is the one parsing a command; other clients are waiting.
+    /// (`me`) is the one parsing a command; the others show the state
+    /// their worker last left them in (`ConnState`).
     pub fn write(&self, out: &mut Vec<u8>, me: i32, now: u32) {
         for (fd, e) in self.lock().iter() {
             push_stat(out, &format!("{fd}:addr"), &e.addr);
@@ -581,7 +619,7 @@ impl ConnTable {
             let state = match (&e.listen_addr, *fd == me) {
                 (None, _) => "conn_listening",
                 (Some(_), true) => "conn_parse_cmd",
-                (Some(_), false) => "conn_waiting",
+                (Some(_), false) => ConnState::name(e.state.load(Ordering::Relaxed)),
             };
             push_stat(out, &format!("{fd}:state"), state);
             let last = e.last_cmd.load(Ordering::Relaxed);

@@ -1195,3 +1195,94 @@ fn append_with_flags_at_the_chunk_boundary_keeps_the_data() {
         }
     }
 }
+
+/// The state `stats conns` gives each other client is memcached's name for
+/// where that connection stands: never read (`conn_new_cmd`), waiting for
+/// or inside a command line or binary head (`conn_read`), inside a data
+/// block (`conn_nread`, also a large value read into its item), discarding
+/// a refused block (`conn_swallow`), with replies the socket has not
+/// taken (`conn_mwrite`), or streaming `watch` lines (`conn_watch`).
+#[test]
+fn stats_conns_states_match_memcached() {
+    let bin_set = common::bin_packet(0x01, b"kk", &[0; 8], &[b'v'; 100_000], 0, 0);
+    let bin_get = common::bin_packet(0x00, b"abcdef", &[], &[], 0, 0);
+    let bin_noop = common::bin_packet(0x0a, b"", &[], &[], 0, 0);
+    let large_set = [b"set x 0 0 300000\r\n".as_slice(), &[b'a'; 5000]].concat();
+    let cases: &[(&[u8], &str)] = &[
+        (b"", "conn_new_cmd"),
+        (b"get a\r\n", "conn_read"),
+        (b"get x", "conn_read"),
+        (b"set z 0 0 10\r\nab", "conn_nread"),
+        (&large_set, "conn_nread"),
+        (b"set z 0 0 3\r\nabc", "conn_nread"),
+        (b"ms q 3000\r\nxx", "conn_nread"),
+        (b"append z 0 0 3000\r\nab", "conn_nread"),
+        (b"set y 0 0 3000000\r\nab", "conn_swallow"),
+        (&bin_set[..10], "conn_read"),
+        (&bin_set[..30], "conn_read"),
+        (&bin_set[..5000], "conn_nread"),
+        (&bin_noop, "conn_read"),
+        (&bin_get[..27], "conn_read"),
+        // 20 MB of replies nobody reads.
+        (b"get big big big big big big big big big big big big big big big big big big big big\r\n", "conn_mwrite"),
+        (b"watch\r\n", "conn_watch"),
+    ];
+    let want: Vec<&str> = cases.iter().map(|c| c.1).collect();
+    for s in both(&[]) {
+        let mut w = s.connect();
+        let big = [
+            b"set big 0 0 1000000\r\n".as_slice(),
+            &[b'b'; 1_000_000],
+            b"\r\n",
+        ]
+        .concat();
+        assert_eq!(show(&until(&mut w, &big, b"\r\n")), "STORED\\r\\n");
+        drop(w);
+        let mut clients = Vec::new();
+        for (input, _) in cases {
+            let mut c = s.connect();
+            if !input.is_empty() {
+                c.send(input);
+            }
+            clients.push(c);
+            thread::sleep(Duration::from_millis(20));
+        }
+        // Each client is found by its address (descriptor numbers depend
+        // on when the server closed the writer's).
+        let ports: Vec<String> = clients
+            .iter()
+            .map(|c| format!(":{}", c.stream().local_addr().unwrap().port()))
+            .collect();
+        let mut asker = s.connect();
+        let mut got = Vec::new();
+        for _ in 0..30 {
+            let r = until(&mut asker, b"stats conns\r\n", b"END\r\n");
+            let text = String::from_utf8_lossy(&r).to_string();
+            let stats: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("STAT "))
+                .collect();
+            got = ports
+                .iter()
+                .map(|port| {
+                    let fd = stats
+                        .iter()
+                        .find(|l| l.contains(":addr ") && l.ends_with(port.as_str()))
+                        .and_then(|l| l.split(':').next())
+                        .unwrap_or("?");
+                    let state = format!("{fd}:state ");
+                    stats
+                        .iter()
+                        .find_map(|l| l.strip_prefix(state.as_str()))
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect();
+            if got == want {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(got, want, "{}", s.describe());
+    }
+}

@@ -7,7 +7,7 @@
 //! connections.
 
 use crate::config::Protocol;
-use crate::protocol::binary::REQUEST_MAGIC;
+use crate::protocol::binary::{Header, HEADER_LEN, REQUEST_MAGIC};
 
 use super::binary::Session as BinarySession;
 use super::fill::Slot;
@@ -57,6 +57,34 @@ impl Session {
     pub fn abandon(&mut self, store: &Store) {
         if let Some(slot) = self.fill_slot() {
             slot.abandon(store);
+        }
+    }
+
+    /// Whether a refused data block is being discarded (`conn_swallow`).
+    pub fn swallowing(&self) -> bool {
+        match self {
+            Session::Text(s) => s.swallowing(),
+            Session::Binary(s) => s.swallowing(),
+            Session::Detect(..) => false,
+        }
+    }
+
+    /// Whether the connection is reading a data block whose command is
+    /// known (memcached's `conn_nread`), given what it holds (`input`) and
+    /// the size its next request needs (`Progress::need`, 0 if unknown):
+    /// a value being read into its item, a text data block (with its
+    /// `\r\n`), or a binary value once header, extras and key are in.
+    pub fn reading_value(&self, input: &[u8], need: usize) -> bool {
+        match self {
+            Session::Text(s) => s.fill.as_ref().is_some_and(|f| f.active()) || need > 0,
+            Session::Binary(s) => {
+                let head_in = input.first_chunk::<HEADER_LEN>().is_some_and(|h| {
+                    let h = Header::decode(h);
+                    input.len() >= HEADER_LEN + usize::from(h.extras_len) + usize::from(h.key_len)
+                });
+                s.fill.as_ref().is_some_and(|f| f.active()) || (head_in && need > input.len())
+            }
+            Session::Detect(..) => false,
         }
     }
 

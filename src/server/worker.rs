@@ -9,7 +9,7 @@
 
 use std::io::{self, IoSliceMut, Read};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use slab::Slab;
 use crate::config::Protocol;
 use crate::exec::text::Progress;
 use crate::exec::{Action, Ctx, Shared, StopRequest};
-use crate::stats::{ConnEntry, ThreadStats};
+use crate::stats::{ConnEntry, ConnState, ThreadStats};
 
 use super::bufpool::BufPool;
 use super::conn::{Conn, Stream};
@@ -161,6 +161,7 @@ impl Worker {
                     addr: name.clone(),
                     listen_addr: None,
                     last_cmd: AtomicU32::new(shared.clock.now()),
+                    state: AtomicU8::new(ConnState::Read as u8),
                 }),
             );
             listener_names.push(name);
@@ -387,6 +388,7 @@ impl Worker {
                 addr: peer,
                 listen_addr: Some(self.listener_names[idx].clone()),
                 last_cmd: AtomicU32::new(now),
+                state: AtomicU8::new(ConnState::NewCmd as u8),
             });
             let fd = stream.fd();
             crate::exec::watch::conn_new(&info.addr, fd);
@@ -536,6 +538,9 @@ impl Worker {
         // (the -R budget or the output limit), run those before reading
         // more: reading ahead of a pipelining client only grows its buffer.
         let mut read_first = !conn.has_more;
+        // Whether this turn read anything (until then the connection is
+        // `conn_new_cmd` in `stats conns`).
+        let mut read_any = conn.entry.state.load(Ordering::Relaxed) != ConnState::NewCmd as u8;
         conn.has_more = false;
         let short_read_drains = !read_to_eagain && conn.stream.short_read_drains();
         let input_before = conn.input.footprint();
@@ -608,6 +613,7 @@ impl Worker {
                 }
             }
             read_first = true;
+            read_any |= got > 0;
             if got > 0 {
                 self.stats.ops.bytes_read.add(got as u64);
                 let now = self.shared.clock.now();
@@ -676,6 +682,10 @@ impl Worker {
             if let Some(w) = crate::exec::watch::take_started() {
                 // This connection is a `watch` stream from now on.
                 self.watchers.push((key, w));
+                read_any = false;
+                conn.entry
+                    .state
+                    .store(ConnState::Watch as u8, Ordering::Relaxed);
                 break;
             }
             match p.action {
@@ -721,6 +731,18 @@ impl Worker {
             self.stats
                 .read_bufs
                 .change(input_before, c.input.footprint());
+            if read_any {
+                let state = if c.has_output() {
+                    ConnState::MWrite
+                } else if c.session.swallowing() {
+                    ConnState::Swallow
+                } else if c.session.reading_value(c.input.data(), need) {
+                    ConnState::NRead
+                } else {
+                    ConnState::Read
+                };
+                c.entry.state.store(state as u8, Ordering::Relaxed);
+            }
         }
         if let Some(why) = stop {
             self.shared.request_stop(why);
