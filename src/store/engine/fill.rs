@@ -266,4 +266,55 @@ mod tests {
         assert!(again.is_some(), "released chunks are reused");
         s.release(again.unwrap());
     }
+
+    /// A page move never takes a chunk a connection is filling: while
+    /// every page of a class holds one, the move fails and leaves them
+    /// alone; once they are stored, the page can move (its items are
+    /// rescued or evicted like any linked item).
+    #[test]
+    fn a_page_move_waits_for_reserved_chunks() {
+        let s = Store::new(
+            StoreConfig {
+                mem_limit: 64 << 20,
+                ..StoreConfig::default()
+            },
+            Clock::new(),
+        );
+        let n = 100_000;
+        let class = s.class_for_item(4, 0, n);
+        let mut held: Vec<Reserved> = (0..30)
+            .map(|i| {
+                s.reserve(format!("k{i:03}").as_bytes(), 0, 0, 0, n)
+                    .unwrap()
+            })
+            .collect();
+        assert!(s.slabs.class_state(class).pages.len() >= 3);
+        let moved = |s: &Store| {
+            let _one_mover = lock(&s.mover);
+            s.page_to_pool(class)
+        };
+        assert!(!moved(&s), "a page with chunks being filled was moved");
+        for (i, r) in held.iter_mut().enumerate() {
+            assert_eq!(s.fill(r, &vec![i as u8; n]), n);
+        }
+        for (i, r) in held.into_iter().enumerate() {
+            let key = format!("k{i:03}");
+            let a = StoreArgs::new(Mode::Set, key.as_bytes(), 0, 0, b"");
+            assert_eq!(s.store_reserved(&a, r).status, StoreStatus::Stored);
+        }
+        assert!(moved(&s), "a page of linked items could not move");
+        let mut intact = 0;
+        for i in 0..30 {
+            let key = format!("k{i:03}");
+            let v = s.get(key.as_bytes(), false, |r| {
+                r.ok()
+                    .map(|it| it.value().flatten().copied().collect::<Vec<u8>>())
+            });
+            if let Some(v) = v {
+                assert_eq!(v, vec![i as u8; n], "{key}");
+                intact += 1;
+            }
+        }
+        assert!(intact >= 20, "{intact}");
+    }
 }

@@ -1086,6 +1086,18 @@ fn rss_per_item() {
 /// (each key's value is one repeated byte derived from the key).
 #[test]
 fn concurrent_pressure_with_page_moves() {
+    pressure_with_page_moves(false);
+}
+
+/// The same with half the sets made as a connection makes a large one:
+/// the item reserved first, its value written in pieces while other
+/// threads evict and move pages, then stored (`fill`).
+#[test]
+fn concurrent_pressure_with_reserved_values() {
+    pressure_with_page_moves(true);
+}
+
+fn pressure_with_page_moves(reserve: bool) {
     let (s, _) = store(8);
     let s = Arc::new(s);
     let threads: Vec<_> = (0..4u64)
@@ -1106,6 +1118,17 @@ fn concurrent_pressure_with_page_moves() {
                         1 + rng.below(200)
                     } as usize;
                     match rng.below(6) {
+                        0..=2 if reserve && rng.below(2) == 0 => {
+                            let Some(mut r) = s.reserve(k.as_bytes(), 0, 0, 0, len) else {
+                                panic!("no memory for {k} with eviction on");
+                            };
+                            for piece in vec![b; len].chunks(700) {
+                                s.fill(&mut r, piece);
+                                std::thread::yield_now();
+                            }
+                            let a = StoreArgs::new(Mode::Set, k.as_bytes(), 0, 0, b"");
+                            assert_eq!(s.store_reserved(&a, r).status, StoreStatus::Stored);
+                        }
                         0..=2 => {
                             let v = vec![b; len];
                             let st = set(&s, k.as_bytes(), &v).status;
