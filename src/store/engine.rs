@@ -543,6 +543,10 @@ impl Store {
     fn link(&self, sh: &mut Shard, it: Item, h: u64, now: RelTime) {
         let hd = it.hm();
         hd.bits |= BIT_LINKED;
+        // memcached's do_item_link stamps the time: an item allocated
+        // before a flush_all (a large value still arriving) but linked
+        // after it is not flushed.
+        hd.atime = now;
         let class = hd.class as usize;
         // memcached's do_item_alloc: TEMP first (only with temp_lru; an
         // expiry already past wraps to a huge ttl there, so not TEMP).

@@ -213,6 +213,33 @@ mod tests {
         assert_eq!(get(&s, b"small").unwrap(), vec![b'x'; 5000]);
     }
 
+    /// A value stored after a `flush_all` is visible, however long ago its
+    /// item was reserved: memcached stamps an item's time when it links it.
+    /// Under `-C` the flush goes by that time alone.
+    #[test]
+    fn a_flush_during_the_fill_does_not_hide_the_stored_value() {
+        for use_cas in [true, false] {
+            let clock = Clock::new();
+            let cfg = StoreConfig {
+                use_cas,
+                ..StoreConfig::default()
+            };
+            let s = Store::new(cfg, clock.clone());
+            let mut res = s.reserve(b"k", 0, 0, 0, 5000).unwrap();
+            clock.advance(5);
+            s.flush(0);
+            clock.advance(1);
+            s.fill(&mut res, &[b'v'; 5000]);
+            let o = s.store_reserved(&args(Mode::Set, b"k", 0, 0), res);
+            assert_eq!(o.status, StoreStatus::Stored);
+            assert_eq!(
+                get(&s, b"k").map(|v| v.len()),
+                Some(5000),
+                "use_cas {use_cas}"
+            );
+        }
+    }
+
     #[test]
     fn released_or_refused_reservations_give_their_chunks_back() {
         let s = store(16, true);
