@@ -158,7 +158,25 @@ fn run(data: &[u8]) {
                 };
                 let exptime = if ttl == 0 { 0 } else { clock.realtime(ttl) };
                 let flags = (serial as u32).wrapping_mul(2654435761);
-                let o = store.store(&StoreArgs::new(mode, &key, flags, exptime, &value));
+                let args = StoreArgs::new(mode, &key, flags, exptime, &value);
+                // Some stores go the way a large value from a socket does:
+                // the item reserved first, filled in pieces, then stored
+                // (or, with no item to be had, stored the usual way).
+                let reserved = match arg & 0x20 {
+                    0 => None,
+                    _ => store.reserve(&key, flags, exptime, 0, value.len()),
+                };
+                let o = match reserved {
+                    Some(mut r) => {
+                        let piece = 1 + usize::from(arg % 7) * 97;
+                        for part in value.chunks(piece) {
+                            assert_eq!(store.fill(&mut r, part), part.len());
+                        }
+                        assert_eq!(r.missing(), 0);
+                        store.store_reserved(&args, r)
+                    }
+                    None => store.store(&args),
+                };
                 let stored = Known {
                     value: Rc::new(value.clone()),
                     flags,
