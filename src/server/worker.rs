@@ -787,8 +787,11 @@ fn over_read_buf_limit(
     }
     let share = limit / shared.settings.threads.max(1);
     let held = || stats.read_bufs.get().1 as usize - READ_CHUNK;
-    if held() + more > share {
-        pool.clear();
+    if held() + more <= share {
+        return false;
     }
-    held() > 0 && held() + more > share
+    // Pooled buffers count as held: give them back before refusing.
+    pool.clear();
+    let now = held();
+    now > 0 && now + more > share
 }
