@@ -482,17 +482,25 @@ pub struct Detached {
 impl Detached {
     /// Start-up is done: the original process exits 0, and stdout/stderr
     /// move to /dev/null (unless `-d` came with `-v`, as in memcached).
+    ///
+    /// stdout and stderr move first: once the shell's command returns,
+    /// the daemon must no longer hold the caller's terminal or pipe (a
+    /// caller reading them, such as `ssh host gannet -d`, would wait).
     pub fn ready(mut self) -> io::Result<()> {
-        self.to_parent.write_all(&[0])?;
-        if !self.keep_stdio {
-            let null = fs::OpenOptions::new()
+        let moved = if self.keep_stdio {
+            Ok(())
+        } else {
+            fs::OpenOptions::new()
                 .read(true)
                 .write(true)
-                .open("/dev/null")?;
-            redirect(&null, libc::STDOUT_FILENO)?;
-            redirect(&null, libc::STDERR_FILENO)?;
-        }
-        Ok(())
+                .open("/dev/null")
+                .and_then(|null| {
+                    redirect(&null, libc::STDOUT_FILENO)?;
+                    redirect(&null, libc::STDERR_FILENO)
+                })
+        };
+        self.to_parent.write_all(&[0])?;
+        moved
     }
 
     /// Start-up failed: the original process exits with `code` (clamped to
