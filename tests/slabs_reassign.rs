@@ -336,8 +336,10 @@ fn check_quiet_class(kind: Kind) {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let s = loop {
-        let s = stats(&mut c, "");
+        // `stats slabs` first: the moves can finish between the two
+        // requests, and the counters must be read after the pages.
         let slabs = stats(&mut c, "slabs");
+        let s = stats(&mut c, "");
         if num(&slabs, &format!("{class}:total_pages")) == keep
             && num(&s, "slab_reassign_running") == 0
         {
