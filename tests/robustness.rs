@@ -46,6 +46,7 @@ both!(
     chained_values_in_pieces,
     binary_large_set_answered_alone,
     partial_large_set_holds_item_memory,
+    large_values_rewritten_while_being_sent,
 );
 
 /// Send `input`, expect exactly `expected` and whether the server closed.
@@ -664,4 +665,172 @@ fn binary_large_set_answered_alone(kind: Kind) {
         assert_eq!(&r.bytes[6..8], &[0, status], "{ctx}: status");
         assert_eq!(&r.bytes[12..16], &[0, 0, 0, 7], "{ctx}: opaque");
     }
+}
+
+/// Bytes of each large value in `large_values_rewritten_while_being_sent`.
+const SENT_LEN: usize = 200_000;
+
+/// The byte that fills version `ver` of key `big<k>`.
+fn sent_byte(k: usize, ver: usize) -> u8 {
+    b'A' + (k * 8 + ver) as u8
+}
+
+/// Check that `data` is one whole version of `big<k>`.
+fn whole_version(ctx: &str, k: usize, data: &[u8]) {
+    assert_eq!(data.len(), SENT_LEN, "{ctx}: big{k} length");
+    let first = data[0];
+    assert!(
+        (0..8).any(|v| sent_byte(k, v) == first),
+        "{ctx}: big{k} starts with {first:#x}, not one of its versions"
+    );
+    if let Some(i) = data.iter().position(|&b| b != first) {
+        panic!(
+            "{ctx}: big{k} mixes {first:#x} and {:#x} at byte {i}",
+            data[i]
+        );
+    }
+}
+
+/// Large values requested by slow readers (text, meta and binary) while
+/// another client overwrites and deletes them and stores enough else to
+/// evict everything: each value a reader gets is whole, and is one version
+/// of its own key. gannet sends such values from item memory while its
+/// worker's turn lasts and copies what the socket does not take; memcached
+/// holds a reference on the item until the value is written.
+fn large_values_rewritten_while_being_sent(kind: Kind) {
+    let s = Server::start(kind, &["-m", "64"]);
+    let keys = 4;
+    let rounds = 6;
+    let mut w = s.connect();
+    let set_quietly = |batch: &mut Vec<u8>, key: &str, byte: u8| {
+        batch.extend(format!("set {key} 0 0 {SENT_LEN} noreply\r\n").bytes());
+        batch.resize(batch.len() + SENT_LEN, byte);
+        batch.extend_from_slice(b"\r\n");
+    };
+    // Send a batch of quiet commands, and wait for them with `mn`.
+    let run = |w: &mut Client, mut batch: Vec<u8>, what: &str| {
+        batch.extend_from_slice(b"mn\r\n");
+        let r = w.exchange(&batch, 4);
+        let name = s.describe();
+        assert_eq!(show(&r.bytes), show(b"MN\r\n"), "{name}: {what}");
+    };
+    let mut batch = Vec::new();
+    for k in 0..keys {
+        set_quietly(&mut batch, &format!("big{k}"), sent_byte(k, 0));
+    }
+    run(&mut w, batch, "first versions");
+    let slow = || {
+        let c = s.connect();
+        socket2::SockRef::from(c.stream())
+            .set_recv_buffer_size(32 * 1024)
+            .expect("SO_RCVBUF");
+        c
+    };
+    let mut text = slow();
+    let mut req = Vec::new();
+    for _ in 0..rounds {
+        req.extend_from_slice(b"get big0 big1 big2 big3\r\nmg big1 v\r\n");
+    }
+    text.send(&req);
+    let mut bin = slow();
+    let mut req = Vec::new();
+    for _ in 0..rounds {
+        for k in 0..keys {
+            req.extend(bin_packet(
+                0x00,
+                format!("big{k}").as_bytes(),
+                &[],
+                &[],
+                0,
+                k as u32,
+            ));
+        }
+    }
+    req.extend(bin_packet(0x0a, b"", &[], &[], 0, 99));
+    bin.send(&req);
+    thread::sleep(Duration::from_millis(100));
+    for ver in 1..8 {
+        let mut batch = Vec::new();
+        for k in 0..keys {
+            let key = format!("big{k}");
+            if (ver + k) % 3 == 0 {
+                batch.extend(format!("delete {key} noreply\r\n").bytes());
+            } else {
+                set_quietly(&mut batch, &key, sent_byte(k, ver));
+            }
+        }
+        // About 8 MB more per round: by the end everything older is gone.
+        for i in 0..40 {
+            set_quietly(&mut batch, &format!("churn{ver}_{i}"), b'z');
+        }
+        run(&mut w, batch, &format!("round {ver}"));
+    }
+    let name = s.describe();
+
+    let got = text.read_reply(usize::MAX, Duration::from_secs(1)).bytes;
+    let mut rest = &got[..];
+    let line = |rest: &mut &[u8]| -> String {
+        let i = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("line end");
+        let l = String::from_utf8_lossy(&rest[..i]).into_owned();
+        *rest = &rest[i + 2..];
+        l
+    };
+    let mut values = 0;
+    for round in 0..rounds {
+        let ctx = format!("{name}: text round {round}");
+        loop {
+            let l = line(&mut rest);
+            if l == "END" {
+                break;
+            }
+            let t: Vec<&str> = l.split(' ').collect();
+            assert_eq!(t[0], "VALUE", "{ctx}: {l}");
+            let k: usize = t[1].strip_prefix("big").expect("key").parse().unwrap();
+            whole_version(&ctx, k, &rest[..SENT_LEN.min(rest.len())]);
+            assert_eq!(&rest[SENT_LEN..SENT_LEN + 2], b"\r\n", "{ctx}");
+            rest = &rest[SENT_LEN + 2..];
+            values += 1;
+        }
+        let l = line(&mut rest);
+        if l != "EN" {
+            assert_eq!(l, format!("VA {SENT_LEN}"), "{ctx}: mg");
+            whole_version(&ctx, 1, &rest[..SENT_LEN.min(rest.len())]);
+            rest = &rest[SENT_LEN + 2..];
+            values += 1;
+        }
+    }
+    assert!(
+        rest.is_empty(),
+        "{name}: {} bytes after the replies",
+        rest.len()
+    );
+    assert!(values >= keys, "{name}: only {values} text values");
+
+    let got = bin.read_reply(usize::MAX, Duration::from_secs(1)).bytes;
+    let mut rest = &got[..];
+    let mut hits = 0;
+    loop {
+        assert!(rest.len() >= 24, "{name}: binary replies cut short");
+        let h = &rest[..24];
+        let body = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let opaque = u32::from_be_bytes([h[12], h[13], h[14], h[15]]) as usize;
+        let status = u16::from_be_bytes([h[6], h[7]]);
+        let packet = &rest[24..24 + body];
+        rest = &rest[24 + body..];
+        if h[1] == 0x0a {
+            break;
+        }
+        if status == 0 {
+            let extras = usize::from(h[4]);
+            whole_version(&format!("{name}: binary"), opaque, &packet[extras..]);
+            hits += 1;
+        } else {
+            assert_eq!(status, 1, "{name}: binary status");
+        }
+    }
+    assert!(rest.is_empty(), "{name}: bytes after the binary NOOP");
+    assert!(hits >= keys, "{name}: only {hits} binary values");
 }

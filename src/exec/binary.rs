@@ -54,6 +54,7 @@ use crate::store::{
 
 use super::detail::Op as DetailOp;
 use super::fill::{Kind, Slot, FILL_MIN};
+use super::out::Out;
 use super::pins::Pins;
 use super::stats_cmd::{self, Group};
 use super::text::{memcached_item_size, Progress};
@@ -155,7 +156,7 @@ impl Session {
     /// A filled request that is ready: run it. Returns the input it took
     /// (the value's bytes still buffered) and whether it ran; `None` when
     /// no value is being filled.
-    fn run_fill(&mut self, ctx: &Ctx, input: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool)> {
+    fn run_fill(&mut self, ctx: &Ctx, input: &[u8], out: &mut Out) -> Option<(usize, bool)> {
         let slot = self.fill.as_mut().filter(|s| s.active())?;
         let store_ = &ctx.shared.store;
         let (took, ready) = slot.step(store_, input);
@@ -197,7 +198,7 @@ impl Session {
         &mut self,
         ctx: &Ctx,
         input: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut Out,
         budget: usize,
         out_limit: usize,
     ) -> Progress {
@@ -230,7 +231,7 @@ impl Session {
             if requests >= budget {
                 return progress(pos, requests, Action::Continue, 0);
             }
-            if out.len() >= out_limit {
+            if out.total() >= out_limit {
                 // Complete packets may wait in the input: the caller sends
                 // the output and calls again.
                 return Progress {
@@ -339,7 +340,7 @@ impl Session {
     }
 
     /// Runs one valid request.
-    fn run(&mut self, ctx: &Ctx, req: &Request, out: &mut Vec<u8>) -> Action {
+    fn run(&mut self, ctx: &Ctx, req: &Request, out: &mut Out) -> Action {
         let settings = &ctx.shared.settings;
         if settings.sasl && !self.may_run(req.opcode.as_u8()) {
             error(out, req, Status::AuthError);
@@ -503,7 +504,7 @@ fn exptime(ctx: &Ctx, raw: u32) -> crate::clock::RelTime {
 
 /// GET, GETK, TOUCH, GAT, GATK and their quiet forms. A hit's reply holds
 /// the item in `pins` until it is written.
-fn get(ctx: &Ctx, req: &Request, out: &mut Vec<u8>, pins: &mut Pins) {
+fn get(ctx: &Ctx, req: &Request, out: &mut Out, pins: &mut Pins) {
     let stats = ctx.stats;
     let loud = req.opcode.loud();
     let touch = match req.args {
@@ -533,9 +534,7 @@ fn get(ctx: &Ctx, req: &Request, out: &mut Vec<u8>, pins: &mut Pins) {
                 vlen,
             );
             if res.is_ok() && with_value {
-                for seg in item.value() {
-                    out.extend_from_slice(seg);
-                }
+                out.push_value(item);
             }
             pins.hold(item.id());
             Some(item.class_id())
@@ -1023,7 +1022,7 @@ mod tests {
         };
         let mut s = Session::new();
         let mut buf = Vec::new();
-        let mut out = Vec::new();
+        let mut out = Out::default();
         for piece in input.chunks(step.max(1)) {
             buf.extend_from_slice(piece);
             let p = s.process(&ctx, &buf, &mut out, usize::MAX, usize::MAX);
@@ -1038,11 +1037,11 @@ mod tests {
                 );
             }
             if p.action != Action::Continue {
-                return (out, p.action);
+                return (out.to_vec(), p.action);
             }
         }
         assert!(buf.is_empty(), "{} bytes left unprocessed", buf.len());
-        (out, Action::Continue)
+        (out.to_vec(), Action::Continue)
     }
 
     #[test]
@@ -1095,7 +1094,7 @@ mod tests {
         let noop = packet(Opcode::Noop, &[], &[], &[], 9);
         let input: Vec<u8> = noop.iter().copied().cycle().take(noop.len() * 5).collect();
         let mut s = Session::new();
-        let mut out = Vec::new();
+        let mut out = Out::default();
         let p = s.process(&ctx, &input, &mut out, 2, usize::MAX);
         assert_eq!((p.requests, p.consumed), (2, 2 * noop.len()));
         // Full output: nothing runs, the caller is told to come back.
@@ -1198,7 +1197,7 @@ mod tests {
                 }
             }
             let mut s = Session::new();
-            let mut out = Vec::new();
+            let mut out = Out::default();
             let mut pos = 0;
             let step = 1 + (next() % 200) as usize;
             let mut end = 0;

@@ -40,6 +40,7 @@ use crate::store::{
     StoreOutcome, StoreStatus,
 };
 
+use super::out::Out;
 use super::pins::Pins;
 use super::text::memcached_item_size;
 use super::watch;
@@ -99,7 +100,7 @@ pub fn run(
     ctx: &Ctx,
     req: &MetaRequest,
     data: Option<Block>,
-    out: &mut Vec<u8>,
+    out: &mut Out,
     pins: &mut Pins,
 ) -> Action {
     match req.command {
@@ -197,14 +198,14 @@ impl Ttls {
 /// vivified, and touched by a `T` before the opaque; but the win token is
 /// never marked and a hit is not counted (a miss is). The caller cuts
 /// `req` at the bad opaque; the reply is for the caller to throw away.
-pub(crate) fn mg_refused(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>) {
+pub(crate) fn mg_refused(ctx: &Ctx, req: &MetaRequest, out: &mut Out) {
     mg_inner(ctx, req, out, None);
 }
 
 /// `mg`. `pins` is `None` for a refused one (`mg_refused`): it marks no
 /// win token and, as memcached drops its reference with the error,
 /// holds nothing.
-fn mg_inner(ctx: &Ctx, req: &MetaRequest, out: &mut Vec<u8>, pins: Option<&mut Pins>) {
+fn mg_inner(ctx: &Ctx, req: &MetaRequest, out: &mut Out, pins: Option<&mut Pins>) {
     let mark_win = pins.is_some();
     let shared = ctx.shared;
     let mut kbuf = [0u8; DECODED_KEY_MAX];
@@ -301,7 +302,7 @@ fn mg_hit(
     ttl: Option<RelTime>,
     recache: Option<RelTime>,
     mark_win: bool,
-    out: &mut Vec<u8>,
+    out: &mut Out,
 ) -> u8 {
     let value = req.flags.has(b'v');
     let len = item.value_len();
@@ -355,9 +356,7 @@ fn mg_hit(
     }
     proto::end_line(out);
     if value {
-        for segment in item.value() {
-            out.extend_from_slice(segment);
-        }
+        out.push_value(item);
         proto::end_line(out);
     }
     item.class_id()
@@ -810,13 +809,13 @@ mod tests {
                 shared: &self.shared,
                 stats: &self.stats,
             };
-            let mut out = Vec::new();
+            let mut out = Out::default();
             let Ok(req) = parse_meta(line) else {
                 return b"PARSE\r\n".to_vec();
             };
             if req.command == MetaCommand::Set {
                 if ms_precheck(&ctx, &req, &mut out).is_err() {
-                    return out;
+                    return out.to_vec();
                 }
                 run(
                     &ctx,
@@ -828,7 +827,7 @@ mod tests {
             } else {
                 run(&ctx, &req, None, &mut out, &mut Pins::default());
             }
-            out
+            out.to_vec()
         }
 
         fn text(&self, line: &str) -> String {

@@ -15,6 +15,7 @@ pub mod detail;
 pub mod fill;
 pub mod maintainer;
 pub mod meta;
+pub mod out;
 pub mod pins;
 pub mod rebalance;
 pub mod session;

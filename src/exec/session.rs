@@ -11,6 +11,7 @@ use crate::protocol::binary::{Header, HEADER_LEN, REQUEST_MAGIC};
 
 use super::binary::Session as BinarySession;
 use super::fill::Slot;
+use super::out::Out;
 use super::text::{Progress, Session as TextSession};
 use super::Ctx;
 use crate::store::Store;
@@ -102,7 +103,7 @@ impl Session {
         &mut self,
         ctx: &Ctx,
         input: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut Out,
         budget: usize,
         out_limit: usize,
     ) -> Progress {

@@ -17,6 +17,7 @@ use crate::store::{
 
 use super::detail::Op as DetailOp;
 use super::fill::{Kind, Slot, FILL_MIN};
+use super::out::Out;
 use super::pins::Pins;
 use super::watch;
 use super::{Action, Ctx, StopRequest, WIRE_VERSION};
@@ -114,7 +115,7 @@ impl Session {
     /// A filled command that is ready: run it. Returns the input it took
     /// (the value's bytes still buffered and its two end bytes) and
     /// whether it ran; `None` when no value is being filled.
-    fn run_fill(&mut self, ctx: &Ctx, input: &[u8], out: &mut Vec<u8>) -> Option<(usize, bool)> {
+    fn run_fill(&mut self, ctx: &Ctx, input: &[u8], out: &mut Out) -> Option<(usize, bool)> {
         let slot = self.fill.as_mut().filter(|s| s.active())?;
         let store = &ctx.shared.store;
         let (took, ready) = slot.step(store, input);
@@ -151,7 +152,7 @@ impl Session {
         &mut self,
         ctx: &Ctx,
         input: &[u8],
-        out: &mut Vec<u8>,
+        out: &mut Out,
         budget: usize,
         out_limit: usize,
     ) -> Progress {
@@ -187,7 +188,7 @@ impl Session {
             if requests >= budget {
                 return progress(pos, requests, Action::Continue, 0);
             }
-            if out.len() >= out_limit {
+            if out.total() >= out_limit {
                 return Progress {
                     more: true,
                     ..progress(pos, requests, Action::Continue, 0)
@@ -421,7 +422,7 @@ impl Session {
 /// while a `T` before the opaque still applies). With `N`, `R` or `T`
 /// anywhere memcached defers the bump until after the reply, which the
 /// error skips: `u`.
-fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>, pins: &mut Pins) {
+fn opaque_too_long_side_effects(ctx: &Ctx, line: &[u8], out: &mut Out, pins: &mut Pins) {
     let is_mg = line.starts_with(b"mg ");
     if !(is_mg || line.starts_with(b"ma ")) {
         return;
@@ -885,7 +886,7 @@ fn get(
     from: usize,
     cas: bool,
     touch: Option<i64>,
-    out: &mut Vec<u8>,
+    out: &mut Out,
     out_limit: usize,
 ) -> Option<usize> {
     let shared = ctx.shared;
@@ -897,7 +898,7 @@ fn get(
     // dropped, so nothing may be sent before it (see below).
     let mut doomed = false;
     for key in proto::Tokens::new(rest) {
-        if !doomed && out.len() >= out_limit {
+        if !doomed && out.total() >= out_limit {
             let offset = key.as_ptr() as usize - keys.as_ptr() as usize;
             // memcached sends none of a get's values when a later key is
             // too long, however large they are. Look ahead only here, so
@@ -931,9 +932,7 @@ fn get(
                 watch::item_get(key, watch::found(item.class_id(), item.value_len()));
                 let c = if cas { Some(item.cas()) } else { None };
                 proto::push_value_header(out, item.key(), item.flags(), item.value_len(), c);
-                for seg in item.value() {
-                    out.extend_from_slice(seg);
-                }
+                out.push_value(item);
                 out.extend_from_slice(b"\r\n");
                 Some(item.class_id())
             }

@@ -843,6 +843,12 @@ pub fn arith_created(ctx: &Ctx, key: &[u8], exptime: RelTime, class: u8, value: 
 /// memcached's `-vv` reply lines (`>fd END`), at debug level; values
 /// are shown as `>fd sending key <key>`. Costs one level check when off.
 #[inline]
+/// Whether `log_replies` logs anything (it reads the reply bytes, so
+/// values must then be copied into them, not spliced).
+pub fn logs_replies() -> bool {
+    log::log_enabled!(target: WIRE, log::Level::Debug)
+}
+
 pub fn log_replies(fd: i32, out: &[u8]) {
     if !log::log_enabled!(target: WIRE, log::Level::Debug) || out.is_empty() {
         return;

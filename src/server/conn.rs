@@ -15,6 +15,7 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::clock::RelTime;
+use crate::exec::out::{fill_iovecs, Out};
 use crate::exec::session::Session;
 
 use super::bufpool::BufPool;
@@ -23,6 +24,10 @@ use super::tls::TlsStream;
 /// Capacity above which an emptied buffer is freed (or pooled) rather
 /// than kept.
 pub(super) const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// iovecs per `writev` (well under `IOV_MAX`, 1024 on Linux; a batch of
+/// replies rarely has more than a few dozen pieces).
+const IOV_BATCH: usize = 64;
 
 /// A TCP or unix stream, or a TLS session over TCP (boxed: a plaintext
 /// connection pays one pointer-sized variant, not a rustls session).
@@ -58,6 +63,13 @@ impl Write for Stream {
             Stream::Tls(s) => s.write(buf),
         }
     }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tls(s) => s.write_vectored(bufs),
+        }
+    }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tls(s) => s.flush(),
@@ -67,6 +79,12 @@ impl Write for Stream {
 }
 
 impl Stream {
+    /// Whether replies may send values from item memory (`Out` splices):
+    /// kernel streams only; TLS encrypts from its own buffers.
+    pub fn takes_splices(&self) -> bool {
+        matches!(self, Stream::Tcp(_) | Stream::Unix(_))
+    }
+
     /// Whether a read that returns fewer bytes than asked for proves the
     /// socket's receive queue empty, so that waiting for the next
     /// edge-triggered event is safe without a read that returns EAGAIN.
@@ -336,6 +354,49 @@ impl Conn {
         written += off;
         if off < out.len() {
             self.pending.extend_from_slice(&out[off..]);
+        }
+        Ok(written)
+    }
+
+    /// Write the pieces of `out` (reply bytes and values in item memory)
+    /// with `writev`, after anything pending. What the socket does not
+    /// take is copied into `pending`, so the caller can release `out`'s
+    /// pins as soon as this returns. Returns bytes written.
+    pub fn send_out(&mut self, out: &Out) -> io::Result<usize> {
+        if !out.has_splices() {
+            return self.send(out);
+        }
+        let mut written = 0;
+        if !self.pending.is_empty() {
+            written += self.flush_pending()?;
+        }
+        let total = out.total();
+        let mut off = 0;
+        if self.pending.is_empty() {
+            let mut iov = [io::IoSlice::new(&[]); IOV_BATCH];
+            while off < total {
+                let n = fill_iovecs(out.pieces(), off, &mut iov);
+                match self.stream.write_vectored(&iov[..n]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(k) => off += k,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        written += off;
+        if off < total {
+            self.pending.reserve(total - off);
+            let mut skip = off;
+            for p in out.pieces() {
+                if skip >= p.len() {
+                    skip -= p.len();
+                    continue;
+                }
+                self.pending.extend_from_slice(&p[skip..]);
+                skip = 0;
+            }
         }
         Ok(written)
     }

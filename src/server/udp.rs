@@ -35,6 +35,7 @@ use std::io;
 use mio::net::UdpSocket;
 
 use crate::config::Protocol;
+use crate::exec::out::Out;
 use crate::exec::session::Session;
 use crate::exec::{Action, Ctx, StopRequest};
 
@@ -97,7 +98,7 @@ fn run(
     protocol: Protocol,
     req: &[u8],
     limit: usize,
-    out: &mut Vec<u8>,
+    out: &mut Out,
 ) -> Option<StopRequest> {
     let mut session = Session::new(protocol);
     let mut pos = 0;
@@ -130,7 +131,7 @@ pub fn serve(
     protocol: Protocol,
     ctx: &Ctx,
     rbuf: &mut [u8],
-    out: &mut Vec<u8>,
+    out: &mut Out,
     budget: usize,
 ) -> bool {
     for _ in 0..budget {

@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::Protocol;
+use crate::exec::out::Out;
 use crate::exec::text::Progress;
 use crate::exec::{Action, Ctx, Shared, StopRequest};
 use crate::stats::{ConnEntry, ConnState, ThreadStats};
@@ -98,7 +99,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     stats: Arc<ThreadStats>,
     rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
+    /// Replies of the current batch (values may stay in item memory).
+    wbuf: Out,
     /// Emptied large input buffers, for the next large request.
     pool: BufPool,
     ready: Vec<usize>,
@@ -180,7 +182,7 @@ impl Worker {
             pool: BufPool::new(Arc::clone(&stats)),
             stats,
             rbuf: vec![0; READ_CHUNK],
-            wbuf: Vec::with_capacity(READ_CHUNK),
+            wbuf: Out::with_capacity(READ_CHUNK),
             ready: Vec::new(),
             udp_ready: Vec::new(),
             running: Arc::clone(&running),
@@ -216,6 +218,8 @@ impl Worker {
             stats: &self.stats,
         };
         let budget = self.shared.settings.reqs_per_event.max(1);
+        // A datagram reply is framed from its bytes.
+        self.wbuf.set_splicing(false);
         let u = &self.udp[i];
         let more = super::udp::serve(
             &u.socket,
@@ -628,6 +632,10 @@ impl Worker {
             };
             let idle = input.is_empty() && into_item == 0;
             let t0 = if idle { None } else { crate::latency::start() };
+            // Large values go out from item memory, except where the
+            // bytes themselves are needed (TLS, `-vv` reply logging).
+            self.wbuf
+                .set_splicing(conn.stream.takes_splices() && !crate::exec::watch::logs_replies());
             let p = if idle {
                 Progress::idle()
             } else {
@@ -666,10 +674,19 @@ impl Worker {
             } else {
                 conn.input.consume(p.consumed, &mut self.pool);
             }
-            if !self.wbuf.is_empty() {
-                crate::exec::watch::log_replies(conn.fd, &self.wbuf);
-                let r = conn.send(&self.wbuf);
-                self.wbuf.clear();
+            if self.wbuf.total() > 0 {
+                if self.wbuf.has_splices() && crate::exec::watch::logs_replies() {
+                    // `verbosity 2` arrived in this batch, after values
+                    // were spliced: log the whole reply.
+                    let whole: Vec<u8> = self.wbuf.pieces().flatten().copied().collect();
+                    crate::exec::watch::log_replies(conn.fd, &whole);
+                } else {
+                    crate::exec::watch::log_replies(conn.fd, &self.wbuf);
+                }
+                let r = conn.send_out(&self.wbuf);
+                // The socket took the values or `pending` holds copies:
+                // give the pins back before anything else runs.
+                self.wbuf.release(&self.shared.store);
                 match r {
                     Ok(n) => self.stats.ops.bytes_written.add(n as u64),
                     Err(_) => {

@@ -22,13 +22,16 @@
 //! holding another one; the mover lock is only taken with no other lock
 //! held: there is no cycle and no deadlock. Items are
 //! freed only under their shard's lock (after unlinking), so a reader
-//! under that lock never sees its chunk reused.
+//! under that lock never sees its chunk reused; a pinned item's chunks
+//! only at its last unpin (`pin`), so a pinned value stays readable
+//! after the lock.
 //!
 //! Invariants: an item is in its shard's index iff it is in exactly
 //! one of its class's LRU lists in that shard iff `BIT_LINKED` is set;
 //! `Shard::count` is the number of linked items; a chunk is either on a
 //! class free list, owned by one thread while being filled (for a large
-//! value, by a connection until it arrives: `fill::Reserved`), or linked.
+//! value, by a connection until it arrives: `fill::Reserved`), linked,
+//! or unlinked but pinned (freed by the last `unpin`).
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -109,6 +112,8 @@ struct Shard {
     count: usize,
     lru: Vec<[Lru; 4]>,
     cs: Vec<ClassCounters>,
+    /// Items whose value a reader sends after the lock (`pin`).
+    pins: Vec<pin::PinEntry>,
 }
 
 /// Cache-line aligned so two shards' locks never share a line.
@@ -158,6 +163,9 @@ pub struct ItemRef<'a> {
     it: Item,
     slabs: &'a Slabs,
     use_cas: bool,
+    /// The item's shard and its number, when the borrow may pin it
+    /// (inside `Store::get`).
+    pins: Option<(&'a mut Shard, usize)>,
     _locked: PhantomData<&'a mut Shard>,
 }
 
@@ -216,6 +224,18 @@ impl<'a> ItemRef<'a> {
     }
     pub fn set_win_sent(&mut self) {
         self.it.hm().bits |= BIT_WIN;
+    }
+
+    /// Keep this item's value readable, unchanged, after the lock is
+    /// released, until `Store::unpin` (see `pin`). Returns the pin and
+    /// the value's segments as raw parts, valid while the pin is held;
+    /// `None` where pinning is not offered (outside `Store::get`).
+    pub fn pin(&mut self, mut seg: impl FnMut(*const u8, usize)) -> Option<Pin> {
+        let (sh, shard) = self.pins.as_mut()?;
+        for s in self.it.segments(self.slabs) {
+            seg(s.as_ptr(), s.len());
+        }
+        Some(sh.pin(*shard, self.it.r))
     }
 }
 
@@ -292,6 +312,7 @@ impl Shard {
             count: 0,
             lru: vec![[Lru::default(); 4]; nclasses],
             cs: vec![ClassCounters::default(); nclasses],
+            pins: Vec::new(),
         }
     }
 
@@ -581,14 +602,18 @@ impl Store {
             it,
             slabs: &self.slabs,
             use_cas: self.cfg.use_cas,
+            pins: None,
             _locked: PhantomData,
         }
     }
 
-    /// Unlink and free (the caller holds the item's shard lock).
+    /// Unlink and free (the caller holds the item's shard lock); a
+    /// pinned item's chunks are freed at its last unpin instead.
     fn remove(&self, sh: &mut Shard, it: Item, h: u64) {
         self.unlink(sh, it, h);
-        self.free_item(it);
+        if !sh.defer_free(it.r) {
+            self.free_item(it);
+        }
     }
 
     fn find_live(&self, sh: &mut Shard, h: u64, key: &[u8], now: RelTime) -> Result<Item, Miss> {
@@ -880,12 +905,16 @@ impl Store {
     ) -> R {
         let h = self.hash(key);
         let now = self.clock.now();
-        let mut sh = self.shard(Self::shard_of(h));
+        let si = Self::shard_of(h);
+        let mut sh = self.shard(si);
         let it = match self.find_live(&mut sh, h, key, now) {
             Ok(it) => it,
             Err(m) => return f(Err(m)),
         };
-        let mut r = self.item_ref(it);
+        let mut r = ItemRef {
+            pins: Some((&mut sh, si)),
+            ..self.item_ref(it)
+        };
         let out = f(Ok(&mut r));
         if bump {
             let segmented = self.lru.segmented();
@@ -1290,7 +1319,7 @@ impl Store {
                 chunk: o.r,
                 version: hd.cas,
             });
-            if n <= hd.nbytes as usize && !held {
+            if n <= hd.nbytes as usize && !held && !sh.is_pinned(o.r) {
                 // Same or shorter: rewrite in place, padded with spaces
                 // (as memcached does; "10" decr 1 reads back "9 ").
                 // The whole old length is rewritten, however long.
@@ -1686,6 +1715,8 @@ pub use crawl::{lru_id, Crawl, CrawlTally, LruTally, Walk, LRU_IDS};
 mod fill;
 pub use fill::Reserved;
 mod mover;
+mod pin;
+pub use pin::Pin;
 mod tail_reclaim;
 pub use mover::ReassignError;
 mod tuning;

@@ -14,7 +14,9 @@
 //!
 //! Reads hand the caller a borrowed `ItemRef` inside a closure, so the
 //! value is copied exactly once, from item memory into the connection's
-//! output buffer, while the key's lock is held.
+//! output buffer, while the key's lock is held; or, for a large value,
+//! not at all: the closure pins the item (`ItemRef::pin`) and the value
+//! is written to the socket from item memory after the lock is released.
 
 mod types;
 
@@ -27,8 +29,8 @@ mod sizes;
 mod slab;
 
 pub use engine::{
-    lru_id, AutomoveWindow, Crawl, CrawlTally, ItemRef, LruTally, ReassignError, Reserved, Store,
-    Walk, LRU_IDS,
+    lru_id, AutomoveWindow, Crawl, CrawlTally, ItemRef, LruTally, Pin, ReassignError, Reserved,
+    Store, Walk, LRU_IDS,
 };
 
 /// Class ids run below this (memcached's `MAX_NUMBER_OF_SLAB_CLASSES`);

@@ -282,6 +282,10 @@ impl Store {
     /// chunk-max chunk elsewhere with the link before it repointed, then
     /// the head. If any chunk finds no room the whole item is evicted.
     fn drain_item(&self, sh: &mut Shard, it: Item, page: u32, now: RelTime) {
+        if sh.is_pinned(it.r) {
+            // Being sent from its chunks: busy, like a chunk being filled.
+            return;
+        }
         let h = self.hash(it.key());
         if self.dead(it, now).is_some() {
             self.remove(sh, it, h);
