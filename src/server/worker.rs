@@ -556,6 +556,7 @@ impl Worker {
             let mut scratch = 0;
             let mut into_item = 0;
             let mut from_scratch = false;
+            let mut no_buffer = false;
             if read_first {
                 // Read into the worker's scratch buffer and keep only the
                 // bytes that arrived, so a connection holding a partial
@@ -652,29 +653,32 @@ impl Worker {
                     // buffer for; one already holding a buffer may grow
                     // it (memcached's large-request path is not limited
                     // either).
+                    // The replies of the requests that ran are still sent
+                    // (below), then the connection closes.
                     let left = scratch - p.consumed;
                     if conn.input.footprint().0 == 0
                         && over_read_buf_limit(&self.shared, &self.stats, &mut self.pool, left)
                     {
                         self.stats.ops.read_buf_oom.incr();
-                        close = true;
-                        break;
+                        no_buffer = true;
+                    } else {
+                        // A data block of known size that will be read
+                        // straight into the buffer gets its whole buffer
+                        // now, so its first part is not copied again as it
+                        // grows. (A small remainder grows by doubling: a
+                        // connection holding a few bytes of a request
+                        // should not hold 4 KiB.)
+                        if reads_straight_in(p.need, left) {
+                            conn.input.reserve_total(p.need, &mut self.pool);
+                        }
+                        conn.input
+                            .extend_from_slice(&self.rbuf[p.consumed..scratch], &mut self.pool);
                     }
-                    // A data block of known size that will be read straight
-                    // into the buffer gets its whole buffer now, so its
-                    // first part is not copied again as it grows. (A small
-                    // remainder grows by doubling: a connection holding a
-                    // few bytes of a request should not hold 4 KiB.)
-                    if reads_straight_in(p.need, left) {
-                        conn.input.reserve_total(p.need, &mut self.pool);
-                    }
-                    conn.input
-                        .extend_from_slice(&self.rbuf[p.consumed..scratch], &mut self.pool);
                 }
             } else {
                 conn.input.consume(p.consumed, &mut self.pool);
             }
-            if self.wbuf.total() > 0 {
+            let sent = if self.wbuf.total() > 0 {
                 if self.wbuf.has_splices() && crate::exec::watch::logs_replies() {
                     // `verbosity 2` arrived in this batch, after values
                     // were spliced: log the whole reply.
@@ -683,19 +687,29 @@ impl Worker {
                 } else {
                     crate::exec::watch::log_replies(conn.fd, &self.wbuf);
                 }
-                let r = conn.send_out(&self.wbuf);
-                // The socket took the values or `pending` holds copies:
-                // give the pins back before anything else runs.
-                self.wbuf.release(&self.shared.store);
-                match r {
-                    Ok(n) => self.stats.ops.bytes_written.add(n as u64),
-                    Err(_) => {
-                        close = true;
-                        break;
-                    }
+                Some(conn.send_out(&self.wbuf))
+            } else {
+                None
+            };
+            // The socket took the values or `pending` holds copies: give
+            // the pins back, and leave the buffer empty for the next
+            // connection, on every path out of this turn.
+            self.wbuf.release(&self.shared.store);
+            match sent {
+                Some(Ok(n)) => self.stats.ops.bytes_written.add(n as u64),
+                Some(Err(_)) => {
+                    close = true;
+                    break;
                 }
+                None => {}
             }
             crate::latency::finish(&self.stats.latency, t0);
+            if no_buffer {
+                // No read buffer to be had (`read_buf_oom`): close once
+                // the replies above are out, as after `quit`.
+                conn.closing = true;
+                break;
+            }
             if let Some(w) = crate::exec::watch::take_started() {
                 // This connection is a `watch` stream from now on.
                 self.watchers.push((key, w));
