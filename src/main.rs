@@ -106,7 +106,9 @@ fn main() -> ExitCode {
         }
     };
     if let Some(user) = &user {
-        if let Err(e) = daemon::drop_privileges(user) {
+        let socket = shared.settings.socket_path.as_deref();
+        let given = socket.map_or(Ok(()), |path| daemon::give_socket(path, user));
+        if let Err(e) = given.and_then(|()| daemon::drop_privileges(user)) {
             return fatal(&e);
         }
     }

@@ -528,3 +528,53 @@ fn core_dumps_flag_raises_the_core_limit_like_memcached() {
         Ok("unlimited".to_string())
     );
 }
+
+/// Owner, group and mode of the unix socket a server started with `-s`
+/// creates, and whether a client could connect to it.
+fn socket_owner_with(bin: &str, args: &[String], path: &Path) -> (u32, u32, u32) {
+    let _ = fs::remove_file(path);
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Daemon { child };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::os::unix::net::UnixStream::connect(path).is_err() {
+        assert!(Instant::now() < deadline, "{bin}: no socket at {path:?}");
+        sleep(Duration::from_millis(20));
+    }
+    let meta = fs::metadata(path).unwrap();
+    (meta.uid(), meta.gid(), meta.mode() & 0o777)
+}
+
+/// Started by root with `-u`, the unix socket belongs to that user and
+/// its group, as memcached's does (it creates the socket after dropping
+/// privileges), so `-a 0770` lets the user's group in. gannet binds as
+/// root and then hands the socket over.
+#[test]
+fn unix_socket_belongs_to_the_user_like_memcached() {
+    if !is_root() {
+        return;
+    }
+    let memcached = "/usr/bin/memcached";
+    assert!(
+        Path::new(memcached).exists(),
+        "memcached is missing: run the README test command"
+    );
+    let dir = scratch_dir("sock");
+    let path = dir.join("s.sock");
+    let args: Vec<String> = ["-u", "nobody", "-U", "0", "-t", "1", "-a", "0770", "-s"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([path.display().to_string()])
+        .collect();
+    let gannet = socket_owner_with(BIN, &args, &path);
+    let theirs = socket_owner_with(memcached, &args, &path);
+    assert_eq!(gannet, theirs);
+    assert_eq!(gannet.0, NOBODY);
+    assert_eq!(gannet.2, 0o770);
+    let _ = fs::remove_dir_all(&dir);
+}
