@@ -13,6 +13,11 @@
 //! CAS mismatch, `incr` done) is impossible for an absent key; `incr` and
 //! `decr` compute from the model's value; a CAS store succeeds only with
 //! the item's current CAS.
+//!
+//! Some gets also pin the item they hit (as a worker does to send a large
+//! value from item memory) and hold the pin across later operations: a
+//! pinned value must read back unchanged, whatever is deleted, replaced,
+//! incremented or evicted meanwhile, until it is unpinned.
 #![no_main]
 
 use std::collections::HashMap;
@@ -20,7 +25,7 @@ use std::rc::Rc;
 
 use gannet::clock::{is_expired, Clock, RelTime};
 use gannet::store::{
-    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Mode, Store, StoreArgs, StoreConfig,
+    ArithArgs, ArithStatus, DeleteArgs, DeleteStatus, Mode, Pin, Store, StoreArgs, StoreConfig,
     StoreStatus,
 };
 use libfuzzer_sys::fuzz_target;
@@ -33,6 +38,9 @@ struct Known {
     flags: u32,
     cas: u64,
     exptime: RelTime,
+    /// Which engine item holds it: the serial of the operation that made
+    /// the item (an in-place incr or a touch keeps it).
+    item: u64,
 }
 
 const KEYS: usize = 12;
@@ -100,6 +108,33 @@ fn model_number(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(&v[..digits]).ok()?.parse().ok()
 }
 
+/// Pins held at once, at most.
+const MAX_PINS: usize = 3;
+
+/// A value pinned by a get: its segments in item memory and what they
+/// must hold until the pin is given back.
+struct Held {
+    pin: Pin,
+    /// `Known::item` of the pinned item.
+    item: u64,
+    segments: Vec<(*const u8, usize)>,
+    expect: Vec<u8>,
+}
+
+impl Held {
+    /// Check the pinned bytes, then give the pin back.
+    fn release(self, store: &Store) {
+        let mut got = Vec::with_capacity(self.expect.len());
+        for &(ptr, len) in &self.segments {
+            // SAFETY: the pin is still held, so the segment is item memory
+            // the store keeps allocated and unchanged (store::Pin).
+            got.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+        }
+        assert!(got == self.expect, "a pinned value changed");
+        store.unpin(self.pin);
+    }
+}
+
 struct Input<'a> {
     data: &'a [u8],
 }
@@ -133,6 +168,7 @@ fn run(data: &[u8]) {
     let store = Store::new(cfg, clock.clone());
     let mut model: HashMap<Vec<u8>, Option<Known>> = HashMap::new();
     let mut serial = 0u64;
+    let mut held: Vec<Held> = Vec::new();
 
     while let (Some(op), Some(k), Some(arg)) = (input.byte(), input.byte(), input.byte()) {
         serial += 1;
@@ -182,6 +218,7 @@ fn run(data: &[u8]) {
                     flags,
                     cas: o.cas,
                     exptime,
+                    item: serial,
                 };
                 match (mode, o.status) {
                     (_, StoreStatus::Stored) => {
@@ -233,6 +270,7 @@ fn run(data: &[u8]) {
                             Some(Known {
                                 value: Rc::new(value),
                                 cas: o.cas,
+                                item: serial,
                                 ..kn
                             }),
                         );
@@ -264,6 +302,7 @@ fn run(data: &[u8]) {
                                 flags: 7,
                                 cas: o.cas,
                                 exptime: 0,
+                                item: serial,
                             }),
                         );
                     }
@@ -281,6 +320,13 @@ fn run(data: &[u8]) {
             // get (with or without bump)
             7 | 8 => {
                 let bump = op % 14 == 7;
+                // Pin the hit, or give back the oldest pin first when
+                // enough are held.
+                let pin = arg & 0x40 != 0;
+                if pin && held.len() == MAX_PINS {
+                    held.remove(0).release(&store);
+                }
+                let item = live.as_ref().map_or(0, |kn| kn.item);
                 let got = store.get(&key, bump, |r| {
                     r.ok().map(|it| {
                         let mut v = Vec::with_capacity(it.value_len());
@@ -289,8 +335,22 @@ fn run(data: &[u8]) {
                         }
                         assert_eq!(v.len(), it.value_len());
                         assert_eq!(it.key(), key.as_slice());
-                        (v, it.flags(), it.cas(), it.exptime())
+                        let mut segments = Vec::new();
+                        let p = pin
+                            .then(|| it.pin(|ptr, len| segments.push((ptr, len))))
+                            .flatten()
+                            .map(|pin| Held {
+                                pin,
+                                item,
+                                segments,
+                                expect: v.clone(),
+                            });
+                        (v, it.flags(), it.cas(), it.exptime(), p)
                     })
+                });
+                let got = got.map(|(v, flags, cas, exptime, p)| {
+                    held.extend(p);
+                    (v, flags, cas, exptime)
                 });
                 match got {
                     None => {
@@ -350,18 +410,24 @@ fn run(data: &[u8]) {
                             if incr { '+' } else { '-' }
                         );
                         let digits = want.to_string().into_bytes();
-                        let value = if digits.len() <= kn.value.len() {
+                        // In place (padded with spaces) when the result
+                        // fits and nobody holds the item; a pinned item is
+                        // replaced by a new one of the result's length, as
+                        // in memcached for an item someone references.
+                        let pinned = held.iter().any(|h| h.item == kn.item);
+                        let (value, item) = if digits.len() <= kn.value.len() && !pinned {
                             let mut v = digits;
                             v.resize(kn.value.len(), b' ');
-                            v
+                            (v, kn.item)
                         } else {
-                            digits
+                            (digits, serial)
                         };
                         model.insert(
                             key,
                             Some(Known {
                                 value: Rc::new(value),
                                 cas: o.cas,
+                                item,
                                 ..kn
                             }),
                         );
@@ -419,6 +485,10 @@ fn run(data: &[u8]) {
                 }
             }
         }
+    }
+
+    for h in held {
+        h.release(&store);
     }
 
     // Whatever the engine still holds agrees with the model.
