@@ -704,12 +704,6 @@ impl Worker {
                 None => {}
             }
             crate::latency::finish(&self.stats.latency, t0);
-            if no_buffer {
-                // No read buffer to be had (`read_buf_oom`): close once
-                // the replies above are out, as after `quit`.
-                conn.closing = true;
-                break;
-            }
             if let Some(w) = crate::exec::watch::take_started() {
                 // This connection is a `watch` stream from now on.
                 self.watchers.push((key, w));
@@ -730,6 +724,12 @@ impl Worker {
                     conn.closing = true;
                     break;
                 }
+            }
+            if no_buffer {
+                // No read buffer to be had (`read_buf_oom`): close once
+                // the replies above are out, as after `quit`.
+                conn.closing = true;
+                break;
             }
             // Complete requests may remain buffered: the budget ran out or
             // the output reached its limit.
