@@ -111,7 +111,12 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[String]) -> Daemon {
-        let child = Command::new(BIN)
+        Daemon::start_bin(BIN, args)
+    }
+
+    /// `bin` (gannet, or memcached to compare) with `args`.
+    fn start_bin(bin: &str, args: &[String]) -> Daemon {
+        let child = Command::new(bin)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -530,17 +535,10 @@ fn core_dumps_flag_raises_the_core_limit_like_memcached() {
 }
 
 /// Owner, group and mode of the unix socket a server started with `-s`
-/// creates, and whether a client could connect to it.
+/// creates (once a client can connect to it).
 fn socket_owner_with(bin: &str, args: &[String], path: &Path) -> (u32, u32, u32) {
     let _ = fs::remove_file(path);
-    let child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Daemon { child };
+    let _server = Daemon::start_bin(bin, args);
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::os::unix::net::UnixStream::connect(path).is_err() {
         assert!(Instant::now() < deadline, "{bin}: no socket at {path:?}");
