@@ -1033,31 +1033,37 @@ fn flush_under_dash_f_is_an_auth_error_as_memcached() {
     assert_eq!(stat_of(&bin_stats(&gn, b""), "cmd_flush"), "0");
 }
 
+/// The STAT packets (opaque, body) `server` answers `reqs` with: binary
+/// requests, each a STAT or a SET packet.
+fn stat_packets(server: &Server, reqs: &[Vec<u8>]) -> Vec<(u32, Vec<u8>)> {
+    let mut c = Conn::new(server);
+    for r in reqs {
+        c.send(r);
+    }
+    c.sync();
+    let (list, rest) = packets(&c.got);
+    assert!(rest.is_empty());
+    list.iter()
+        .filter(|p| p.opcode == STAT)
+        .map(|p| (p.opaque, p.body.clone()))
+        .collect()
+}
+
 /// `sizes_enable` / `sizes_disable` answer with the status pair alone and
 /// no closing packet (memcached's quirk), and switch the histogram.
 #[test]
 fn stat_sizes_switch_matches_memcached() {
     setup();
-    let mc = Server::start(Kind::Memcached, &[]);
-    let gn = Server::start(Kind::Gannet, &[]);
-    let mut seen = Vec::new();
-    for server in [&mc, &gn] {
-        let mut c = Conn::new(server);
-        c.send(&simple(STAT, b"sizes_enable", 7));
-        c.send(&set(SET, b"sz:k", b"v", 0, 0, 1));
-        c.send(&simple(STAT, b"sizes", 8));
-        c.send(&simple(STAT, b"sizes_disable", 9));
-        c.send(&simple(STAT, b"sizes", 10));
-        c.sync();
-        let (list, rest) = packets(&c.got);
-        assert!(rest.is_empty());
-        let stat: Vec<(u32, Vec<u8>)> = list
-            .iter()
-            .filter(|p| p.opcode == STAT)
-            .map(|p| (p.opaque, p.body.clone()))
-            .collect();
-        seen.push(stat);
-    }
+    let reqs = [
+        simple(STAT, b"sizes_enable", 7),
+        set(SET, b"sz:k", b"v", 0, 0, 1),
+        simple(STAT, b"sizes", 8),
+        simple(STAT, b"sizes_disable", 9),
+        simple(STAT, b"sizes", 10),
+    ];
+    let seen: Vec<_> = [Kind::Memcached, Kind::Gannet]
+        .map(|k| stat_packets(&Server::start(k, &[]), &reqs))
+        .into();
     assert_eq!(seen[0], seen[1]);
     let want: Vec<(u32, Vec<u8>)> = vec![
         (7, b"sizes_statusenabled".to_vec()),
@@ -1066,6 +1072,25 @@ fn stat_sizes_switch_matches_memcached() {
         (9, b"sizes_statusdisabled".to_vec()),
         (10, b"sizes_statusdisabled".to_vec()),
         (10, Vec::new()),
+    ];
+    assert_eq!(seen[1], want);
+}
+
+/// Under `-C` memcached refuses `sizes_enable` with two packets (status
+/// and reason) and no closing one; gannet the same.
+#[test]
+fn stat_sizes_enable_refused_without_cas_like_memcached() {
+    setup();
+    let reqs = [simple(STAT, b"sizes_enable", 7), simple(STAT, b"sizes", 8)];
+    let seen: Vec<_> = [Kind::Memcached, Kind::Gannet]
+        .map(|k| stat_packets(&Server::start(k, &["-C"]), &reqs))
+        .into();
+    assert_eq!(seen[0], seen[1]);
+    let want: Vec<(u32, Vec<u8>)> = vec![
+        (7, b"sizes_statuserror".to_vec()),
+        (7, b"sizes_errorcas_support_disabled".to_vec()),
+        (8, b"sizes_statusdisabled".to_vec()),
+        (8, Vec::new()),
     ];
     assert_eq!(seen[1], want);
 }

@@ -344,6 +344,73 @@ fn detail_dump_and_sizes_status_match_memcached() {
     );
 }
 
+/// `stats sizes_enable` as memcached: items stored before it are left out
+/// both ways, enabling again keeps the counts, it takes a CAS value (as
+/// `flush_all` and `-o track_sizes` do), and `-C` refuses it. The items
+/// are small enough to fall in the same 32-byte bucket in both servers.
+#[test]
+fn sizes_switch_and_cas_values_match_memcached() {
+    let script: &[(&str, &[&[u8]])] = &[
+        ("set s1 0 0 3\r\nabc\r\n", &[b"STORED\r\n"]),
+        ("stats sizes_enable\r\n", &[b"\r\n"]),
+        ("set s2 0 0 3\r\nabc\r\n", &[b"STORED\r\n"]),
+        ("delete s1\r\n", &[b"DELETED\r\n"]),
+        ("stats sizes\r\n", &[b"END\r\n"]),
+        ("stats sizes_enable\r\n", &[b"\r\n"]),
+        ("stats sizes\r\n", &[b"END\r\n"]),
+        ("gets s2\r\n", &[b"END\r\n"]),
+        ("flush_all\r\n", &[b"OK\r\n"]),
+        ("set s3 0 0 3\r\nabc\r\n", &[b"STORED\r\n"]),
+        ("gets s3\r\n", &[b"END\r\n"]),
+        ("stats sizes_disable\r\n", &[b"\r\n"]),
+        ("stats sizes\r\n", &[b"END\r\n"]),
+    ];
+    let run = |flags: &[&str], script: &[(&str, &[&[u8]])]| -> Vec<Vec<String>> {
+        let servers = [
+            Server::start(Kind::Memcached, flags),
+            Server::start(Kind::Gannet, flags),
+        ];
+        servers
+            .iter()
+            .map(|s| {
+                let mut c = Conn::new(s.port());
+                script.iter().map(|(l, ends)| c.cmd(l, ends)).collect()
+            })
+            .collect()
+    };
+    let out = run(&[], script);
+    assert_eq!(out[0], out[1]);
+    assert_eq!(out[1][4], "STAT 64 1\r\nEND\r\n");
+    assert_eq!(out[1][5], "STAT sizes_status enabled\r\n");
+    assert_eq!(out[1][6], "STAT 64 1\r\nEND\r\n");
+    // s1, the watermark, s2; then flush_all's own value before s3.
+    assert_eq!(out[1][7], "VALUE s2 0 3 3\r\nabc\r\nEND\r\n");
+    assert_eq!(out[1][10], "VALUE s3 0 3 5\r\nabc\r\nEND\r\n");
+    assert_eq!(out[1][12], "STAT sizes_status disabled\r\nEND\r\n");
+
+    let refused: &[(&str, &[&[u8]])] = &[
+        ("stats sizes_enable\r\n", &[b"cas_support_disabled\r\n"]),
+        ("stats sizes\r\n", &[b"END\r\n"]),
+    ];
+    let out = run(&["-C"], refused);
+    assert_eq!(out[0], out[1]);
+    assert_eq!(
+        out[1][0],
+        "STAT sizes_status error\r\nSTAT sizes_error cas_support_disabled\r\n"
+    );
+    assert_eq!(out[1][1], "STAT sizes_status disabled\r\nEND\r\n");
+
+    let at_start: &[(&str, &[&[u8]])] = &[
+        ("set s1 0 0 3\r\nabc\r\n", &[b"STORED\r\n"]),
+        ("gets s1\r\n", &[b"END\r\n"]),
+        ("stats sizes\r\n", &[b"END\r\n"]),
+    ];
+    let out = run(&["-o", "track_sizes"], at_start);
+    assert_eq!(out[0], out[1]);
+    assert_eq!(out[1][1], "VALUE s1 0 3 2\r\nabc\r\nEND\r\n");
+    assert_eq!(out[1][2], "STAT 64 1\r\nEND\r\n");
+}
+
 #[test]
 fn counters_move_as_commands_run() {
     let gn = Server::start(Kind::Gannet, &["-t", "2"]);

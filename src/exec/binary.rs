@@ -851,14 +851,10 @@ fn stat(ctx: &Ctx, req: &Request, out: &mut Vec<u8>) {
     } else if key.starts_with(b"settings") {
         Group::Settings
     } else if key == b"sizes_enable" || key == b"sizes_disable" {
-        // As memcached: the status packet alone, no terminating packet.
-        ctx.shared.store.set_track_sizes(key == b"sizes_enable");
-        let status: &[u8] = if key == b"sizes_enable" {
-            b"enabled"
-        } else {
-            b"disabled"
-        };
-        let _ = proto::write_stat(out, req.opaque, b"sizes_status", status);
+        // As memcached: the status packets alone, no terminating packet.
+        for (k, v) in stats_cmd::sizes_switch_stats(ctx, key == b"sizes_enable") {
+            let _ = proto::write_stat(out, req.opaque, k.as_bytes(), v.as_bytes());
+        }
         return;
     } else if let Some(sub) = key.strip_prefix(b"detail") {
         let detail = &ctx.shared.detail;

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use crate::protocol::number;
 use crate::protocol::text::Tokens;
 use crate::stats::{self, GeneralStats, OpsTotals, ThreadStats};
+use crate::store::SizesRefused;
 
 use super::{Ctx, WIRE_VERSION};
 
@@ -154,8 +155,22 @@ fn cachedump(ctx: &Ctx, class: Option<&[u8]>, limit: Option<&[u8]>, out: &mut Ve
 /// `stats sizes_enable|sizes_disable`: switch the size histogram and
 /// write the one `STAT sizes_status` line memcached answers with.
 pub(crate) fn sizes_switch(ctx: &Ctx, on: bool, out: &mut Vec<u8>) {
-    ctx.shared.store.set_track_sizes(on);
-    stats::push_stat(out, "sizes_status", if on { "enabled" } else { "disabled" });
+    for (k, v) in sizes_switch_stats(ctx, on) {
+        stats::push_stat(out, k, v);
+    }
+}
+
+/// What `sizes_enable|sizes_disable` answers, in both protocols: the
+/// status, and memcached's reason when enabling is refused.
+pub(crate) fn sizes_switch_stats(ctx: &Ctx, on: bool) -> &'static [(&'static str, &'static str)] {
+    match ctx.shared.store.set_track_sizes(on) {
+        Err(SizesRefused::CasDisabled) => &[
+            ("sizes_status", "error"),
+            ("sizes_error", "cas_support_disabled"),
+        ],
+        Ok(()) if on => &[("sizes_status", "enabled")],
+        Ok(()) => &[("sizes_status", "disabled")],
+    }
 }
 
 /// `stats reset`: zero every resettable counter.

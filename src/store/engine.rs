@@ -436,10 +436,15 @@ impl Store {
             moving: AtomicBool::new(false),
             reassign_cursor: AtomicU8::new(0),
             move_tick: AtomicU64::new(0),
-            sizes: Sizes::new(cfg.item_size_max, cfg.track_sizes),
+            sizes: Sizes::new(cfg.item_size_max),
             cfg,
         };
         store.set_automove(store.cfg.slab_automove);
+        if store.cfg.track_sizes {
+            // memcached's `-o track_sizes` takes a CAS value at start-up
+            // (its first item then has CAS 2).
+            store.sizes.enable(|| store.sizes_cas_min());
+        }
         store
     }
 
@@ -579,7 +584,7 @@ impl Store {
         sh.hash_insert(&self.slabs, &self.hasher, it, h);
         sh.lru_push(&self.slabs, it, seg);
         sh.count += 1;
-        self.sizes.add(it.ntotal());
+        self.sizes.add(it.ntotal(), it.h().cas);
         let c = &mut sh.cs[class];
         c.mem_requested += it.ntotal() as u64;
         c.total_items += 1;
@@ -590,7 +595,7 @@ impl Store {
         sh.hash_remove(it, h);
         sh.lru_remove(&self.slabs, it);
         sh.count -= 1;
-        self.sizes.remove(it.ntotal());
+        self.sizes.remove(it.ntotal(), it.h().cas);
         sh.cs[it.h().class as usize].mem_requested -= it.ntotal() as u64;
         it.hm().bits &= !BIT_LINKED;
     }
@@ -1420,8 +1425,11 @@ impl Store {
         if self.cfg.use_cas {
             let ol = new_oldest - 1;
             if ol <= now {
-                self.oldest_cas
-                    .store(self.next_cas.load(Ordering::Relaxed), Ordering::Relaxed);
+                // A CAS value of its own, as memcached's `get_cas_id()`
+                // here: items stored before it are flushed, and the next
+                // item's CAS is one higher than memcached's would be
+                // otherwise.
+                self.oldest_cas.store(self.take_cas(), Ordering::Relaxed);
             }
             self.oldest_live.store(ol, Ordering::Relaxed);
         } else {
@@ -1666,9 +1674,28 @@ impl Store {
     }
 
     /// `stats sizes_enable` / `sizes_disable`: switch the histogram at run
-    /// time (enabling starts from zero counts, as memcached).
-    pub fn set_track_sizes(&self, on: bool) {
-        self.sizes.set_enabled(on);
+    /// time. As memcached: enabling starts from zero counts and leaves out
+    /// the items already stored (it takes a CAS value to tell them apart,
+    /// so it is refused under `-C`); enabling it again keeps the counts.
+    pub fn set_track_sizes(&self, on: bool) -> Result<(), SizesRefused> {
+        if !on {
+            self.sizes.disable();
+        } else if !self.cfg.use_cas {
+            return Err(SizesRefused::CasDisabled);
+        } else {
+            self.sizes.enable(|| self.sizes_cas_min());
+        }
+        Ok(())
+    }
+
+    /// The CAS watermark of a histogram starting now (0 under `-C`, where
+    /// memcached's items all have CAS 0 and all count).
+    fn sizes_cas_min(&self) -> u64 {
+        if self.cfg.use_cas {
+            self.take_cas()
+        } else {
+            0
+        }
     }
 
     /// Whether `stats sizes` is being kept (`track_sizes` in `stats settings`).

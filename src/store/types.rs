@@ -272,6 +272,14 @@ pub enum MemLimitError {
     Preallocated,
 }
 
+/// Why `stats sizes_enable` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizesRefused {
+    /// `-C`: the histogram tells old items from new by CAS
+    /// (memcached's `sizes_error cas_support_disabled`).
+    CasDisabled,
+}
+
 /// `-L` could not give every size class its first page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreallocError {

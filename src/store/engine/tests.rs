@@ -1268,11 +1268,31 @@ fn size_histogram_follows_links_and_unlinks() {
     set(&s, b"a", b"w");
     assert_eq!(s.stats_sizes(), want(&[(64, 1), (5056, 1)]));
     assert!(s.track_sizes());
-    s.set_track_sizes(false);
+    assert_eq!(s.set_track_sizes(false), Ok(()));
     assert_eq!(
         s.stats_sizes(),
         vec![("sizes_status".to_string(), "disabled".to_string())]
     );
+    // On again: "a" (stored before) is left out, also when it goes.
+    assert_eq!(s.set_track_sizes(true), Ok(()));
+    set(&s, b"b", b"v");
+    s.delete(&DeleteArgs::new(b"a"));
+    assert_eq!(s.stats_sizes(), want(&[(64, 1)]));
+}
+
+/// Without CAS the histogram cannot tell old items from new: refused, as
+/// memcached refuses it.
+#[test]
+fn sizes_enable_is_refused_without_cas() {
+    let s = Store::new(
+        StoreConfig {
+            use_cas: false,
+            ..cfg(8)
+        },
+        Clock::new(),
+    );
+    assert_eq!(s.set_track_sizes(true), Err(SizesRefused::CasDisabled));
+    assert!(!s.track_sizes());
 }
 
 /// `class_for_item` names the class a store of that size really uses,
