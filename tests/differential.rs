@@ -31,12 +31,14 @@
 //! swallowed as the payload of a storage command) or the server closes,
 //! both servers' connections are reopened before the next step.
 //!
-//! What is normalised: the `VERSION` string; CAS values in `VALUE` lines
-//! and meta `c` flags, replaced by the order in which each distinct value
-//! first appeared on that server (`#1`, `#2`, ...; `0` is kept); meta `t`
-//! flags with a positive ttl (`t+`). A `cas` command (or meta `C` flag)
-//! carries a placeholder resolved per server to the last CAS value that
-//! server returned for the key. `stats` output is not compared, nor is
+//! What is normalised: the `VERSION` string; meta `t` flags with a
+//! positive ttl (`t+`). CAS values are compared as they are (every
+//! command that takes one in memcached takes one in gannet); with
+//! `GANNET_DIFF_CAS=order` they are replaced by the order in which each
+//! distinct value first appeared on that server (`#1`, `#2`, ...; `0` is
+//! kept). A `cas` command (or meta `C` flag) carries a placeholder
+//! resolved per server to the last CAS value that server returned for the
+//! key. `stats` output is not compared, nor is
 //! `me` (its fields are timings and memory layout); the meta `l` flag
 //! (seconds since last access) is not generated.
 //!
@@ -321,15 +323,21 @@ impl Dialect for MetaDialect {
 }
 
 impl CasState {
-    /// The stable name of CAS value `c` on this server.
+    /// How CAS value `c` is compared: as it is, since gannet hands out
+    /// the same CAS values as memcached for the same commands; or, with
+    /// `GANNET_DIFF_CAS=order` (to look past a CAS counting difference),
+    /// by the order in which each value first appeared on this server.
     fn name(&mut self, c: u64) -> String {
+        if std::env::var("GANNET_DIFF_CAS").as_deref() != Ok("order") {
+            return c.to_string();
+        }
         let n = self.ordinal.len() + 1;
         format!("#{}", *self.ordinal.entry(c).or_insert(n))
     }
 }
 
 /// Normalise text and meta replies: the VERSION string; CAS values in
-/// `VALUE` lines and in meta `c<cas>` flags (by order of appearance); meta
+/// `VALUE` lines and in meta `c<cas>` flags (see [`CasState::name`]); meta
 /// `t<ttl>` flags with a positive ttl (`t+`: the remaining seconds depend
 /// on when the command ran).
 fn normalise_replies(buf: &[u8], state: &mut CasState) -> Vec<u8> {
