@@ -411,6 +411,58 @@ fn sizes_switch_and_cas_values_match_memcached() {
     assert_eq!(out[1][2], "STAT 64 1\r\nEND\r\n");
 }
 
+/// memcached refuses `watch` and `lru_crawler metadump` while replies of
+/// earlier commands in the same input are still queued (quiet ones too),
+/// but not after a `get` or `mn`, which write theirs at once; and nothing
+/// pipelined behind a `watch` runs.
+#[test]
+fn watch_and_metadump_refuse_queued_replies_like_memcached() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "delete nokey\r\nwatch\r\n",
+            "ERROR cannot pipeline other commands before watch\r\n",
+        ),
+        (
+            "delete w noreply\r\nwatch\r\n",
+            "ERROR cannot pipeline other commands before watch\r\n",
+        ),
+        (
+            "get nokey\r\nwatch\r\ndelete nokey\r\nget nokey\r\n",
+            "END\r\nOK\r\n",
+        ),
+        ("mn\r\nwatch\r\n", "MN\r\nOK\r\n"),
+        (
+            "delete nokey\r\nlru_crawler metadump all\r\n",
+            "ERROR cannot pipeline other commands before metadump\r\n",
+        ),
+        ("mn\r\nlru_crawler metadump all\r\n", "MN\r\nEND\r\n"),
+        (
+            "get nokey\r\nlru_crawler metadump all\r\n",
+            "END\r\nEND\r\n",
+        ),
+    ];
+    let servers = [
+        Server::start(Kind::Memcached, &[]),
+        Server::start(Kind::Gannet, &[]),
+    ];
+    for (input, tail) in cases {
+        let got: Vec<String> = servers
+            .iter()
+            .map(|s| {
+                let mut c = Conn::new(s.port());
+                let mut out = c.cmd(input, &[tail.as_bytes()]);
+                // Nothing may follow (a watcher answers nothing more).
+                out.push_str(&String::from_utf8_lossy(
+                    &c.bytes_for(Duration::from_millis(300)),
+                ));
+                out
+            })
+            .collect();
+        assert_eq!(got[0], got[1], "{input:?}");
+        assert!(got[1].ends_with(tail), "{input:?}: {:?}", got[1]);
+    }
+}
+
 #[test]
 fn counters_move_as_commands_run() {
     let gn = Server::start(Kind::Gannet, &["-t", "2"]);

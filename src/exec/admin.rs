@@ -299,11 +299,12 @@ pub fn metadump_args(args: &[u8]) -> Option<&[u8]> {
 /// the classes, then `END`. The walk state lives in the connection
 /// (`state`) so a dump of millions of items goes out in pieces of about
 /// `out_limit` bytes as the client reads them, never all in memory.
-/// `after_others`: other commands came before it in the same input.
+/// `queued`: replies of earlier commands that memcached would still hold
+/// (`Pins::replies_queued`).
 pub fn metadump(
     ctx: &Ctx,
     list: &[u8],
-    after_others: bool,
+    queued: bool,
     state: &mut Option<Box<Walk>>,
     out: &mut Vec<u8>,
     out_limit: usize,
@@ -316,10 +317,11 @@ pub fn metadump(
                 Some(CRAWLER_DISABLED)
             } else if shared.settings.no_dump {
                 Some("ERROR metadump not allowed")
-            } else if after_others || !out.is_empty() {
+            } else if queued {
                 // memcached streams a dump from its crawler thread and
                 // refuses while earlier commands of the same read still
-                // hold their (even quiet) replies.
+                // hold their (even quiet) replies: not after a `get` or
+                // `mn`, which write theirs at once.
                 Some("ERROR cannot pipeline other commands before metadump")
             } else {
                 None

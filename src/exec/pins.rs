@@ -26,6 +26,11 @@
 //! - when memcached's `-R` budget runs out: after the first R + 1 commands
 //!   of a batch, then after every R more.
 //!
+//! The same write points decide whether replies are still queued when a
+//! `watch` or `lru_crawler metadump` arrives: memcached refuses both
+//! ("cannot pipeline other commands") while any earlier command of the
+//! batch, quiet ones included, still has its reply object queued.
+//!
 //! Not modelled, because they depend on timing rather than on the input:
 //! references held by other connections' replies, a reply that could not
 //! be written because the socket was full, and memcached's queued LRU bump
@@ -53,6 +58,13 @@ pub struct Pins {
     held: Option<Box<Vec<ItemId>>>,
     /// Commands run since the batch began (memcached's `nreqs` budget).
     commands: u32,
+    /// Commands run since memcached last wrote (saturating): their reply
+    /// objects are still queued. 16 bits keep `Pins` at 16 bytes.
+    queued: u16,
+    /// [`Pins::written`] was called by the command still running (a
+    /// `get`, `mn`, ...), whose [`Pins::command_done`] comes after: that
+    /// command's reply is written, not queued.
+    wrote_current: bool,
 }
 
 impl Pins {
@@ -79,11 +91,20 @@ impl Pins {
         }
     }
 
-    /// memcached would have written its replies here.
+    /// memcached would have written its replies here, the running
+    /// command's included.
     pub fn written(&mut self) {
         if let Some(held) = &mut self.held {
             held.clear();
         }
+        self.queued = 0;
+        self.wrote_current = true;
+    }
+
+    /// Earlier commands' replies are still queued in memcached, which
+    /// then refuses `watch` and `lru_crawler metadump`.
+    pub fn replies_queued(&self) -> bool {
+        self.queued > 0
     }
 
     /// One more command of this batch has run; with a budget of
@@ -91,16 +112,21 @@ impl Pins {
     /// `per_event + 1` and then after every `per_event` more.
     pub fn command_done(&mut self, per_event: usize) {
         self.commands = self.commands.saturating_add(1);
+        if !std::mem::take(&mut self.wrote_current) {
+            self.queued = self.queued.saturating_add(1);
+        }
         let r = per_event.max(1) as u64;
         let n = u64::from(self.commands);
         if n > r && (n - 1) % r == 0 {
             self.written();
+            self.wrote_current = false;
         }
     }
 
     /// The batch ended: no complete command is left in the input.
     pub fn batch_end(&mut self) {
         self.written();
+        self.wrote_current = false;
         self.commands = 0;
     }
 }
@@ -124,6 +150,28 @@ mod tests {
         assert_eq!(p.held(), &[id(1), id(2)]);
         p.written();
         assert!(p.held().is_empty());
+    }
+
+    #[test]
+    fn replies_queue_until_a_write_point() {
+        let mut p = Pins::default();
+        assert!(!p.replies_queued());
+        p.command_done(20); // `set`
+        assert!(p.replies_queued());
+        p.written(); // a `get` after it writes both replies...
+        p.command_done(20); // ...its own included
+        assert!(!p.replies_queued());
+        p.command_done(20); // `version`
+        assert!(p.replies_queued());
+        p.batch_end();
+        assert!(!p.replies_queued());
+        // The -R budget's write leaves nothing queued either.
+        for _ in 0..21 {
+            p.command_done(20);
+        }
+        assert!(!p.replies_queued());
+        p.command_done(20);
+        assert!(p.replies_queued());
     }
 
     #[test]

@@ -377,9 +377,9 @@ impl Session {
             } = cmd
             {
                 if let Some(list) = super::admin::metadump_args(args) {
-                    let after_others = requests > 0;
+                    let queued = self.pins.replies_queued();
                     let dump = &mut self.dump;
-                    if super::admin::metadump(ctx, list, after_others, dump, out, out_limit)
+                    if super::admin::metadump(ctx, list, queued, dump, out, out_limit)
                         == super::admin::Dump::More
                     {
                         // Counted as a request so that the -R budget lets
@@ -393,6 +393,22 @@ impl Session {
                     requests += 1;
                     continue;
                 }
+            }
+            if let Command::Admin {
+                name: b"watch",
+                args,
+            } = cmd
+            {
+                pos += line_len;
+                requests += 1;
+                if watch::start(ctx, args, self.pins.replies_queued(), out) {
+                    // A watcher's input is never read again (memcached
+                    // leaves it in conn_watch): what was pipelined behind
+                    // `watch` does not run.
+                    self.pins.batch_end();
+                    return progress(input.len(), requests, Action::Continue, 0);
+                }
+                continue;
             }
             pos += line_len;
             requests += 1;
@@ -861,13 +877,7 @@ fn run(ctx: &Ctx, cmd: Command, out: &mut Vec<u8>, held: &[ItemId]) -> Action {
             Action::Continue
         }
         Command::Meta { .. } => unreachable!("meta commands are run by process"),
-        Command::Admin {
-            name: b"watch",
-            args,
-        } => {
-            watch::start(ctx, args, out);
-            Action::Continue
-        }
+        Command::Admin { name: b"watch", .. } => unreachable!("watch is run by process"),
         Command::Admin { name, args } => super::admin::run(ctx, name, args, out),
     }
 }

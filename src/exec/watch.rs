@@ -210,11 +210,17 @@ pub fn counters() -> (u64, u64, u64) {
     )
 }
 
-/// The `watch` command.
-pub fn start(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
+/// The `watch` command. `queued`: replies of earlier commands that
+/// memcached would still hold (it refuses then). True when the connection
+/// became a watcher.
+pub fn start(ctx: &Ctx, args: &[u8], queued: bool, out: &mut Vec<u8>) -> bool {
     if ctx.shared.settings.no_watch {
         out.extend_from_slice(b"CLIENT_ERROR watch commands not allowed\r\n");
-        return;
+        return false;
+    }
+    if queued {
+        out.extend_from_slice(b"ERROR cannot pipeline other commands before watch\r\n");
+        return false;
     }
     let mut f = 0;
     let mut any = false;
@@ -230,7 +236,7 @@ pub fn start(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
             b"rawcmds" | b"proxyreqs" | b"proxyevents" | b"proxyuser" => SILENT,
             _ => {
                 out.extend_from_slice(b"ERROR\r\n");
-                return;
+                return false;
             }
         };
     }
@@ -243,7 +249,7 @@ pub fn start(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
             .is_ok()
     }) else {
         out.extend_from_slice(b"WATCHER_TOO_MANY log watcher limit reached\r\n");
-        return;
+        return false;
     };
     let slot = &HUB.slots[idx];
     let rings = slot.rings.get_or_init(|| {
@@ -261,6 +267,7 @@ pub fn start(ctx: &Ctx, args: &[u8], out: &mut Vec<u8>) {
     HUB.watchers.fetch_add(1, Ordering::Relaxed);
     out.extend_from_slice(b"OK\r\n");
     STARTED.with(|s| s.set(Some(idx)));
+    true
 }
 
 /// A watcher connection's handle, owned by its worker. Dropping it frees
