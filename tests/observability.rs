@@ -463,6 +463,35 @@ fn watch_and_metadump_refuse_queued_replies_like_memcached() {
     }
 }
 
+/// `uptime` and `stats settings`' `oldest` are read on memcached's clock:
+/// uptime runs 2 s ahead of the real one (so `time - uptime` is the
+/// start-up time less 2 s), and `oldest`, set by a `flush_all`, is a time
+/// on a clock 60 s ahead of `uptime`.
+#[test]
+fn uptime_and_oldest_follow_memcached_s_clock() {
+    let servers = [
+        Server::start(Kind::Memcached, &[]),
+        Server::start(Kind::Gannet, &[]),
+    ];
+    let mut born = Vec::new();
+    for s in &servers {
+        let mut c = Conn::new(s.port());
+        let st = c.stat_map("");
+        born.push(num(&st, "time") as i64 - num(&st, "uptime") as i64);
+        assert_eq!(c.cmd("flush_all\r\n", &[b"OK\r\n"]), "OK\r\n");
+        let oldest = num(&c.stat_map("settings"), "oldest") as i64;
+        let uptime = num(&c.stat_map(""), "uptime") as i64;
+        // Flushed at clock - 1; a second may tick between the reads.
+        assert!(
+            (58..=59).contains(&(oldest - uptime)),
+            "{:?}: oldest {oldest}, uptime {uptime}",
+            s.kind()
+        );
+    }
+    // Started one after the other, within a second or so.
+    assert!((born[0] - born[1]).abs() <= 1, "time - uptime: {born:?}");
+}
+
 #[test]
 fn counters_move_as_commands_run() {
     let gn = Server::start(Kind::Gannet, &["-t", "2"]);

@@ -259,7 +259,10 @@ fn general(ctx: &Ctx, out: &mut Vec<u8>) {
         out,
         &GeneralStats {
             pid: std::process::id(),
-            uptime: shared.clock.now().saturating_sub(2) as u64,
+            // memcached's uptime is its clock less 60 s, and its clock
+            // starts 62 s before start-up: 2 s more than the real uptime,
+            // which is what gannet's clock (started 2 s early) reads.
+            uptime: u64::from(shared.clock.now()),
             time: shared.clock.unix_now(),
             version: WIRE_VERSION,
             max_connections: shared.settings.max_conns,
@@ -327,6 +330,12 @@ fn settings(ctx: &Ctx, out: &mut Vec<u8>) {
     rt.verbosity = ctx.shared.verbosity.load(Ordering::Relaxed);
     rt.detail_enabled = ctx.shared.detail.enabled();
     rt.track_sizes = ctx.shared.store.track_sizes();
+    // `oldest` is a time on memcached's clock, which starts 60 s before
+    // gannet's (`process_started` is 62 s before start-up there, 2 here).
+    rt.oldest = match ctx.shared.store.oldest_live() {
+        0 => 0,
+        t => u64::from(t) + 60,
+    };
     let t = &ctx.shared.tunables;
     let live = ctx.shared.store.runtime_settings();
     rt.slab_automove = live.slab_automove;

@@ -1437,6 +1437,13 @@ impl Store {
         }
     }
 
+    /// The latest `flush_all`'s watermark: items last stored at or before
+    /// this time are (or will be, for a delayed flush) invalid; 0 when
+    /// there was none (memcached's `settings.oldest_live`).
+    pub fn oldest_live(&self) -> RelTime {
+        self.oldest_live.load(Ordering::Relaxed)
+    }
+
     /// `cache_memlimit`: a new page budget. Idle pages above it are
     /// unmapped at once; pages classes hold above it are given back by
     /// [`Store::shrink_step`], which the caller runs off the request path.
