@@ -207,6 +207,10 @@ fn cases() -> Vec<Case> {
         case("flush_all_disabled", NO_FLUSH, b"set fl3 0 0 1\r\nx\r\nflush_all\r\nflush_all 0\r\nflush_all noreply\r\nflush_all x\r\nget fl3\r\n", b"STORED\r\nCLIENT_ERROR flush_all not allowed\r\nCLIENT_ERROR flush_all not allowed\r\nCLIENT_ERROR flush_all not allowed\r\nVALUE fl3 0 1\r\nx\r\nEND\r\n"),
 
         // ---- noreply suppresses errors of classic commands too ----
+        // (but only where memcached looks for it: not `slabs reassign`,
+        // an unknown `slabs` word or `lru_crawler`; `watch noreply` is an
+        // unknown word refused in silence)
+        case("noreply_only_where_memcached_takes_it", DEFAULT, b"slabs reassign 1 2 noreply\r\nslabs reassign 1 noreply\r\nslabs foo noreply\r\nslabs automove 1 noreply\r\nlru_crawler crawl all noreply\r\nlru_crawler sleep 10 noreply\r\nlru_crawler metadump all noreply\r\nlru mode segmented noreply\r\nwatch noreply\r\nwatch fetchers noreply\r\nmn\r\n", b"ERROR\r\nCLIENT_ERROR bad command line format\r\nERROR\r\nERROR\r\nERROR\r\nERROR\r\nMN\r\n"),
         case("noreply_hides_client_error_of_set", DEFAULT, b"set nr1 0 0 x noreply\r\nx\r\nset nr1 -1 0 1 noreply\r\nx\r\nset nr1 0 0 -1 noreply\r\n", b"ERROR\r\nERROR\r\n"),
         case("noreply_hides_bad_data_chunk", DEFAULT, b"set nr2 0 0 1 noreply\r\nxyz\r\nget nr2\r\n", b"ERROR\r\nEND\r\n"),
         case("noreply_hides_251_byte_key_error", DEFAULT, &cat(&[b"set ", &k251, b" 0 0 1 noreply\r\nx\r\n"]), b"ERROR\r\n"),

@@ -50,14 +50,22 @@ pub fn run(ctx: &Ctx, name: &[u8], args: &[u8], out: &mut Vec<u8>) -> Action {
     let toks: Vec<&[u8]> = Tokens::new(args).collect();
     // memcached's token count includes the command and a final empty token.
     let ntokens = toks.len() + 2;
-    let noreply = toks.last() == Some(&&b"noreply"[..]);
+    let arg = |i: usize| toks.get(i).copied().unwrap_or(b"");
+    // memcached honours a final `noreply` only where it looks for one:
+    // `slabs automove`, `lru` and `extstore`, not `slabs reassign` (or a
+    // `slabs` it does not know) nor `lru_crawler`.
+    let takes_noreply = match name {
+        b"slabs" => ntokens >= 4 && arg(0) == b"automove",
+        b"lru_crawler" => false,
+        _ => true,
+    };
+    let noreply = takes_noreply && toks.last() == Some(&&b"noreply"[..]);
     let mut answer = |msg: &str| {
         if !noreply {
             reply(out, msg)
         }
     };
     let t = &ctx.shared.tunables;
-    let arg = |i: usize| toks.get(i).copied().unwrap_or(b"");
     match name {
         b"slabs" => {
             if ntokens == 5 && arg(0) == b"reassign" {

@@ -214,6 +214,11 @@ pub fn counters() -> (u64, u64, u64) {
 /// memcached would still hold (it refuses then). True when the connection
 /// became a watcher.
 pub fn start(ctx: &Ctx, args: &[u8], queued: bool, out: &mut Vec<u8>) -> bool {
+    if Tokens::new(args).last() == Some(&b"noreply"[..]) {
+        // memcached takes the `noreply`, then refuses it as an unknown
+        // word: an `ERROR` nobody hears, whatever else was wrong.
+        return false;
+    }
     if ctx.shared.settings.no_watch {
         out.extend_from_slice(b"CLIENT_ERROR watch commands not allowed\r\n");
         return false;
