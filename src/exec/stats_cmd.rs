@@ -15,6 +15,11 @@ use crate::store::SizesRefused;
 
 use super::{Ctx, WIRE_VERSION};
 
+/// How far memcached's relative clock is ahead of gannet's: it starts 62 s
+/// before start-up (`ITEM_UPDATE_INTERVAL` + 2), gannet's 2 s. Times
+/// memcached shows on its clock (`oldest`) are shifted by this.
+const MEMCACHED_CLOCK_LEAD: u64 = 60;
+
 /// One group of `stats` name/value pairs. Both front ends render the same
 /// groups: text as `STAT <name> <value>` lines, binary as one STAT packet
 /// per pair (see [`for_each_pair`]).
@@ -153,7 +158,7 @@ fn cachedump(ctx: &Ctx, class: Option<&[u8]>, limit: Option<&[u8]>, out: &mut Ve
 }
 
 /// `stats sizes_enable|sizes_disable`: switch the size histogram and
-/// write the one `STAT sizes_status` line memcached answers with.
+/// write the `STAT` lines memcached answers with (no `END`).
 pub(crate) fn sizes_switch(ctx: &Ctx, on: bool, out: &mut Vec<u8>) {
     for (k, v) in sizes_switch_stats(ctx, on) {
         stats::push_stat(out, k, v);
@@ -330,11 +335,9 @@ fn settings(ctx: &Ctx, out: &mut Vec<u8>) {
     rt.verbosity = ctx.shared.verbosity.load(Ordering::Relaxed);
     rt.detail_enabled = ctx.shared.detail.enabled();
     rt.track_sizes = ctx.shared.store.track_sizes();
-    // `oldest` is a time on memcached's clock, which starts 60 s before
-    // gannet's (`process_started` is 62 s before start-up there, 2 here).
     rt.oldest = match ctx.shared.store.oldest_live() {
         0 => 0,
-        t => u64::from(t) + 60,
+        t => u64::from(t) + MEMCACHED_CLOCK_LEAD,
     };
     let t = &ctx.shared.tunables;
     let live = ctx.shared.store.runtime_settings();
