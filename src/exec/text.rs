@@ -401,6 +401,7 @@ impl Session {
             {
                 pos += line_len;
                 requests += 1;
+                crate::latency::note_text(ctx.stats, &cmd);
                 if watch::start(ctx, args, self.pins.replies_queued(), out) {
                     // A watcher's input is never read again (memcached
                     // leaves it in conn_watch): what was pipelined behind
