@@ -365,16 +365,6 @@ fn set_uid(uid: u32) -> io::Result<()> {
 
 /// Step 5: become `user` for good (supplementary groups, then gid, then
 /// uid: after setuid the others are no longer allowed).
-/// Before dropping privileges: give the unix socket (`-s`) to `user`.
-/// memcached creates its socket after it has taken the user's identity,
-/// so the socket is the user's and `-a` grants access relative to that
-/// user and group; gannet binds first (ports below 1024) and hands the
-/// socket over here, so `-a` means the same.
-pub fn give_socket(path: &Path, user: &User) -> Result<(), DaemonError> {
-    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
-        .map_err(|err| DaemonError::DropPrivileges(user.name.clone(), err))
-}
-
 pub fn drop_privileges(user: &User) -> Result<(), DaemonError> {
     let fail = |err| DaemonError::DropPrivileges(user.name.clone(), err);
     set_groups(user.gid).map_err(fail)?;

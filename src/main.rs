@@ -98,7 +98,8 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     // Bind as root (ports below 1024), then drop privileges.
-    let bound = match server::bind(&shared, tls) {
+    let socket_owner = user.as_ref().map(|u| (u.uid, u.gid));
+    let bound = match server::bind(&shared, tls, socket_owner) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e}");
@@ -106,9 +107,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(user) = &user {
-        let socket = shared.settings.socket_path.as_deref();
-        let given = socket.map_or(Ok(()), |path| daemon::give_socket(path, user));
-        if let Err(e) = given.and_then(|()| daemon::drop_privileges(user)) {
+        if let Err(e) = daemon::drop_privileges(user) {
             return fatal(&e);
         }
     }

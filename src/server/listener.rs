@@ -320,10 +320,16 @@ fn open(addr: SocketAddr, ty: SockType, shared: bool) -> Result<Socket, Failure>
 }
 
 /// Bind the unix socket at `path` with permissions `mask`, replacing a
-/// stale socket file left by a previous run.
+/// stale socket file left by a previous run. With `owner` (uid, gid: root
+/// started with `-u`), the socket file is handed to that user before
+/// `listen`: memcached creates its socket after taking the user's
+/// identity, so the file is the user's and `-a` grants access relative to
+/// that user and group. Handing it over before `listen` means no client
+/// can ever connect while the file is still root's.
 pub fn bind_unix(
     path: &Path,
     mask: u32,
+    owner: Option<(u32, u32)>,
     backlog: i32,
 ) -> Result<std::os::unix::net::UnixListener, BindError> {
     let err = |call| {
@@ -342,6 +348,9 @@ pub fn bind_unix(
     let sock = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err("socket"))?;
     let addr = socket2::SockAddr::unix(path).map_err(err("bind"))?;
     sock.bind(&addr).map_err(err("bind"))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(err("chown"))?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask)).map_err(err("chmod"))?;
     sock.listen(backlog).map_err(err("listen"))?;
     sock.set_nonblocking(true).map_err(err("fcntl"))?;
@@ -535,17 +544,36 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gannet-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sock");
-        let first = bind_unix(&path, 0o700, 8).unwrap();
+        let first = bind_unix(&path, 0o700, None, 8).unwrap();
         drop(first);
-        let _second = bind_unix(&path, 0o755, 8).unwrap();
+        let _second = bind_unix(&path, 0o755, None, 8).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o755);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Root hands the socket file to the `-u` user inside `bind_unix`,
+    /// before `listen`, so no client ever connects to a root-owned file.
+    #[test]
+    fn unix_socket_is_the_owner_s_before_it_listens() {
+        // SAFETY: geteuid takes no arguments and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("gannet-own-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sock");
+        let _l = bind_unix(&path, 0o770, Some((65534, 65533)), 8).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65533));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o770);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn unix_failure_reads_like_memcached() {
-        let err = bind_unix(Path::new("/nonexistent-gannet-dir/sock"), 0o700, 8).unwrap_err();
+        let err = bind_unix(Path::new("/nonexistent-gannet-dir/sock"), 0o700, None, 8).unwrap_err();
         assert_eq!(
             err.to_string(),
             "bind(): No such file or directory\n\

@@ -32,13 +32,19 @@ pub struct Bound {
 /// Bind every listener the settings ask for: `threads` copies of each TCP
 /// address, and the unix socket (owned by worker 0). With `tls` (`-Z`),
 /// TCP listeners not marked `notls:` hand their connections to it.
-pub fn bind(shared: &Shared, tls: Option<Arc<tls::TlsContext>>) -> Result<Bound, BindError> {
+/// `socket_owner` (uid, gid) is who the unix socket file will belong to
+/// once privileges are dropped.
+pub fn bind(
+    shared: &Shared,
+    tls: Option<Arc<tls::TlsContext>>,
+    socket_owner: Option<(u32, u32)>,
+) -> Result<Bound, BindError> {
     let s = &shared.settings;
     let threads = s.threads.max(1);
     let mut per_worker: Vec<Vec<Listener>> = (0..threads).map(|_| Vec::new()).collect();
     let mut udp: Vec<Vec<UdpListener>> = (0..threads).map(|_| Vec::new()).collect();
     if let Some(path) = &s.socket_path {
-        let l = listener::bind_unix(path, s.socket_mask, s.backlog)?;
+        let l = listener::bind_unix(path, s.socket_mask, socket_owner, s.backlog)?;
         per_worker[0].push(Listener {
             socket: ListenSocket::Unix(mio::net::UnixListener::from_std(l)),
             protocol: s.protocol,
