@@ -1455,8 +1455,9 @@ fn watch_sysevents_shows_page_moves() {
 
 /// `watch sysevents` while the automover gives a quiet class's spare
 /// pages back to the pool (a window of 3 checks, so memcached acts within
-/// seconds too): both servers log one `type=slab_move src=<class> dst=0`
-/// line per page moved, all from the class that was thinned out.
+/// seconds too): both servers log `type=slab_move src=<class> dst=0`
+/// lines, all from the class that was thinned out: gannet one per page
+/// moved, memcached one per move it asked for (at least one per page).
 #[test]
 fn watch_sysevents_shows_pages_going_back_to_the_pool_like_memcached() {
     let value = "v".repeat(1000);
@@ -1483,7 +1484,14 @@ fn watch_sysevents_shows_pages_going_back_to_the_pool_like_memcached() {
             .collect();
         let name = kind.name();
         assert!(moved > 0, "{name}: nothing moved");
-        assert_eq!(moves.len() as u64, moved, "{name}: {lines:?}");
+        // memcached's maintainer logs the line for every move it asks for,
+        // also when slabs_reassign answers RUNNING because the mover has
+        // not finished the previous page (seen on a loaded machine: 22
+        // lines, 19 moves); gannet logs each page it moved.
+        match kind {
+            Kind::Memcached => assert!(moves.len() as u64 >= moved, "{name}: {lines:?}"),
+            Kind::Gannet => assert_eq!(moves.len() as u64, moved, "{name}: {lines:?}"),
+        }
         moves
     };
     let m = moves(Kind::Memcached);
