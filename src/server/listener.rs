@@ -556,6 +556,7 @@ mod tests {
     /// before `listen`, so no client ever connects to a root-owned file.
     #[test]
     fn unix_socket_is_the_owner_s_before_it_listens() {
+        use std::os::unix::fs::MetadataExt;
         // SAFETY: geteuid takes no arguments and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             return;
@@ -564,7 +565,6 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sock");
         let _l = bind_unix(&path, 0o770, Some((65534, 65533)), 8).unwrap();
-        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (65534, 65533));
         assert_eq!(meta.permissions().mode() & 0o777, 0o770);
