@@ -1398,7 +1398,6 @@ fn apply_suboptions(s: &mut Settings, p: &mut Pending, list: &str) -> Result<(),
                 s.lru_maintainer = false;
                 s.lru_segmented = false;
             }
-            "lru_segmented" => s.lru_segmented = true,
             "hot_lru_pct" | "warm_lru_pct" => {
                 let v = value.ok_or_else(|| missing(key))?;
                 let n = atoi(v);
@@ -2453,6 +2452,10 @@ mod tests {
             (&["-o", "slab_chunk_max"], 1, "Missing slab_chunk_max argument\n"),
             (&["-o", "bogus"], 1, "Illegal suboption \"bogus\"\n"),
             (&["-o", "bogus=1"], 1, "Illegal suboption \"bogus=1\"\n"),
+            // memcached has no such suboption: `lru_maintainer` turns
+            // segmentation on, `no_lru_maintainer` off.
+            (&["-o", "lru_segmented"], 1, "Illegal suboption \"lru_segmented\"\n"),
+            (&["-o", "no_lru_segmented"], 1, "Illegal suboption \"no_lru_segmented\"\n"),
             (&["-o", "track_sizes,,x"], 1, "Illegal suboption \"\"\n"),
             (
                 &["-o", "hot_lru_pct=50,warm_lru_pct=40"],

@@ -378,7 +378,8 @@ pub struct StoreConfig {
     pub slab_automove_ratio: f64,
     /// `!-o no_slab_reassign`: pages may change class at all.
     pub slab_reassign: bool,
-    /// `-o lru_segmented` (default on).
+    /// Segmented LRU (default on; `-o no_lru_maintainer` turns it off, and
+    /// `lru mode flat` at run time).
     pub lru_segmented: bool,
     /// `-L`: preallocate all memory up front.
     pub prealloc: bool,
