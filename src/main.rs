@@ -3,8 +3,9 @@
 //!
 //! Signals are blocked in every thread and taken synchronously by the main
 //! thread with `sigwait`, so no code runs in signal-handler context:
-//! SIGTERM and SIGINT stop at once (exit 0), SIGUSR1 stops gracefully,
-//! SIGHUP is ignored. A client's `shutdown` sends the process one of
+//! SIGTERM, SIGINT and SIGUSR1 (memcached's graceful stop) all stop the
+//! server the same way and exit 0; SIGHUP re-reads the `-Y` auth file, as
+//! memcached's does. A client's `shutdown` sends the process one of
 //! these signals, so every way of stopping takes the same path.
 
 use std::io::Write;
@@ -183,12 +184,17 @@ fn main() -> ExitCode {
                 }
                 continue;
             }
+            // memcached's words on stderr as it stops: always for its
+            // graceful stop, only when verbose (as `verbosity` last set
+            // it) for the others.
             libc::SIGUSR1 => {
-                log::info!("SIGUSR1: graceful stop");
+                eprintln!("Gracefully stopping");
                 break;
             }
-            sig => {
-                log::info!("signal {sig}: stopping");
+            _ => {
+                if shared.verbosity.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                    eprintln!("Exiting normally");
+                }
                 break;
             }
         }

@@ -323,6 +323,56 @@ fn sigint_exits_zero_and_sighup_is_ignored() {
     assert_eq!(daemon.wait_exit(Duration::from_secs(5)).code(), Some(0));
 }
 
+/// What a server prints on stderr from start to exit when `signal` stops
+/// it, `-v` or not.
+fn stderr_of_stop(bin: &str, signal: libc::c_int, verbose: bool) -> String {
+    use std::io::Read;
+    let port = free_port();
+    let mut args = base_args(port);
+    if verbose {
+        args.push("-v".to_string());
+    }
+    let mut daemon = Daemon::start_bin(bin, &args);
+    wait_for_version(port);
+    send_signal(daemon.pid(), signal);
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{bin} on signal {signal}: {status:?}"
+    );
+    let mut err = String::new();
+    let mut pipe = daemon.child.stderr.take().unwrap();
+    pipe.read_to_string(&mut err).unwrap();
+    err
+}
+
+/// memcached says "Gracefully stopping" on stderr when SIGUSR1 stops it,
+/// and "Exiting normally" on SIGTERM or SIGINT only when verbose. gannet's
+/// own `-v` lines come before, so the last line is what is compared then.
+#[test]
+fn stop_messages_are_memcached_s() {
+    let memcached = "/usr/bin/memcached";
+    assert!(
+        Path::new(memcached).exists(),
+        "memcached is missing: run the README test command"
+    );
+    for (signal, verbose) in [
+        (libc::SIGUSR1, false),
+        (libc::SIGINT, false),
+        (libc::SIGTERM, true),
+    ] {
+        let theirs = stderr_of_stop(memcached, signal, verbose);
+        let ours = stderr_of_stop(BIN, signal, verbose);
+        if verbose {
+            assert_eq!(ours.lines().last(), Some("Exiting normally"), "{ours:?}");
+            assert_eq!(ours.lines().last(), theirs.lines().last(), "{theirs:?}");
+        } else {
+            assert_eq!(ours, theirs, "signal {signal}");
+        }
+    }
+}
+
 #[test]
 fn pid_file_is_written_and_removed_in_the_foreground() {
     let dir = scratch_dir("pid");
