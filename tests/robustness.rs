@@ -14,7 +14,7 @@ use common::{bin_packet, show, Client, Kind, Server};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Generate `<scenario>_memcached` and `<scenario>_gannet` tests.
+/// Generate `on_memcached::<scenario>` and `on_gannet::<scenario>` tests.
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod on_memcached {
