@@ -98,12 +98,14 @@ for section in NAME SYNOPSIS DESCRIPTION OPTIONS FILES SIGNALS "EXIT STATUS" \
     COMPATIBILITY EXAMPLES "SEE ALSO"; do
     grep -q "^\.SH \"*$section\"*\$" man/gannet.1 || fail "man page lacks $section"
 done
-for flag in p U s a l d u P m M c t R C b B I f n L k v vv vvv F A S Y X W Z D h V; do
+for flag in p U s a l d u P m M c t R C b B I f n L k v vv vvv F A S Y X W Z D h V i N; do
     grep -q "^\.B[IR]* \\\\-$flag\\b" man/gannet.1 || fail "man page lacks -$flag"
 done
 for opt in idle_timeout hot_lru_pct warm_lru_pct hot_max_factor warm_max_factor \
     temporary_ttl slab_chunk_max slab_automove hashpower lru_crawler \
-    lru_maintainer lru_segmented track_sizes hotkeys metrics_listen; do
+    lru_crawler_sleep lru_crawler_tocrawl slab_reassign no_modern \
+    no_hashexpand inline_ascii_resp lru_maintainer track_sizes hotkeys \
+    metrics_listen; do
     grep -q "^\.B[IR]* $opt" man/gannet.1 || fail "man page lacks -o $opt"
 done
 pass "mandoc and groff clean; every section, flag and -o option present"
