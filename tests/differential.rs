@@ -19,6 +19,8 @@
 //!   `GANNET_DIFF_STEPS`, default 250) replays one seed instead.
 //!   `GANNET_DIFF_AVOID='a|b'` drops generated steps whose printed input
 //!   contains `a` or `b`, to look past a known mismatch while it is fixed.
+//!   `GANNET_DIFF_CONFIGS=all` adds `EXTRA_CONFIGS` (flat LRU,
+//!   `no_modern`, a fine class table) to the configurations seeds map to.
 //!
 //! How a session runs. A [`Generator`] produces [`Step`]s: some bytes for
 //! one of two connections (0 or 1), possibly cut into several writes. The
@@ -1644,6 +1646,59 @@ const CONFIGS: &[Config] = &[
     },
 ];
 
+/// More configurations, for long runs only (`GANNET_DIFF_CONFIGS=all`):
+/// not part of `CONFIGS`, whose length maps the fixed seeds of
+/// `REGRESSIONS` to the configurations they were found in.
+const EXTRA_CONFIGS: &[Config] = &[
+    // Flat LRU: no maintainer, no segments, no queued bumps.
+    Config {
+        args: &["-t", "2", "-o", "no_lru_maintainer"],
+        item_max: 1 << 20,
+        flush: true,
+    },
+    // memcached's pre-1.5 defaults (no_modern wants chunks no larger
+    // than -I, so slab_chunk_max is given).
+    Config {
+        args: &["-t", "2", "-I", "2k", "-o", "no_modern,slab_chunk_max=1024"],
+        item_max: 2048,
+        flush: true,
+    },
+    // Many small classes, one worker.
+    Config {
+        args: &[
+            "-t",
+            "1",
+            "-f",
+            "1.05",
+            "-n",
+            "16",
+            "-I",
+            "1k",
+            "-o",
+            "slab_chunk_max=512",
+        ],
+        item_max: 1024,
+        flush: true,
+    },
+];
+
+fn all_configs() -> bool {
+    std::env::var("GANNET_DIFF_CONFIGS").is_ok_and(|v| v == "all")
+}
+
+/// The configuration a seed runs in.
+fn config_of(seed: u64) -> Config {
+    if all_configs() {
+        let n = (CONFIGS.len() + EXTRA_CONFIGS.len()) as u64;
+        let i = (seed % n) as usize;
+        return match i.checked_sub(CONFIGS.len()) {
+            Some(extra) => EXTRA_CONFIGS[extra],
+            None => CONFIGS[i],
+        };
+    }
+    CONFIGS[(seed % CONFIGS.len() as u64) as usize]
+}
+
 struct Mismatch {
     step: usize,
     memcached: Outcome,
@@ -1828,8 +1883,9 @@ fn report(
         out(&m.gannet)
     ));
     s.push_str(&format!(
-        "replay: GANNET_DIFF_SEED={seed} GANNET_DIFF_STEPS={n} GANNET_DIFF_PROTOCOLS={} cargo test --test differential -- --ignored --nocapture\n",
-        format!("{proto:?}").to_lowercase()
+        "replay: GANNET_DIFF_SEED={seed} GANNET_DIFF_STEPS={n} GANNET_DIFF_PROTOCOLS={}{} cargo test --test differential -- --ignored --nocapture\n",
+        format!("{proto:?}").to_lowercase(),
+        if all_configs() { " GANNET_DIFF_CONFIGS=all" } else { "" }
     ));
     s
 }
@@ -1845,7 +1901,7 @@ struct Failure {
 
 /// Run one seeded session of `n` steps; Ok(commands) or the failure.
 fn session(seed: u64, n: usize, proto: Protocol) -> Result<usize, Failure> {
-    let cfg = CONFIGS[(seed % CONFIGS.len() as u64) as usize];
+    let cfg = config_of(seed);
     let mut rng = Rng::new(seed);
     let mut gen = proto.generator(&cfg);
     // GANNET_DIFF_AVOID: `|`-separated substrings; steps whose printed
