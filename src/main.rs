@@ -186,14 +186,15 @@ fn main() -> ExitCode {
             }
             // memcached's words on stderr as it stops: always for its
             // graceful stop, only when verbose (as `verbosity` last set
-            // it) for the others.
+            // it) for the others. A stderr nobody reads any more must not
+            // turn a clean stop into a panic, so errors are ignored.
             libc::SIGUSR1 => {
-                eprintln!("Gracefully stopping");
+                let _ = writeln!(std::io::stderr(), "Gracefully stopping");
                 break;
             }
             _ => {
                 if shared.verbosity.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-                    eprintln!("Exiting normally");
+                    let _ = writeln!(std::io::stderr(), "Exiting normally");
                 }
                 break;
             }

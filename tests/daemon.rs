@@ -373,6 +373,73 @@ fn stop_messages_are_memcached_s() {
     }
 }
 
+/// A stop whose stderr has no reader any more (the pipe's reader went
+/// away) still exits 0: the "Gracefully stopping" line is lost, not turned
+/// into a panic.
+#[test]
+fn stop_with_a_closed_stderr_pipe_exits_zero() {
+    let port = free_port();
+    let mut daemon = Daemon::start(&base_args(port));
+    wait_for_version(port);
+    drop(daemon.child.stderr.take());
+    send_signal(daemon.pid(), libc::SIGUSR1);
+    let status = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// The same for a worker: with `-S` and no password file, the first SASL
+/// login prints a warning; a stderr without a reader must not take the
+/// server down with it.
+#[test]
+fn sasl_warning_with_a_closed_stderr_pipe_keeps_serving() {
+    use std::io::Read;
+    let port = free_port();
+    let mut args = base_args(port);
+    args.push("-S".to_string());
+    let child = Command::new(BIN)
+        .args(&args)
+        .env_remove("MEMCACHED_SASL_PWDB")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon { child };
+    drop(daemon.child.stderr.take());
+    // Binary SASL_AUTH, mechanism PLAIN, "\0user\0pass".
+    let (key, value) = (&b"PLAIN"[..], &b"\0user\0pass"[..]);
+    let mut req = vec![0x80, 0x21, 0, key.len() as u8, 0, 0, 0, 0];
+    req.extend_from_slice(&((key.len() + value.len()) as u32).to_be_bytes());
+    req.extend_from_slice(&[0; 12]);
+    req.extend_from_slice(key);
+    req.extend_from_slice(value);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut conn = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "gannet -S never listened: {e}");
+                sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..2 {
+        conn.write_all(&req).unwrap();
+        let mut header = [0u8; 24];
+        conn.read_exact(&mut header).unwrap();
+        let body = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
+        let mut rest = vec![0u8; body];
+        conn.read_exact(&mut rest).unwrap();
+        // 0x20: authentication error.
+        assert_eq!((header[1], header[6], header[7]), (0x21, 0x00, 0x20));
+    }
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "gannet exited after the SASL warning"
+    );
+}
+
 #[test]
 fn pid_file_is_written_and_removed_in_the_foreground() {
     let dir = scratch_dir("pid");

@@ -39,6 +39,7 @@
 //! so the time depends on neither where a user appears nor whether it
 //! exists.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -195,7 +196,12 @@ fn credentials(path: &Path) -> Arc<AuthFile> {
         }
     }
     let file = AuthFile::load(path).unwrap_or_else(|e| {
-        eprintln!("auth file {}: {e:?}: every login fails", path.display());
+        // As eprintln!, but a stderr nobody reads must not panic a worker.
+        let _ = writeln!(
+            std::io::stderr(),
+            "auth file {}: {e:?}: every login fails",
+            path.display()
+        );
         AuthFile::default()
     });
     let file = Arc::new(file);
