@@ -344,6 +344,29 @@ fn detail_dump_and_sizes_status_match_memcached() {
     );
 }
 
+/// `-D <char>` sets the prefix delimiter and, as in memcached, turns
+/// collection on from the start: no `stats detail on` needed.
+#[test]
+fn delimiter_flag_turns_detail_on_like_memcached() {
+    let mut out = Vec::new();
+    for kind in [Kind::Memcached, Kind::Gannet] {
+        let s = Server::start(kind, &["-D", "#"]);
+        let mut c = Conn::new(s.port());
+        let settings = c.cmd("stats settings\r\n", &[b"END\r\n"]);
+        let enabled = settings
+            .lines()
+            .find(|l| l.starts_with("STAT detail_enabled "))
+            .map(str::to_string);
+        let set = c.cmd("set a#1 0 0 1\r\nx\r\n", &[b"STORED\r\n"]);
+        let get = c.cmd("get a#1 a#2 b:1\r\n", &[b"END\r\n"]);
+        let dump = c.cmd("stats detail dump\r\n", &[b"END\r\n"]);
+        out.push((enabled, set, get, dump));
+    }
+    assert_eq!(out[0], out[1]);
+    assert_eq!(out[1].0.as_deref(), Some("STAT detail_enabled yes"));
+    assert_eq!(out[1].3, "PREFIX a get 2 hit 1 set 1 del 0\r\nEND\r\n");
+}
+
 /// `stats sizes_enable` as memcached: items stored before it are left out
 /// both ways, enabling again keeps the counts, it takes a CAS value (as
 /// `flush_all` and `-o track_sizes` do), and `-C` refuses it. The items

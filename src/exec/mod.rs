@@ -111,6 +111,9 @@ impl Shared {
         let memlimit_mb = AtomicU32::new(settings.memory_limit_mb as u32);
         let conns = ConnStats::default();
         conns.accepting.store(true, Ordering::Relaxed);
+        // `-D` turns collection on from the start, as in memcached.
+        let detail = detail::Detail::default();
+        detail.set_enabled(settings.detail_enabled);
         Shared {
             settings,
             store,
@@ -121,7 +124,7 @@ impl Shared {
             stop: AtomicU32::new(0),
             memlimit_mb,
             started_accepting: AtomicBool::new(true),
-            detail: detail::Detail::default(),
+            detail,
             tunables,
             crawler: crawler::Crawler::default(),
             rebalancer: rebalance::Rebalancer::default(),
