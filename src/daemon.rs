@@ -562,16 +562,55 @@ pub fn daemonize(keep_stdio: bool) -> Result<Detached, DaemonError> {
     Ok(detached)
 }
 
-/// Step 7 (`-k`): lock all current and future memory. A failure is a
-/// warning in memcached (`is_warning`); an unprivileged process needs a
-/// large enough `RLIMIT_MEMLOCK` (`LimitMEMLOCK=` in the unit).
-pub fn lock_memory() -> Result<(), DaemonError> {
+/// Step 7 (`-k`): lock all memory, current and future, as memcached does;
+/// only a warning when that cannot work (`is_warning`).
+///
+/// Why the limit is checked first: once `MCL_FUTURE` is set, every later
+/// mapping (each thread's stack, every slab page) must be locked too, and
+/// past `RLIMIT_MEMLOCK` the kernel refuses it (EAGAIN). memcached's call
+/// fails outright under a small limit, because its process is already
+/// larger than the limit when it makes it, and memcached then runs
+/// unlocked with a warning. gannet's process is still small at that point,
+/// so the call would succeed and the server could then start no thread and
+/// take no page. So a limit that cannot hold `needed` bytes (the item
+/// memory, the stacks and a margin) is reported as the failure memcached
+/// would see (ENOMEM), unless the process may lock past its limit
+/// (`CAP_IPC_LOCK`).
+pub fn lock_memory(needed: u64) -> Result<(), DaemonError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into `lim`, which we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    if rc == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY
+        && lim.rlim_cur < needed
+        && !may_lock_past_limit()
+    {
+        return Err(DaemonError::LockMemory(io::Error::from_raw_os_error(
+            libc::ENOMEM,
+        )));
+    }
     // SAFETY: mlockall takes flags only and touches no memory of ours.
     let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
     if rc != 0 {
         return Err(DaemonError::LockMemory(io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Whether this process has `CAP_IPC_LOCK` in its effective set (read from
+/// `/proc/self/status`; false when that cannot be read).
+fn may_lock_past_limit() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 /// The `-P` pid file. Written atomically (`<path>.tmp`, then rename) and

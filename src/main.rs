@@ -79,7 +79,13 @@ fn main() -> ExitCode {
     }
     let daemonize = settings.daemonize;
     let keep_stdio = settings.verbose > 0;
-    let lock_memory = settings.lock_memory;
+    // What -k must be able to lock: the item memory, every thread's stack
+    // (workers and about six helpers, 2 MiB each by Rust's default) and a
+    // margin for the index, buffers and the binary.
+    let lock_memory = settings.lock_memory.then(|| {
+        let threads = settings.threads as u64 + 6;
+        settings.memory_limit_mb as u64 * (1 << 20) + threads * (2 << 20) + (64 << 20)
+    });
     let pid_path = settings.pid_file.clone();
 
     let verbose = settings.verbose;
@@ -121,8 +127,8 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    if lock_memory {
-        if let Err(e) = daemon::lock_memory() {
+    if let Some(needed) = lock_memory {
+        if let Err(e) = daemon::lock_memory(needed) {
             eprintln!("{e}");
         }
     }

@@ -326,25 +326,37 @@ fn sigint_exits_zero_and_sighup_is_ignored() {
 /// What a server prints on stderr from start to exit when `signal` stops
 /// it, `-v` or not.
 fn stderr_of_stop(bin: &str, signal: libc::c_int, verbose: bool) -> String {
-    use std::io::Read;
     let port = free_port();
     let mut args = base_args(port);
     if verbose {
         args.push("-v".to_string());
     }
-    let mut daemon = Daemon::start_bin(bin, &args);
+    let daemon = Daemon::start_bin(bin, &args);
     wait_for_version(port);
+    stop_and_read_stderr(daemon, signal)
+}
+
+/// Stop a server that serves with `signal`, check it exits 0, and return
+/// all it wrote on stderr.
+fn stop_and_read_stderr(mut daemon: Daemon, signal: libc::c_int) -> String {
+    use std::io::Read;
     send_signal(daemon.pid(), signal);
     let status = daemon.wait_exit(Duration::from_secs(5));
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{bin} on signal {signal}: {status:?}"
-    );
+    assert_eq!(status.code(), Some(0), "signal {signal}: {status:?}");
     let mut err = String::new();
     let mut pipe = daemon.child.stderr.take().unwrap();
     pipe.read_to_string(&mut err).unwrap();
     err
+}
+
+/// The reference server's path, or a loud failure when it is missing.
+fn memcached_bin() -> &'static str {
+    let memcached = "/usr/bin/memcached";
+    assert!(
+        Path::new(memcached).exists(),
+        "memcached is missing: run the README test command"
+    );
+    memcached
 }
 
 /// memcached says "Gracefully stopping" on stderr when SIGUSR1 stops it,
@@ -352,11 +364,7 @@ fn stderr_of_stop(bin: &str, signal: libc::c_int, verbose: bool) -> String {
 /// own `-v` lines come before, so the last line is what is compared then.
 #[test]
 fn stop_messages_are_memcached_s() {
-    let memcached = "/usr/bin/memcached";
-    assert!(
-        Path::new(memcached).exists(),
-        "memcached is missing: run the README test command"
-    );
+    let memcached = memcached_bin();
     for (signal, verbose) in [
         (libc::SIGUSR1, false),
         (libc::SIGINT, false),
@@ -438,6 +446,60 @@ fn sasl_warning_with_a_closed_stderr_pipe_keeps_serving() {
         daemon.child.try_wait().unwrap().is_none(),
         "gannet exited after the SASL warning"
     );
+}
+
+/// `-k` under a memory-lock limit too small for the cache: memcached's
+/// mlockall fails, it warns and serves unlocked. gannet must do the same,
+/// not lock itself into failing to start its threads (as it did: exit 71,
+/// "failed to start the clock thread").
+#[test]
+fn lock_memory_under_a_small_limit_warns_and_serves_like_memcached() {
+    use std::os::unix::process::CommandExt;
+    let memcached = memcached_bin();
+    let mut firsts = Vec::new();
+    for bin in [memcached, BIN] {
+        let port = free_port();
+        let mut args = base_args(port);
+        args.push("-k".to_string());
+        let mut cmd = Command::new(bin);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // 8 MiB (Linux's default since 5.16, or the hard limit if lower):
+        // more than gannet's process holds when it locks, so a plain
+        // mlockall succeeds, and far less than a cache needs. memcached's
+        // process is already larger, so its mlockall fails.
+        // SAFETY: the closure only calls getrlimit and setrlimit, which are
+        // async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                lim.rlim_cur = lim.rlim_max.min(8 << 20);
+                if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let daemon = Daemon {
+            child: cmd.spawn().unwrap(),
+        };
+        wait_for_version(port);
+        let err = stop_and_read_stderr(daemon, libc::SIGTERM);
+        firsts.push(err.lines().next().map(str::to_string));
+    }
+    assert_eq!(
+        firsts[1].as_deref(),
+        Some("warning: -k invalid, mlockall() failed: Cannot allocate memory")
+    );
+    assert_eq!(firsts[0], firsts[1]);
 }
 
 #[test]
@@ -624,11 +686,7 @@ fn core_limit_with(
 /// is compared with memcached under the same limits.
 #[test]
 fn core_dumps_flag_raises_the_core_limit_like_memcached() {
-    let memcached = "/usr/bin/memcached";
-    assert!(
-        Path::new(memcached).exists(),
-        "memcached is missing: run the README test command"
-    );
+    let memcached = memcached_bin();
     assert_eq!(core_limit_with(BIN, &[], 1 << 20), Ok("0".to_string()));
     for hard in [0, 1 << 20, libc::RLIM_INFINITY] {
         let gannet = core_limit_with(BIN, &["-r"], hard);
@@ -675,11 +733,7 @@ fn unix_socket_belongs_to_the_user_like_memcached() {
     if !is_root() {
         return;
     }
-    let memcached = "/usr/bin/memcached";
-    assert!(
-        Path::new(memcached).exists(),
-        "memcached is missing: run the README test command"
-    );
+    let memcached = memcached_bin();
     let dir = scratch_dir("sock");
     let path = dir.join("s.sock");
     let args: Vec<String> = ["-u", "nobody", "-U", "0", "-t", "1", "-a", "0770", "-s"]
