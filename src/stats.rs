@@ -300,6 +300,21 @@ pub struct GeneralStats<'a> {
     pub read_bufs: (u64, u64, u64),
     /// With `-Z`: the `ssl_*` counters.
     pub tls: Option<TlsStats>,
+    /// Which optional groups memcached shows: `rejected_connections` with
+    /// `maxconns_fast`, the `slab_reassign_*` lines and `slabs_moved` with
+    /// `slab_reassign`, the crawler's two while it is enabled (it can be
+    /// switched at run time), and the maintainer's counters with the LRU
+    /// maintainer.
+    pub shown: Shown,
+}
+
+/// The settings that decide which optional `stats` lines exist.
+#[derive(Debug, Clone, Copy)]
+pub struct Shown {
+    pub maxconns_fast: bool,
+    pub slab_reassign: bool,
+    pub lru_crawler: bool,
+    pub lru_maintainer: bool,
 }
 
 /// The TLS lines of `stats` (only with `-Z`, as in memcached).
@@ -342,11 +357,13 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
         "total_connections",
         c.total_conns.load(Ordering::Relaxed),
     );
-    push_stat(
-        out,
-        "rejected_connections",
-        c.rejected_conns.load(Ordering::Relaxed),
-    );
+    if s.shown.maxconns_fast {
+        push_stat(
+            out,
+            "rejected_connections",
+            c.rejected_conns.load(Ordering::Relaxed),
+        );
+    }
     push_stat(
         out,
         "connection_structures",
@@ -407,25 +424,31 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "hash_power_level", st.hash_power_level);
     push_stat(out, "hash_bytes", st.hash_bytes);
     push_stat(out, "hash_is_expanding", st.hash_is_expanding as u8);
-    push_stat(out, "slab_reassign_rescues", st.slab_reassign_rescues);
-    push_stat(
-        out,
-        "slab_reassign_chunk_rescues",
-        st.slab_reassign_chunk_rescues,
-    );
-    push_stat(
-        out,
-        "slab_reassign_evictions_nomem",
-        st.slab_reassign_evictions_nomem,
-    );
-    push_stat(out, "slab_reassign_inline_reclaim", 0);
-    push_stat(out, "slab_reassign_busy_items", st.slab_reassign_busy_items);
-    push_stat(out, "slab_reassign_busy_deletes", 0);
-    push_stat(out, "slab_reassign_running", st.slab_reassign_running as u8);
-    push_stat(out, "slabs_moved", st.slabs_moved);
-    push_stat(out, "lru_crawler_running", s.crawler_running as u8);
-    push_stat(out, "lru_crawler_starts", s.crawler_starts);
-    push_stat(out, "lru_maintainer_juggles", st.lru_maintainer_juggles);
+    if s.shown.slab_reassign {
+        push_stat(out, "slab_reassign_rescues", st.slab_reassign_rescues);
+        push_stat(
+            out,
+            "slab_reassign_chunk_rescues",
+            st.slab_reassign_chunk_rescues,
+        );
+        push_stat(
+            out,
+            "slab_reassign_evictions_nomem",
+            st.slab_reassign_evictions_nomem,
+        );
+        push_stat(out, "slab_reassign_inline_reclaim", 0);
+        push_stat(out, "slab_reassign_busy_items", st.slab_reassign_busy_items);
+        push_stat(out, "slab_reassign_busy_deletes", 0);
+        push_stat(out, "slab_reassign_running", st.slab_reassign_running as u8);
+        push_stat(out, "slabs_moved", st.slabs_moved);
+    }
+    if s.shown.lru_crawler {
+        push_stat(out, "lru_crawler_running", s.crawler_running as u8);
+        push_stat(out, "lru_crawler_starts", s.crawler_starts);
+    }
+    if s.shown.lru_maintainer {
+        push_stat(out, "lru_maintainer_juggles", st.lru_maintainer_juggles);
+    }
     push_stat(out, "malloc_fails", st.malloc_fails);
     push_stat(out, "log_worker_dropped", 0);
     push_stat(out, "log_worker_written", s.log_watcher_sent);
@@ -451,17 +474,21 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "slab_global_page_pool", st.slab_global_page_pool);
     push_stat(out, "expired_unfetched", st.expired_unfetched);
     push_stat(out, "evicted_unfetched", st.evicted_unfetched);
-    push_stat(out, "evicted_active", st.evicted_active);
+    if s.shown.lru_maintainer {
+        push_stat(out, "evicted_active", st.evicted_active);
+    }
     push_stat(out, "evictions", st.evictions);
     push_stat(out, "reclaimed", st.reclaimed);
     push_stat(out, "crawler_reclaimed", st.crawler_reclaimed);
     push_stat(out, "crawler_items_checked", st.crawler_items_checked);
     push_stat(out, "lrutail_reflocked", 0);
-    push_stat(out, "moves_to_cold", st.moves_to_cold);
-    push_stat(out, "moves_to_warm", st.moves_to_warm);
-    push_stat(out, "moves_within_lru", st.moves_within_lru);
-    push_stat(out, "direct_reclaims", st.direct_reclaims);
-    push_stat(out, "lru_bumps_dropped", st.lru_bumps_dropped);
+    if s.shown.lru_maintainer {
+        push_stat(out, "moves_to_cold", st.moves_to_cold);
+        push_stat(out, "moves_to_warm", st.moves_to_warm);
+        push_stat(out, "moves_within_lru", st.moves_within_lru);
+        push_stat(out, "direct_reclaims", st.direct_reclaims);
+        push_stat(out, "lru_bumps_dropped", st.lru_bumps_dropped);
+    }
 }
 
 #[cfg(test)]
@@ -492,8 +519,8 @@ mod tests {
         assert_eq!(t[2][0], 0);
     }
 
-    #[test]
-    fn general_group_has_memcached_shape() {
+    /// The general group as text, with the optional groups `shown`.
+    fn general_text(shown: Shown) -> String {
         let ops = OpsTotals::sum(&[]);
         let conns = ConnStats::default();
         let store = StoreStats::default();
@@ -518,9 +545,72 @@ mod tests {
                 crawler_running: false,
                 crawler_starts: 0,
                 read_bufs: (4, 4 << 16, 4 << 16),
+                shown,
             },
         );
-        let text = String::from_utf8(out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The general group's stat names with the optional groups `shown`.
+    fn general_names(shown: Shown) -> Vec<String> {
+        general_text(shown)
+            .lines()
+            .map(|l| l.split(' ').nth(1).unwrap().to_string())
+            .collect()
+    }
+
+    /// memcached leaves out `rejected_connections` without maxconns_fast,
+    /// the `slab_reassign_*` lines and `slabs_moved` without
+    /// slab_reassign, the crawler's two while it is disabled, and the LRU
+    /// maintainer's counters without the maintainer (memcached.c
+    /// server_stats, items.c do_item_stats_totals).
+    #[test]
+    fn optional_general_stats_follow_the_settings() {
+        let all = Shown {
+            maxconns_fast: true,
+            slab_reassign: true,
+            lru_crawler: true,
+            lru_maintainer: true,
+        };
+        let optional = [
+            "rejected_connections",
+            "slab_reassign_rescues",
+            "slab_reassign_busy_deletes",
+            "slabs_moved",
+            "lru_crawler_running",
+            "lru_crawler_starts",
+            "lru_maintainer_juggles",
+            "evicted_active",
+            "moves_to_cold",
+            "direct_reclaims",
+            "lru_bumps_dropped",
+        ];
+        let with = general_names(all);
+        let without = general_names(Shown {
+            maxconns_fast: false,
+            slab_reassign: false,
+            lru_crawler: false,
+            lru_maintainer: false,
+        });
+        for name in optional {
+            assert!(with.iter().any(|n| n == name), "{name} missing");
+            assert!(!without.iter().any(|n| n == name), "{name} shown");
+        }
+        assert_eq!(with.len() - without.len(), 18);
+        assert_eq!(
+            without.last().map(String::as_str),
+            Some("lrutail_reflocked")
+        );
+    }
+
+    #[test]
+    fn general_group_has_memcached_shape() {
+        let text = general_text(Shown {
+            maxconns_fast: true,
+            slab_reassign: true,
+            lru_crawler: true,
+            lru_maintainer: true,
+        });
         let names: Vec<&str> = text.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
         assert_eq!(names[0], "pid");
         assert!(names.contains(&"rusage_user"));

@@ -367,6 +367,46 @@ fn delimiter_flag_turns_detail_on_like_memcached() {
     assert_eq!(out[1].3, "PREFIX a get 2 hit 1 set 1 del 0\r\nEND\r\n");
 }
 
+/// The names (in order) of `stats` and `stats items` after one set, with
+/// the optional groups memcached leaves out: `no_lru_maintainer` drops the
+/// maintainer's counters, `no_modern` also `rejected_connections`, the
+/// `slab_reassign_*` lines and the crawler's, and `lru_crawler disable`
+/// drops the crawler's at run time.
+#[test]
+fn optional_stats_lines_follow_the_settings_like_memcached() {
+    let names = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    for (flags, first, crawler) in [
+        (&["-o", "no_lru_maintainer"][..], None, true),
+        (&["-o", "no_modern"][..], None, false),
+        (&[][..], Some("lru_crawler disable\r\n"), false),
+    ] {
+        let mut out = Vec::new();
+        for kind in [Kind::Memcached, Kind::Gannet] {
+            let s = Server::start(kind, flags);
+            let mut c = Conn::new(s.port());
+            if let Some(cmd) = first {
+                c.cmd(cmd, &[b"\r\n"]);
+            }
+            c.cmd("set k 0 0 1\r\nx\r\n", &[b"STORED\r\n"]);
+            let general = names(&c.cmd("stats\r\n", &[b"END\r\n"]));
+            let items = names(&c.cmd("stats items\r\n", &[b"END\r\n"]));
+            out.push((general, items));
+        }
+        assert_eq!(out[0], out[1], "{flags:?} {first:?}");
+        let general = &out[1].0;
+        assert_eq!(general.iter().any(|n| n == "lru_crawler_running"), crawler);
+        if first.is_none() {
+            assert!(!general.iter().any(|n| n == "moves_to_cold"));
+            assert!(!out[1].1.iter().any(|n| n.ends_with(":hits_to_hot")));
+        }
+    }
+}
+
 /// `stats sizes_enable` as memcached: items stored before it are left out
 /// both ways, enabling again keeps the counts, it takes a CAS value (as
 /// `flush_all` and `-o track_sizes` do), and `-C` refuses it. The items

@@ -279,6 +279,12 @@ fn general(ctx: &Ctx, out: &mut Vec<u8>) {
             log_watchers,
             log_watcher_sent,
             log_watcher_skipped,
+            shown: stats::Shown {
+                maxconns_fast: shared.settings.maxconns_fast,
+                slab_reassign: shared.settings.slab_reassign,
+                lru_crawler: shared.tunables.lru_crawler.load(Ordering::Relaxed),
+                lru_maintainer: shared.settings.lru_maintainer,
+            },
             crawler_running: shared.crawler.running(),
             crawler_starts: shared.crawler.starts(),
             read_bufs: ctx.shared.threads.iter().fold((0, 0, 0), |t, th| {

@@ -1582,18 +1582,24 @@ impl Store {
             put("reclaimed", t.reclaimed.to_string());
             put("expired_unfetched", t.expired_unfetched.to_string());
             put("evicted_unfetched", t.evicted_unfetched.to_string());
-            put("evicted_active", t.evicted_active.to_string());
+            // memcached shows these only with its LRU maintainer.
+            let maint = self.cfg.lru_maintainer;
+            if maint {
+                put("evicted_active", t.evicted_active.to_string());
+            }
             put("crawler_reclaimed", t.crawler_reclaimed.to_string());
             put("crawler_items_checked", t.crawler_items_checked.to_string());
             put("lrutail_reflocked", "0".into());
-            put("moves_to_cold", t.moves_to_cold.to_string());
-            put("moves_to_warm", t.moves_to_warm.to_string());
-            put("moves_within_lru", t.moves_within_lru.to_string());
-            put("direct_reclaims", t.direct_reclaims.to_string());
-            put("hits_to_hot", t.hits[HOT as usize].to_string());
-            put("hits_to_warm", t.hits[WARM as usize].to_string());
-            put("hits_to_cold", t.hits[COLD as usize].to_string());
-            put("hits_to_temp", t.hits[TEMP as usize].to_string());
+            if maint {
+                put("moves_to_cold", t.moves_to_cold.to_string());
+                put("moves_to_warm", t.moves_to_warm.to_string());
+                put("moves_within_lru", t.moves_within_lru.to_string());
+                put("direct_reclaims", t.direct_reclaims.to_string());
+                put("hits_to_hot", t.hits[HOT as usize].to_string());
+                put("hits_to_warm", t.hits[WARM as usize].to_string());
+                put("hits_to_cold", t.hits[COLD as usize].to_string());
+                put("hits_to_temp", t.hits[TEMP as usize].to_string());
+            }
         }
         v
     }
