@@ -23,6 +23,17 @@ pub const WIRE: &str = "gannet::wire";
 /// The environment variable holding an env_logger filter.
 pub const ENV: &str = "GANNET_LOG";
 
+/// Write one line to stderr unconditionally, as memcached's `fprintf`
+/// does, for the messages memcached prints whatever the verbosity.
+///
+/// Why not `eprintln!`: it panics when the write fails, and gannet's panic
+/// policy aborts the process. With SIGPIPE ignored, a stderr pipe whose
+/// reader has gone fails every write (EPIPE); that must cost the message,
+/// not the server.
+pub fn stderr_line(args: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "{args}");
+}
+
 /// The log level of a memcached verbosity level.
 pub fn level_for(verbosity: u32) -> LevelFilter {
     match verbosity {

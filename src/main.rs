@@ -17,6 +17,7 @@ use gannet::clock::Clock;
 use gannet::config;
 use gannet::daemon;
 use gannet::exec::Shared;
+use gannet::logging;
 use gannet::server::{self, Server};
 
 /// memcached exits with EX_OSERR when it cannot bind.
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
     for w in &settings.warnings {
         eprintln!("{w}");
     }
-    gannet::logging::init(settings.verbose);
+    logging::init(settings.verbose);
 
     // -Y: an unreadable or malformed auth file stops the start (exit 1, as
     // memcached); loading it here also keeps file reads off the workers.
@@ -192,15 +193,14 @@ fn main() -> ExitCode {
             }
             // memcached's words on stderr as it stops: always for its
             // graceful stop, only when verbose (as `verbosity` last set
-            // it) for the others. A stderr nobody reads any more must not
-            // turn a clean stop into a panic, so errors are ignored.
+            // it) for the others.
             libc::SIGUSR1 => {
-                let _ = writeln!(std::io::stderr(), "Gracefully stopping");
+                logging::stderr_line(format_args!("Gracefully stopping"));
                 break;
             }
             _ => {
                 if shared.verbosity.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-                    let _ = writeln!(std::io::stderr(), "Exiting normally");
+                    logging::stderr_line(format_args!("Exiting normally"));
                 }
                 break;
             }

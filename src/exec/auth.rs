@@ -39,7 +39,6 @@
 //! so the time depends on neither where a user appears nor whether it
 //! exists.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -196,12 +195,10 @@ fn credentials(path: &Path) -> Arc<AuthFile> {
         }
     }
     let file = AuthFile::load(path).unwrap_or_else(|e| {
-        // As eprintln!, but a stderr nobody reads must not panic a worker.
-        let _ = writeln!(
-            std::io::stderr(),
+        crate::logging::stderr_line(format_args!(
             "auth file {}: {e:?}: every login fails",
             path.display()
-        );
+        ));
         AuthFile::default()
     });
     let file = Arc::new(file);

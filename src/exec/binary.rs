@@ -42,7 +42,6 @@
 //! expects the credentials in SASL_STEP. Passwords are compared in
 //! constant time. Without `-S` the SASL opcodes answer `Unknown command`.
 
-use std::io::Write as _;
 use std::sync::OnceLock;
 
 use crate::protocol::binary::{
@@ -904,22 +903,18 @@ fn credentials(settings: &crate::config::Settings) -> &'static [Credential] {
             .clone()
             .or_else(|| std::env::var_os("MEMCACHED_SASL_PWDB").map(Into::into));
         let Some(path) = path else {
-            // As eprintln!, but a stderr nobody reads must not panic a
-            // worker.
-            let _ = writeln!(
-                std::io::stderr(),
+            crate::logging::stderr_line(format_args!(
                 "SASL: no password file (set MEMCACHED_SASL_PWDB or -Y): every login fails"
-            );
+            ));
             return Vec::new();
         };
         match std::fs::read(&path) {
             Ok(bytes) => parse_pwdb(&bytes),
             Err(e) => {
-                let _ = writeln!(
-                    std::io::stderr(),
+                crate::logging::stderr_line(format_args!(
                     "SASL: cannot read {}: {e}",
                     path.display()
-                );
+                ));
                 Vec::new()
             }
         }
