@@ -240,9 +240,7 @@ fn auth_counters_match_memcached() {
             server.kind().name()
         );
         let stat = |name: &str| -> String {
-            let prefix = format!("STAT {name} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(&prefix))
+            common::stat_value(&text, name)
                 .unwrap_or_else(|| panic!("{}: no {name}", server.kind().name()))
                 .to_string()
         };

@@ -1147,11 +1147,7 @@ fn stat_groups_are_one_packet_per_pair_closed_by_an_empty_packet() {
     assert_eq!(stat_of(&bin_stats(&gn, b"settings"), "maxconns"), "1024");
     let mut text = gn.connect();
     let r = text.exchange(b"stats settings\r\n", usize::MAX);
-    let text_names: Vec<String> = String::from_utf8_lossy(&r.bytes)
-        .lines()
-        .filter_map(|l| l.strip_prefix("STAT "))
-        .map(|l| l.split(' ').next().unwrap_or("").to_string())
-        .collect();
+    let text_names = common::stat_names(&String::from_utf8_lossy(&r.bytes));
     let bin_names: Vec<String> = bin_stats(&gn, b"settings")
         .into_iter()
         .map(|(k, _)| k)

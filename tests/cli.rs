@@ -450,14 +450,7 @@ fn memcached_stats_settings(args: &[String]) -> Option<Vec<(String, String)>> {
             assert!(n > 0, "memcached closed the connection");
             buf.extend_from_slice(&chunk[..n]);
         }
-        String::from_utf8_lossy(&buf)
-            .lines()
-            .filter_map(|l| l.strip_prefix("STAT "))
-            .map(|l| {
-                let (k, v) = l.split_once(' ').unwrap_or((l, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect()
+        common::stat_pairs(&String::from_utf8_lossy(&buf))
     };
     let pid = server.0.id().to_string();
     if !ask(b"stats\r\n").contains(&("pid".to_string(), pid)) {

@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{rss_kb, show, Kind, Server};
+use common::{rss_kb, show, stat_num, stat_value, Kind, Server};
 
 /// One hostile scenario at a time (they measure RSS and timings).
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -113,14 +113,7 @@ fn stats(server: &Server) -> String {
 }
 
 fn stat(server: &Server, name: &str) -> u64 {
-    let text = stats(server);
-    let prefix = format!("STAT {name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in stats: {text}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{name} is not a number"))
+    stat_num(&stats(server), name)
 }
 
 /// A fresh client stores and reads a value within `limit`.
@@ -418,11 +411,8 @@ fn connection_flood_past_the_limit_is_rejected_and_counted() {
                 None => continue, // this probe itself was over the limit
             }
         };
-        if let Some(v) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("STAT curr_connections "))
-        {
-            max_seen = max_seen.max(v.trim().parse::<usize>().expect("number"));
+        if stat_value(&text, "curr_connections").is_some() {
+            max_seen = max_seen.max(stat_num(&text, "curr_connections") as usize);
         }
         for c in &mut existing {
             let r = c.ask(b"version\r\n", b"\r\n", Duration::from_secs(2));
@@ -788,14 +778,7 @@ fn stat_on(c: &mut Raw, name: &str) -> u64 {
     let r = c
         .ask(b"stats\r\n", b"END\r\n", Duration::from_secs(3))
         .expect("stats");
-    let text = String::from_utf8_lossy(&r);
-    let prefix = format!("STAT {name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name}: {text}"))
-        .trim()
-        .parse()
-        .expect("number")
+    stat_num(&String::from_utf8_lossy(&r), name)
 }
 
 /// With `-M` a full cache refuses new items exactly as memcached does and

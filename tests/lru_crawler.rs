@@ -99,12 +99,7 @@ fn same_replies(extra: &[&str], steps: &[&[u8]]) {
 
 fn stat(c: &mut Client, name: &str) -> u64 {
     let r = until(c, b"stats\r\n", b"END\r\n");
-    let text = String::from_utf8(r).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
-        .unwrap_or_else(|| panic!("no {name} in stats"))
-        .parse()
-        .unwrap()
+    common::stat_num(&String::from_utf8_lossy(&r), name)
 }
 
 /// Wait up to 10 s for `curr_items` to reach `want`: what the crawler or

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{rss_kb, Kind, Server};
+use common::{rss_kb, stat_num, Kind, Server};
 
 /// `-m` for the test.
 const LIMIT_MB: u64 = 64;
@@ -84,16 +84,6 @@ fn stats(port: u16, cmd: &str) -> String {
     String::from_utf8_lossy(&read_until(&mut s, b"END\r\n", Duration::from_secs(5))).into_owned()
 }
 
-fn stat(text: &str, name: &str) -> u64 {
-    let prefix = format!("STAT {name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in stats"))
-        .trim()
-        .parse()
-        .expect("number")
-}
-
 #[test]
 fn write_storm_stays_under_the_memory_ceiling() {
     let mut server = Server::start(Kind::Gannet, &["-m", &LIMIT_MB.to_string(), "-t", "4"]);
@@ -147,10 +137,10 @@ fn write_storm_stays_under_the_memory_ceiling() {
     let text = stats(port, "stats");
     let slabs = stats(port, "stats slabs");
     let written_mb = written.load(Ordering::Relaxed) >> 20;
-    let bytes = stat(&text, "bytes");
-    let limit = stat(&text, "limit_maxbytes");
-    let malloced = stat(&slabs, "total_malloced");
-    let evictions = stat(&text, "evictions");
+    let bytes = stat_num(&text, "bytes");
+    let limit = stat_num(&text, "limit_maxbytes");
+    let malloced = stat_num(&slabs, "total_malloced");
+    let evictions = stat_num(&text, "evictions");
     let bound_kb = (LIMIT_MB + OVERHEAD_MB) * 1024;
     eprintln!(
         "memory ceiling: wrote {written_mb} MiB in {:?}; RSS idle {rss_idle} KiB, max {rss_max} KiB \
@@ -243,11 +233,11 @@ fn ten_million_distinct_sets_stay_under_the_ceiling() {
         .max(rss_kb(pid));
     let text = stats(port, "stats");
     let slabs = stats(port, "stats slabs");
-    let sets = stat(&text, "cmd_set");
-    let evictions = stat(&text, "evictions");
-    let items = stat(&text, "curr_items");
-    let hash_kb = stat(&text, "hash_bytes") / 1024;
-    let malloced = stat(&slabs, "total_malloced");
+    let sets = stat_num(&text, "cmd_set");
+    let evictions = stat_num(&text, "evictions");
+    let items = stat_num(&text, "curr_items");
+    let hash_kb = stat_num(&text, "hash_bytes") / 1024;
+    let malloced = stat_num(&slabs, "total_malloced");
     let bound_kb = (LIMIT_MB + OVERHEAD_MB) * 1024 + hash_kb;
     eprintln!(
         "{total} distinct sets in {:?}: RSS max {rss_max} KiB (bound {bound_kb} KiB = \
@@ -278,7 +268,10 @@ fn large_pages_preallocate_one_page_per_class() {
     let mut seen = Vec::new();
     for s in [&mc, &gn] {
         let slabs = stats(s.port(), "stats slabs");
-        seen.push((stat(&slabs, "active_slabs"), stat(&slabs, "total_malloced")));
+        seen.push((
+            stat_num(&slabs, "active_slabs"),
+            stat_num(&slabs, "total_malloced"),
+        ));
     }
     assert_eq!(
         seen[0], seen[1],
@@ -307,8 +300,8 @@ fn large_pages_preallocate_one_page_per_class() {
         &r[..r.len().min(80)]
     );
     let text = stats(gn.port(), "stats");
-    assert!(stat(&text, "evictions") > 0);
-    assert!(stat(&stats(gn.port(), "stats slabs"), "total_malloced") <= 64 << 20);
+    assert!(stat_num(&text, "evictions") > 0);
+    assert!(stat_num(&stats(gn.port(), "stats slabs"), "total_malloced") <= 64 << 20);
 }
 
 /// `cache_memlimit` lowered on a full cache gives the pages above the new
@@ -332,7 +325,7 @@ fn a_lower_cache_memlimit_gives_memory_back() {
         batch.extend_from_slice(b"\r\n");
     }
     send_synced(&mut c, &mut batch);
-    let full = stat(&stats(server.port(), "stats slabs"), "total_malloced");
+    let full = stat_num(&stats(server.port(), "stats slabs"), "total_malloced");
     assert!(full >= 60 << 20, "total_malloced {full}");
     let rss_full = rss_kb(server.pid());
     c.write_all(b"cache_memlimit 16\r\n").unwrap();
@@ -342,7 +335,7 @@ fn a_lower_cache_memlimit_gives_memory_back() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let m = stat(&stats(server.port(), "stats slabs"), "total_malloced");
+        let m = stat_num(&stats(server.port(), "stats slabs"), "total_malloced");
         if m <= 16 << 20 {
             break;
         }
@@ -353,8 +346,8 @@ fn a_lower_cache_memlimit_gives_memory_back() {
         thread::sleep(Duration::from_millis(50));
     }
     let st = stats(server.port(), "stats");
-    assert_eq!(stat(&st, "limit_maxbytes"), 16 << 20);
-    assert!(stat(&st, "slabs_moved") >= 40, "{st}");
+    assert_eq!(stat_num(&st, "limit_maxbytes"), 16 << 20);
+    assert!(stat_num(&st, "slabs_moved") >= 40, "{st}");
     let rss = rss_kb(server.pid());
     assert!(
         rss + 30 * 1024 < rss_full,
@@ -382,7 +375,7 @@ fn a_lower_cache_memlimit_gives_memory_back() {
             rest = &rest[end + 2 + 1000 + 2..];
         }
     }
-    let items = stat(&stats(server.port(), "stats"), "curr_items");
+    let items = stat_num(&stats(server.port(), "stats"), "curr_items");
     assert_eq!(found, items);
     assert!((10_000..=16_000).contains(&found), "{found} items left");
 

@@ -95,12 +95,8 @@ fn run(kind: Kind, steps: &[Vec<u8>]) -> (Vec<Vec<u8>>, HashMap<String, String>)
         .collect();
     client.send(b"stats\r\n");
     let stats = read_until(&mut client, b"END\r\n", "stats");
-    let counters = String::from_utf8_lossy(&stats)
-        .lines()
-        .filter_map(|l| {
-            let mut t = l.strip_prefix("STAT ")?.splitn(2, ' ');
-            Some((t.next()?.to_string(), t.next()?.to_string()))
-        })
+    let counters = common::stat_pairs(&String::from_utf8_lossy(&stats))
+        .into_iter()
         .collect();
     (replies, counters)
 }

@@ -64,13 +64,7 @@ impl Conn {
         };
         let text = self.cmd(&line, &[b"END\r\n", b"ERROR\r\n"]);
         assert!(text.ends_with("END\r\n"), "stats {group}: {text:?}");
-        text.lines()
-            .filter_map(|l| l.strip_prefix("STAT "))
-            .map(|l| {
-                let (k, v) = l.split_once(' ').unwrap_or((l, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect()
+        common::stat_pairs(&text)
     }
 
     fn stat_map(&mut self, group: &str) -> HashMap<String, String> {
@@ -374,12 +368,7 @@ fn delimiter_flag_turns_detail_on_like_memcached() {
 /// drops the crawler's at run time.
 #[test]
 fn optional_stats_lines_follow_the_settings_like_memcached() {
-    let names = |text: &str| -> Vec<String> {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("STAT "))
-            .map(|l| l.split(' ').next().unwrap().to_string())
-            .collect()
-    };
+    let names = common::stat_names;
     for (flags, first, crawler) in [
         (&["-o", "no_lru_maintainer"][..], None, true),
         (&["-o", "no_modern"][..], None, false),

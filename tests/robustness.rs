@@ -598,15 +598,10 @@ fn chained_values_in_pieces(kind: Kind) {
 fn used_chunks(s: &Server) -> u64 {
     let mut c = s.connect();
     let r = common::until(&mut c, b"stats slabs\r\n", b"END\r\n");
-    String::from_utf8_lossy(&r)
-        .lines()
-        .filter_map(|l| l.strip_prefix("STAT "))
-        .filter(|l| {
-            l.split(' ')
-                .next()
-                .is_some_and(|k| k.ends_with(":used_chunks"))
-        })
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+    common::stat_pairs(&String::from_utf8_lossy(&r))
+        .iter()
+        .filter(|(k, _)| k.ends_with(":used_chunks"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
         .sum()
 }
 

@@ -20,14 +20,7 @@ fn stat(server: &Server, name: &str) -> u64 {
 }
 
 fn stat_on(c: &mut common::Client, name: &str) -> u64 {
-    let text = stats_text(c);
-    let prefix = format!("STAT {name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in stats: {text}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("{name} is not a number"))
+    common::stat_num(&stats_text(c), name)
 }
 
 /// The whole `stats` reply on `c`.

@@ -43,11 +43,8 @@ fn stats(c: &mut Client, group: &str) -> HashMap<String, String> {
         assert!(!r.bytes.is_empty() && !r.closed, "no stats reply");
         text.extend_from_slice(&r.bytes);
     }
-    String::from_utf8_lossy(&text)
-        .lines()
-        .filter_map(|l| l.strip_prefix("STAT "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+    common::stat_pairs(&String::from_utf8_lossy(&text))
+        .into_iter()
         .collect()
 }
 

@@ -289,17 +289,16 @@ fn worker(port: u16, w: u64, workers: u64, keys: u64, stop: Arc<AtomicBool>, tot
 fn stat(port: u16, name: &str) -> u64 {
     let mut c = Conn::open(port);
     c.send(b"stats\r\n");
-    let mut found = None;
+    let mut text = String::new();
     loop {
         let l = c.line();
         if l == "END" {
             break;
         }
-        if let Some(v) = l.strip_prefix(&format!("STAT {name} ")) {
-            found = v.trim().parse().ok();
-        }
+        text.push_str(&l);
+        text.push('\n');
     }
-    found.unwrap_or_else(|| panic!("no {name} in stats"))
+    common::stat_num(&text, name)
 }
 
 /// Get every key of the key space: (hits, sum of key+value lengths).

@@ -279,10 +279,10 @@ fn start_tls(kind: Kind, pki: &Pki, extra_opts: &str) -> (Server, u16) {
 fn stat(plain_port: u16, name: &str) -> String {
     let mut c = common::Client::connect(plain_port).unwrap();
     let r = c.exchange(b"stats\r\n", usize::MAX);
-    let text = String::from_utf8_lossy(&r.bytes).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("STAT {name} ")).map(str::to_string))
-        .unwrap_or_else(|| "(absent)".to_string())
+    let text = String::from_utf8_lossy(&r.bytes);
+    common::stat_value(&text, name)
+        .unwrap_or("(absent)")
+        .to_string()
 }
 
 #[test]
@@ -561,12 +561,7 @@ fn refresh_certs_without_tls_answers_like_memcached() {
 fn stat_names(plain: u16, group: &str) -> Vec<String> {
     let mut c = common::Client::connect(plain).unwrap();
     let r = c.exchange(format!("stats {group}\r\n").as_bytes(), usize::MAX);
-    String::from_utf8_lossy(&r.bytes)
-        .lines()
-        .filter_map(|l| l.strip_prefix("STAT "))
-        .filter_map(|l| l.split(' ').next())
-        .map(str::to_string)
-        .collect()
+    common::stat_names(&String::from_utf8_lossy(&r.bytes))
 }
 
 #[test]

@@ -16,6 +16,8 @@
 //! - [`Reply`] (`bytes`, `closed`); [`show`] escapes bytes for messages.
 //! - [`require_file`] panics loudly when a reference tool is missing.
 //! - [`bin_packet`] builds a binary protocol request.
+//! - [`stat_pairs`], [`stat_names`], [`stat_value`], [`stat_num`] read a
+//!   `stats` reply.
 //!
 //! Both servers get `-p -1 -l 127.0.0.1 -U 0`, plus `-u nobody` when the
 //! tests run as root (memcached refuses to run as root without `-u`, exit
@@ -513,6 +515,43 @@ pub fn until(c: &mut Client, input: &[u8], end: &[u8]) -> Vec<u8> {
         }
     }
     got
+}
+
+/// The `(name, value)` pairs of a `stats` reply, in order. Lines that are
+/// not `STAT <name> <value>` (`END`, errors) are skipped; a value may hold
+/// spaces (`stats conns` addresses, `stats settings` strings).
+pub fn stat_pairs(reply: &str) -> Vec<(String, String)> {
+    reply
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// The names of a `stats` reply, in order.
+pub fn stat_names(reply: &str) -> Vec<String> {
+    stat_pairs(reply).into_iter().map(|(k, _)| k).collect()
+}
+
+/// The value of `name` in a `stats` reply, if it has that line.
+pub fn stat_value<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
+    reply.lines().find_map(|l| {
+        l.strip_prefix("STAT ")?
+            .strip_prefix(name)?
+            .strip_prefix(' ')
+            .map(str::trim)
+    })
+}
+
+/// The number `name` has in a `stats` reply; panics, quoting the reply,
+/// when the line is missing or its value is not a number.
+pub fn stat_num(reply: &str, name: &str) -> u64 {
+    let v = stat_value(reply, name).unwrap_or_else(|| panic!("no {name} in stats: {reply}"));
+    v.parse()
+        .unwrap_or_else(|_| panic!("stat {name} = {v:?} is not a number"))
 }
 
 /// A binary protocol request packet (magic 0x80, data type 0, vbucket 0).
