@@ -645,60 +645,65 @@ impl Store {
         if !self.lru.segmented() {
             return false;
         }
-        let (hot_pct, hot_factor) = (self.lru.hot_pct(), self.lru.hot_factor());
-        let (warm_pct, warm_factor) = (self.lru.warm_pct(), self.lru.warm_factor());
         let sl = &self.slabs;
         let total = (sh.lru[class][HOT as usize].count
             + sh.lru[class][WARM as usize].count
             + sh.lru[class][COLD as usize].count) as u64;
         let cold_age = sh.age(sl, class, COLD, now).unwrap_or(0);
-        let mut moved = false;
-        for _ in 0..2 {
-            let l = sh.lru[class][HOT as usize];
-            if l.tail == NULL {
-                break;
-            }
-            let it = Item::at(sl, l.tail);
-            let age = now.saturating_sub(it.h().atime);
-            let over = l.count as u64 > total * hot_pct as u64 / 100;
-            let old = age as f64 > cold_age as f64 * hot_factor;
-            if !(over || old) {
-                break;
-            }
-            moved = true;
-            if it.h().bits & BIT_ACTIVE != 0 {
-                it.hm().bits &= !BIT_ACTIVE;
-                sh.lru_move(sl, it, WARM);
-                sh.cs[class].moves_to_warm += 1;
-            } else {
-                sh.lru_move(sl, it, COLD);
-                sh.cs[class].moves_to_cold += 1;
-            }
-        }
-        for _ in 0..2 {
-            let l = sh.lru[class][WARM as usize];
-            if l.tail == NULL {
-                break;
-            }
-            let it = Item::at(sl, l.tail);
-            let age = now.saturating_sub(it.h().atime);
-            let over = l.count as u64 > total * warm_pct as u64 / 100;
-            let old = age as f64 > cold_age as f64 * warm_factor;
-            if !(over || old) {
-                break;
-            }
-            moved = true;
-            if it.h().bits & BIT_ACTIVE != 0 {
-                it.hm().bits &= !BIT_ACTIVE;
-                sh.lru_move(sl, it, WARM);
-                sh.cs[class].moves_within_lru += 1;
-            } else {
-                sh.lru_move(sl, it, COLD);
-                sh.cs[class].moves_to_cold += 1;
-            }
-        }
+        let hot = (self.lru.hot_pct(), self.lru.hot_factor());
+        let warm = (self.lru.warm_pct(), self.lru.warm_factor());
+        let from_hot = self.juggle_tail(sh, class, HOT, hot, total, cold_age, now);
+        let moved = self.juggle_tail(sh, class, WARM, warm, total, cold_age, now) || from_hot;
         if moved {
             sh.cs[class].juggles += 1;
+        }
+        moved
+    }
+
+    /// Move at most two items off the tail of `seg` (HOT or WARM) while
+    /// the segment holds more than `share.0` percent of the class's
+    /// `total` items or its tail is older than `share.1` times `cold_age`:
+    /// an ACTIVE item loses the bit and goes to the head of WARM (counted
+    /// as `moves_to_warm` from HOT, `moves_within_lru` from WARM), any
+    /// other to COLD (`moves_to_cold`). Returns whether it moved one.
+    #[allow(clippy::too_many_arguments)]
+    fn juggle_tail(
+        &self,
+        sh: &mut Shard,
+        class: usize,
+        seg: u8,
+        share: (u32, f64),
+        total: u64,
+        cold_age: u32,
+        now: RelTime,
+    ) -> bool {
+        let sl = &self.slabs;
+        let mut moved = false;
+        for _ in 0..2 {
+            let l = sh.lru[class][seg as usize];
+            if l.tail == NULL {
+                break;
+            }
+            let it = Item::at(sl, l.tail);
+            let age = now.saturating_sub(it.h().atime);
+            let over = l.count as u64 > total * share.0 as u64 / 100;
+            let old = age as f64 > cold_age as f64 * share.1;
+            if !(over || old) {
+                break;
+            }
+            moved = true;
+            if it.h().bits & BIT_ACTIVE != 0 {
+                it.hm().bits &= !BIT_ACTIVE;
+                sh.lru_move(sl, it, WARM);
+                if seg == HOT {
+                    sh.cs[class].moves_to_warm += 1;
+                } else {
+                    sh.cs[class].moves_within_lru += 1;
+                }
+            } else {
+                sh.lru_move(sl, it, COLD);
+                sh.cs[class].moves_to_cold += 1;
+            }
         }
         moved
     }
