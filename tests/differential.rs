@@ -52,8 +52,9 @@
 //! memcached behaviour that depends on timing or on how input is split into
 //! reads is not generated (each place says why; docs/COMPATIBILITY.md lists
 //! them): a retrieval with an over-long key after other commands in one
-//! write, payloads over 2048 bytes after a refused command line, flush_all
-//! with `-C`, and flush_all with a delay.
+//! write, payloads over 2048 bytes after a refused command line, packets
+//! after a malformed binary request in one write, flush_all with `-C`, and
+//! flush_all with a delay.
 //!
 //! Adding a protocol: write a `Generator` producing its commands and a
 //! `Dialect` with its sentinel (text: `version`; meta: `mn` -> `MN`;
@@ -1313,6 +1314,8 @@ struct BinGen {
     text: TextGen,
     opaque: u32,
     queue: VecDeque<Step>,
+    /// The last packet makes the server close (a malformed request).
+    closes: bool,
 }
 
 impl BinGen {
@@ -1321,6 +1324,7 @@ impl BinGen {
             text: TextGen::new(item_max, flush),
             opaque: 0,
             queue: VecDeque::new(),
+            closes: false,
         }
     }
 
@@ -1458,6 +1462,7 @@ impl BinGen {
             }
             _ => {
                 // Malformed: the server answers an error and closes.
+                self.closes = true;
                 match rng.below(3) {
                     0 => self.packet(s, 0x00, b"k0", &[0, 0, 0, 0], &[], None, 0),
                     1 => self.packet(s, 0x00, &[b'L'; 251], &[], &[], None, 0),
@@ -1480,14 +1485,22 @@ impl Generator for BinGen {
             return s;
         }
         let n = if rng.chance(60) { 1 } else { rng.range(2, 8) };
+        // Packets after a malformed one are generated, so that the random
+        // stream and every later step stay as they were, but not sent:
+        // memcached closes with them unread, the kernel then resets the
+        // connection and the client loses replies it has not read yet
+        // (docs/COMPATIBILITY.md, item 2).
+        let mut unsent = Step::new(0);
         for i in 0..n {
+            let dst = if self.closes { &mut unsent } else { &mut s };
             if i > 0 {
-                s.next_unit();
+                dst.next_unit();
             }
             self.text.first = i == 0;
             self.text.eaten = std::mem::take(&mut self.text.misframed);
-            self.command(rng, &mut s);
+            self.command(rng, dst);
         }
+        self.closes = false;
         self.text.misframed = false;
         self.text.first = true;
         if rng.chance(10) {
