@@ -185,12 +185,26 @@ impl ThreadStats {
 }
 
 /// Connection-level counters shared by every thread.
+///
+/// `curr_conns` counts client connections only (the `-c` limit applies
+/// to it). memcached also gives each listening socket a connection of its
+/// own (each TCP address, the unix socket, and each worker's copy of each
+/// UDP address), counts those in `total_connections` and
+/// `connection_structures`, and shows `curr_connections` less one for
+/// the first listener; `listen_conns` is that number, so the lines read
+/// the same as memcached's with the same flags.
 #[derive(Debug, Default)]
 pub struct ConnStats {
     pub curr_conns: AtomicUsize,
+    /// memcached's listening connections for these settings (above).
+    pub listen_conns: AtomicU64,
     pub total_conns: AtomicU64,
     pub rejected_conns: AtomicU64,
-    pub conn_structures: AtomicU64,
+    /// The most client connections open at once. memcached keeps one
+    /// connection structure per descriptor number and reuses it, and the
+    /// kernel hands out the lowest free number, so its
+    /// `connection_structures` is this peak plus its listeners.
+    pub peak_conns: AtomicUsize,
     pub listen_disabled_num: AtomicU64,
     pub accepting: AtomicBool,
     /// When accepting last stopped (microseconds since the epoch).
@@ -200,6 +214,27 @@ pub struct ConnStats {
 }
 
 impl ConnStats {
+    /// The listeners are bound: memcached's count of `n` listening
+    /// connections starts `total_connections` (and a `stats reset` zeroes
+    /// it afterwards, as there).
+    pub fn listeners_bound(&self, n: u64) {
+        self.listen_conns.store(n, Ordering::Relaxed);
+        self.total_conns.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `curr_connections` as memcached shows it: open connections,
+    /// listeners included, less one.
+    pub fn shown_curr(&self) -> u64 {
+        (self.curr_conns.load(Ordering::Relaxed) as u64 + self.listen_conns.load(Ordering::Relaxed))
+            .saturating_sub(1)
+    }
+
+    /// `connection_structures`: the peak of client connections, and the
+    /// listeners'.
+    pub fn shown_structures(&self) -> u64 {
+        self.peak_conns.load(Ordering::Relaxed) as u64 + self.listen_conns.load(Ordering::Relaxed)
+    }
+
     /// New connections stop being taken (the `-c` limit reached with
     /// `no_maxconns_fast`): the first thread to notice counts
     /// `listen_disabled_num` and starts the clock, as memcached does when
@@ -347,11 +382,7 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
     push_stat(out, "rusage_user", ru_user);
     push_stat(out, "rusage_system", ru_sys);
     push_stat(out, "max_connections", s.max_connections);
-    push_stat(
-        out,
-        "curr_connections",
-        c.curr_conns.load(Ordering::Relaxed),
-    );
+    push_stat(out, "curr_connections", c.shown_curr());
     push_stat(
         out,
         "total_connections",
@@ -364,11 +395,7 @@ pub fn write_general(out: &mut Vec<u8>, s: &GeneralStats) {
             c.rejected_conns.load(Ordering::Relaxed),
         );
     }
-    push_stat(
-        out,
-        "connection_structures",
-        c.conn_structures.load(Ordering::Relaxed),
-    );
+    push_stat(out, "connection_structures", c.shown_structures());
     push_stat(out, "response_obj_oom", 0);
     push_stat(out, "response_obj_count", 0);
     push_stat(out, "response_obj_bytes", 0);

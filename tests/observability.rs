@@ -396,6 +396,59 @@ fn optional_stats_lines_follow_the_settings_like_memcached() {
     }
 }
 
+/// `curr_connections`, `total_connections` and `connection_structures`
+/// read as memcached's: its listeners count as connections (one per TCP
+/// address, one per worker for each UDP address, `curr_connections` less
+/// one), it keeps a structure per descriptor number, so that count
+/// follows the peak of open connections, and `stats reset` zeroes only
+/// the total. Rows: one client, 31 clients, back to one, after a reset.
+#[test]
+fn connection_counts_match_memcached() {
+    let udp_port = || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        s.local_addr().expect("local_addr").port().to_string()
+    };
+    let counts = |c: &mut Conn| {
+        let m = c.stat_map("");
+        [
+            num(&m, "curr_connections"),
+            num(&m, "total_connections"),
+            num(&m, "connection_structures"),
+        ]
+    };
+    for udp in [false, true] {
+        let mut seen = Vec::new();
+        for kind in [Kind::Memcached, Kind::Gannet] {
+            let port = udp_port();
+            let flags: &[&str] = if udp { &["-U", &port, "-t", "3"] } else { &[] };
+            let s = Server::start(kind, flags);
+            let mut first = Conn::new(s.port());
+            let mut rows = vec![counts(&mut first)];
+            let mut more: Vec<Conn> = (0..30).map(|_| Conn::new(s.port())).collect();
+            for c in &mut more {
+                assert!(c.cmd("version\r\n", &[b"\r\n"]).starts_with("VERSION "));
+            }
+            rows.push(counts(&mut first));
+            drop(more);
+            // The servers see the closes a moment later.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut row = counts(&mut first);
+            while row[0] != rows[0][0] && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                row = counts(&mut first);
+            }
+            rows.push(row);
+            assert_eq!(first.cmd("stats reset\r\n", &[b"\r\n"]), "RESET\r\n");
+            rows.push(counts(&mut first));
+            seen.push(rows);
+        }
+        assert_eq!(
+            seen[0], seen[1],
+            "udp {udp}: [curr, total, structures], memcached then gannet"
+        );
+    }
+}
+
 /// `stats sizes_enable` as memcached: items stored before it are left out
 /// both ways, enabling again keeps the counts, it takes a CAS value (as
 /// `flush_all` and `-o track_sizes` do), and `-C` refuses it. The items

@@ -49,6 +49,7 @@ pub fn bind(
             socket: ListenSocket::Unix(mio::net::UnixListener::from_std(l)),
             protocol: s.protocol,
         });
+        shared.conns.listeners_bound(1);
         return Ok(Bound { per_worker, udp });
     }
     let mut ports = port_file::PortFile::from_env();
@@ -76,6 +77,11 @@ pub fn bind(
     if let Some(p) = ports {
         p.finish();
     }
+    // memcached's listening connections: one per TCP address, one per
+    // worker for each UDP address (`stats::ConnStats`).
+    let tcp = per_worker[0].len();
+    let udp_conns: usize = udp.iter().map(Vec::len).sum();
+    shared.conns.listeners_bound((tcp + udp_conns) as u64);
     Ok(Bound { per_worker, udp })
 }
 

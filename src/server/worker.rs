@@ -357,10 +357,11 @@ impl Worker {
             };
             let conns = &self.shared.conns;
             conns.resume_accepting();
-            conns.total_conns.fetch_add(1, Ordering::Relaxed);
             let curr = conns.curr_conns.fetch_add(1, Ordering::AcqRel);
             // With `no_maxconns_fast` only a race between workers for the
-            // last place gets here.
+            // last place gets here. A refused connection is not counted in
+            // `total_connections` (memcached closes it before it makes a
+            // connection of it).
             if curr >= max {
                 conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
                 conns.rejected_conns.fetch_add(1, Ordering::Relaxed);
@@ -368,7 +369,7 @@ impl Worker {
                 let _ = stream.write(REJECT_MSG);
                 continue;
             }
-            let grows = self.conns.len() == self.conns.capacity();
+            conns.total_conns.fetch_add(1, Ordering::Relaxed);
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if key >= UDP_BASE {
@@ -384,9 +385,7 @@ impl Worker {
                 conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
-            if grows {
-                conns.conn_structures.fetch_add(1, Ordering::Relaxed);
-            }
+            conns.peak_conns.fetch_max(curr + 1, Ordering::Relaxed);
             let now = self.shared.clock.now();
             let info = Arc::new(ConnEntry {
                 addr: peer,
