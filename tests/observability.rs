@@ -401,7 +401,8 @@ fn optional_stats_lines_follow_the_settings_like_memcached() {
 /// address, one per worker for each UDP address, `curr_connections` less
 /// one), it keeps a structure per descriptor number, so that count
 /// follows the peak of open connections, and `stats reset` zeroes only
-/// the total. Rows: one client, 31 clients, back to one, after a reset.
+/// the total; `reserved_fds` is five per worker thread. Rows: one
+/// client, 31 clients, back to one, after a reset.
 #[test]
 fn connection_counts_match_memcached() {
     let udp_port = || {
@@ -414,6 +415,7 @@ fn connection_counts_match_memcached() {
             num(&m, "curr_connections"),
             num(&m, "total_connections"),
             num(&m, "connection_structures"),
+            num(&m, "reserved_fds"),
         ]
     };
     for udp in [false, true] {
@@ -444,7 +446,7 @@ fn connection_counts_match_memcached() {
         }
         assert_eq!(
             seen[0], seen[1],
-            "udp {udp}: [curr, total, structures], memcached then gannet"
+            "udp {udp}: [curr, total, structures, reserved_fds], memcached then gannet"
         );
     }
 }

@@ -272,7 +272,9 @@ fn general(ctx: &Ctx, out: &mut Vec<u8>) {
             version: WIRE_VERSION,
             max_connections: shared.settings.max_conns,
             threads: shared.settings.threads,
-            reserved_fds: 20,
+            // memcached reserves five descriptors per worker thread
+            // (its event base and notify pipe).
+            reserved_fds: 5 * shared.settings.threads as u64,
             ops: &ops,
             conns: &shared.conns,
             store: &store,
