@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{bin_packet, show, Client, Kind, Server};
+use common::{bin_packet, show, stat_num, until, Client, Kind, Server};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -403,7 +403,9 @@ fn large_pipelined_responses(kind: Kind) {
 /// the 1 MB reply in the server's send queue when it closes, and the
 /// 100,000 bytes after the closing request are more than the server's
 /// first read (64 KiB) takes but fit in its receive window, so they have
-/// all arrived, unread, long before the reply is written.
+/// all arrived, unread, long before the reply is written. The input
+/// dropped unread was read from the network all the same, so it counts in
+/// `bytes_read`.
 #[test]
 fn replies_before_a_close_survive_unread_input() {
     let mut s = Server::start(Kind::Gannet, &[]);
@@ -419,6 +421,12 @@ fn replies_before_a_close_survive_unread_input() {
             .unwrap();
         c
     };
+    // Counted so far, including this `stats` request.
+    let bytes_read = || {
+        let mut c = s.connect();
+        let reply = until(&mut c, b"stats\r\n", b"END\r\n");
+        stat_num(&String::from_utf8_lossy(&reply), "bytes_read")
+    };
 
     // Binary: GETQ of the 1 MB value, then a header whose body cannot
     // hold its extras and key (answered, then closed), then a NOOP and
@@ -432,10 +440,16 @@ fn replies_before_a_close_survive_unread_input() {
         trailer.clone(),
     ]
     .concat();
+    let before = bytes_read();
     let mut c = slow_reader();
     c.send(&input);
     thread::sleep(Duration::from_millis(200));
     let r = c.wait_close(Duration::from_secs(5));
+    assert_eq!(
+        bytes_read() - before,
+        input.len() as u64 + 7,
+        "binary: bytes_read"
+    );
     let getq = 24 + 4 + value.len();
     assert!(r.closed, "binary: not closed");
     assert_eq!(r.bytes.len(), getq + 24 + 15, "binary: reply length");
@@ -447,10 +461,17 @@ fn replies_before_a_close_survive_unread_input() {
     );
 
     // Text: the same value, `quit`, then input nobody will read.
+    let before = bytes_read();
+    let input = [b"get big\r\nquit\r\n".as_slice(), &trailer].concat();
     let mut c = slow_reader();
-    c.send(&[b"get big\r\nquit\r\n".as_slice(), &trailer].concat());
+    c.send(&input);
     thread::sleep(Duration::from_millis(200));
     let r = c.wait_close(Duration::from_secs(5));
+    assert_eq!(
+        bytes_read() - before,
+        input.len() as u64 + 7,
+        "text: bytes_read"
+    );
     let head = format!("VALUE big 0 {}\r\n", value.len());
     let want = [head.as_bytes(), &value, b"\r\nEND\r\n"].concat();
     assert!(r.closed, "text: not closed");

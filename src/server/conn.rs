@@ -127,7 +127,11 @@ impl Stream {
     /// request that ends its connection (`quit`, a bad binary header)
     /// would lose the replies to the requests before it. memcached loses
     /// them too once more than its read buffer is left unread.
-    pub fn discard_unread(&mut self, scratch: &mut [u8], limit: usize) {
+    ///
+    /// Returns the number of bytes dropped: they were read from the
+    /// network, so they count in `bytes_read` as memcached's do when its
+    /// read buffer took them in with the request that closed.
+    pub fn discard_unread(&mut self, scratch: &mut [u8], limit: usize) -> usize {
         let mut left = limit;
         while left > 0 {
             let n = scratch.len().min(left);
@@ -138,12 +142,13 @@ impl Stream {
                 Stream::Tls(s) => s.socket_mut().read(&mut scratch[..n]),
             };
             match got {
-                Ok(0) => return,
+                Ok(0) => break,
                 Ok(k) => left = left.saturating_sub(k),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+                Err(_) => break,
             }
         }
+        limit - left
     }
 }
 
@@ -525,5 +530,22 @@ mod tests {
             "{}",
             std::mem::size_of::<Conn>()
         );
+    }
+
+    #[test]
+    fn discard_unread_reports_what_it_dropped() {
+        let (a, mut b) = UnixStream::pair().expect("socketpair");
+        let mut s = Stream::Unix(a);
+        let mut scratch = [0u8; 1024];
+        b.write_all(&[1u8; 3000]).expect("write");
+        // Up to the limit, in scratch-sized reads.
+        assert_eq!(s.discard_unread(&mut scratch, 1000), 1000);
+        // The rest, then the empty queue stops it (would block).
+        assert_eq!(s.discard_unread(&mut scratch, 1 << 20), 2000);
+        assert_eq!(s.discard_unread(&mut scratch, 1 << 20), 0);
+        // End of input stops it too.
+        b.write_all(&[2u8; 10]).expect("write");
+        drop(b);
+        assert_eq!(s.discard_unread(&mut scratch, 1 << 20), 10);
     }
 }

@@ -411,7 +411,8 @@ impl Worker {
             c.session.abandon(&self.shared.store);
             c.stream.shutdown();
             if c.closing {
-                c.stream.discard_unread(&mut self.rbuf, DISCARD_ON_CLOSE);
+                let dropped = c.stream.discard_unread(&mut self.rbuf, DISCARD_ON_CLOSE);
+                self.stats.ops.bytes_read.add(dropped as u64);
             }
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.shared.conns.curr_conns.fetch_sub(1, Ordering::AcqRel);
