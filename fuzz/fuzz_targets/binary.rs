@@ -4,14 +4,15 @@
 //! packet, skipping where an error says to), and every outcome is checked
 //! against the parser's contract: borrowed slices lie inside the input and
 //! add up to the body length, keys stay within 250 bytes, an incomplete
-//! answer always asks for more than it has, faults are decided as early as
+//! answer always asks for more than it has, faults are decided exactly when
 //! documented, and error replies are well-formed packets. The first input
 //! byte picks the item size limit so the oversized-value paths are reached
 //! by small inputs.
 #![no_main]
 
 use gannet::protocol::binary::{
-    parse_request, BinError, ErrorAction, Header, Parsed, HEADER_LEN, KEY_MAX_LEN, RESPONSE_MAGIC,
+    parse_request, BinError, ErrorAction, Header, Parsed, HEADER_LEN, KEY_MAX_LEN, READ_BUFFER,
+    RESPONSE_MAGIC,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -71,22 +72,34 @@ fn check(data: &[u8]) {
                 rest = &rest[consumed..];
             }
             Err(err) => {
-                // Faults are decided from the header (header, extras and key
-                // for an oversized value).
+                // Faults are decided as soon as memcached decides them: a
+                // bad magic on the header, a head too big for memcached's
+                // read buffer once that is full, the rest once extras and
+                // key are in.
+                let head = rest.first_chunk::<HEADER_LEN>().map(Header::decode);
+                let head = head.expect("a fault needs a header");
+                let key_end = HEADER_LEN + usize::from(head.extras_len) + usize::from(head.key_len);
                 let decided_at = match err {
+                    BinError::BadMagic { .. } => HEADER_LEN,
+                    BinError::HeadOverflow { .. } => {
+                        assert!(key_end > READ_BUFFER);
+                        READ_BUFFER
+                    }
                     BinError::ValueTooLarge { key, .. } => {
-                        let head = rest.first_chunk::<HEADER_LEN>().map(Header::decode);
-                        let extras = head.map_or(0, |h| usize::from(h.extras_len));
                         assert_eq!(
                             key.as_ptr() as usize,
-                            rest.as_ptr() as usize + HEADER_LEN + extras
+                            rest.as_ptr() as usize + key_end - key.len()
                         );
-                        HEADER_LEN + extras + key.len()
+                        key_end
                     }
-                    _ => HEADER_LEN,
+                    _ => key_end,
                 };
                 assert!(decided_at <= rest.len());
                 assert_eq!(parse_request(&rest[..decided_at], limit), Err(err));
+                assert!(matches!(
+                    parse_request(&rest[..decided_at - 1], limit),
+                    Ok(Parsed::Incomplete { .. })
+                ));
 
                 let mut out = Vec::new();
                 let wrote = err.write_reply(&mut out);

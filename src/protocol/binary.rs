@@ -17,11 +17,15 @@
 //!   [`ErrorAction`] memcached takes: close silently (bad magic), reply then
 //!   close (impossible lengths, wrong shape for the opcode), or reply and skip
 //!   the rest of the packet (unknown opcode, value above the item size limit).
-//!   All of these are decided from the 24-byte header (plus the key, for an
-//!   oversized value, because a failed SET also drops the old value), so a
-//!   hostile length never makes the caller buffer a body it will throw away.
-//!   (memcached waits for key and extras before answering; the reply bytes
-//!   are the same, only sooner.)
+//!   As in memcached, only the magic is judged from the header alone; every
+//!   other check waits until extras and key have arrived too, so a request
+//!   that arrives in pieces is answered when memcached answers it, and the
+//!   connection has read the same bytes when it closes. memcached reads
+//!   them into its 16 KiB read buffer ([`READ_BUFFER`]), and a request
+//!   whose extras and key cannot fit there ends the connection without a
+//!   reply once the buffer is full ([`BinError::HeadOverflow`]); so the
+//!   most a caller buffers for a request it refuses is 16 KiB, never a
+//!   hostile body length.
 //! - Three places where memcached's own framing goes wrong are deliberately
 //!   not copied (the reply bytes stay the same; only what happens to later
 //!   bytes differs), because copying them would let a value be read as
@@ -51,6 +55,10 @@ pub const KEY_MAX_LEN: usize = 250;
 /// Longest body a connection may be asked to swallow: memcached keeps the
 /// count in a C `int`, and beyond it behaves as described in the module docs.
 pub const SWALLOW_MAX: u32 = i32::MAX as u32;
+/// memcached's read buffer for a connection (`READ_BUFFER_SIZE`). It never
+/// grows for the binary protocol, so a request's header, extras and key
+/// must fit in it.
+pub const READ_BUFFER: usize = 16 * 1024;
 
 /// Every opcode memcached 1.6 answers (0x1b, 0x1f, 0x25.. answer
 /// `Unknown command`).
@@ -441,6 +449,13 @@ pub enum ErrorAction {
 pub enum BinError<'a> {
     /// The first byte is not 0x80. memcached closes without a reply.
     BadMagic { magic: u8 },
+    /// Header, extras and key come to more than [`READ_BUFFER`], and that
+    /// much has arrived. memcached's read buffer is then full before it can
+    /// judge the request; its next read asks for zero bytes, it takes the
+    /// zero for end of input and closes without a reply. (Over UDP its
+    /// buffer is 64 KiB and such a request gets `Invalid arguments`; gannet
+    /// drops it without a reply there too.)
+    HeadOverflow { key_len: u16, extras_len: u8 },
     /// keylen + extlen > bodylen: the lengths contradict each other (the
     /// CVE-2016-8704/8705/8706 underflow). memcached replies
     /// `Unknown command` and closes.
@@ -502,7 +517,7 @@ impl BinError<'_> {
     /// What memcached does about this fault.
     pub fn action(&self) -> ErrorAction {
         match *self {
-            BinError::BadMagic { .. } => ErrorAction::Close,
+            BinError::BadMagic { .. } | BinError::HeadOverflow { .. } => ErrorAction::Close,
             BinError::BodyTooShort { .. } => ErrorAction::ReplyAndClose(Status::UnknownCommand),
             BinError::KeyTooLong { .. }
             | BinError::BadExtrasLen { .. }
@@ -537,15 +552,17 @@ impl BinError<'_> {
     pub fn checked_before_auth(&self) -> bool {
         matches!(
             self,
-            BinError::BadMagic { .. } | BinError::BodyTooShort { .. }
+            BinError::BadMagic { .. }
+                | BinError::HeadOverflow { .. }
+                | BinError::BodyTooShort { .. }
         )
     }
 
-    /// The opcode byte a reply must carry (`None` for a bad magic, which
-    /// gets no reply).
+    /// The opcode byte a reply must carry (`None` for the faults that get
+    /// no reply).
     pub fn opcode_byte(&self) -> Option<u8> {
         match *self {
-            BinError::BadMagic { .. } => None,
+            BinError::BadMagic { .. } | BinError::HeadOverflow { .. } => None,
             BinError::BodyTooShort { opcode, .. }
             | BinError::KeyTooLong { opcode, .. }
             | BinError::UnknownOpcode { opcode, .. } => Some(opcode),
@@ -557,10 +574,10 @@ impl BinError<'_> {
         }
     }
 
-    /// The opaque a reply must echo (0 for a bad magic).
+    /// The opaque a reply must echo (0 for the faults that get no reply).
     pub fn opaque(&self) -> u32 {
         match *self {
-            BinError::BadMagic { .. } => 0,
+            BinError::BadMagic { .. } | BinError::HeadOverflow { .. } => 0,
             BinError::BodyTooShort { opaque, .. }
             | BinError::KeyTooLong { opaque, .. }
             | BinError::UnknownOpcode { opaque, .. }
@@ -607,6 +624,13 @@ impl fmt::Display for BinError<'_> {
             BinError::BadMagic { magic } => {
                 write!(f, "request magic is {magic:#04x}, not 0x80")
             }
+            BinError::HeadOverflow {
+                key_len,
+                extras_len,
+            } => write!(
+                f,
+                "header, extras ({extras_len}) and key ({key_len}) exceed the {READ_BUFFER}-byte read buffer"
+            ),
             BinError::BodyTooShort {
                 opcode,
                 key_len,
@@ -674,10 +698,12 @@ struct Shape {
 /// `-I`); the store still applies its exact per-item limit, which also
 /// counts the key and item overhead.
 ///
-/// Checks, in memcached's order: magic; keylen + extlen <= bodylen; key at
-/// most 250 bytes; known opcode; extras, key and value as the opcode
-/// requires; value within the limit. Faults are reported as soon as the
-/// header (for an oversized value: header, extras and key) has arrived.
+/// Checks, in memcached's order: magic; header, extras and key within
+/// [`READ_BUFFER`]; keylen + extlen <= bodylen; key at most 250 bytes;
+/// known opcode; extras, key and value as the opcode requires; value
+/// within the limit. A bad magic is reported once the header has arrived,
+/// [`BinError::HeadOverflow`] once [`READ_BUFFER`] bytes have, and every
+/// other fault once header, extras and key have.
 pub fn parse_request(buf: &[u8], item_size_max: usize) -> Result<Parsed<'_>, BinError<'_>> {
     // Like memcached, wait for a whole header before judging even the
     // magic: a client that sent a few bytes of text to a binary-only
@@ -691,6 +717,20 @@ pub fn parse_request(buf: &[u8], item_size_max: usize) -> Result<Parsed<'_>, Bin
     let h = Header::decode(head);
     let key_len = usize::from(h.key_len);
     let extras_len = usize::from(h.extras_len);
+    // Key end is at most 24 + 255 + 65535: no overflow.
+    let key_start = HEADER_LEN + extras_len;
+    let key_end = key_start + key_len;
+    if key_end > READ_BUFFER && buf.len() >= READ_BUFFER {
+        return Err(BinError::HeadOverflow {
+            key_len: h.key_len,
+            extras_len: h.extras_len,
+        });
+    }
+    if buf.len() < key_end {
+        return Ok(Parsed::Incomplete {
+            need: key_end.min(READ_BUFFER),
+        });
+    }
 
     let Some(value_len) = h
         .body_len
@@ -749,9 +789,6 @@ pub fn parse_request(buf: &[u8], item_size_max: usize) -> Result<Parsed<'_>, Bin
         });
     }
 
-    // Key end is at most 24 + 255 + 250: no overflow.
-    let key_start = HEADER_LEN + extras_len;
-    let key_end = key_start + key_len;
     let total = usize::try_from(h.body_len)
         .ok()
         .and_then(|b| b.checked_add(HEADER_LEN));
@@ -761,13 +798,10 @@ pub fn parse_request(buf: &[u8], item_size_max: usize) -> Result<Parsed<'_>, Bin
     let total = match total {
         Some(total) if !too_large => total,
         _ => {
-            let Some(key) = buf.get(key_start..key_end) else {
-                return Ok(Parsed::Incomplete { need: key_end });
-            };
             return Err(BinError::ValueTooLarge {
                 opcode,
                 opaque: h.opaque,
-                key,
+                key: &buf[key_start..key_end],
                 value_len,
                 body_len: h.body_len,
             });
@@ -1044,6 +1078,18 @@ mod tests {
         v.extend_from_slice(&body_len.to_be_bytes());
         v.extend_from_slice(&OPAQUE.to_be_bytes());
         v.extend_from_slice(&[0; 8]);
+        v
+    }
+
+    /// `buf` padded with `k` up to where memcached judges it: the end of
+    /// its extras and key, or a full read buffer if they do not fit.
+    fn with_head(buf: &[u8]) -> Vec<u8> {
+        let h = Header::decode(buf.first_chunk().expect("a header"));
+        let head = HEADER_LEN + usize::from(h.extras_len) + usize::from(h.key_len);
+        let mut v = buf.to_vec();
+        if v.len() < head.min(READ_BUFFER) {
+            v.resize(head.min(READ_BUFFER), b'k');
+        }
         v
     }
 
@@ -1417,7 +1463,7 @@ mod tests {
             // CVE-2016-8706 shape: SASL_AUTH whose key exceeds the body.
             Case {
                 name: "keylen > bodylen (SASL_AUTH)",
-                buf: raw_header(0x80, 0x21, 0xffff, 0, 10),
+                buf: raw_header(0x80, 0x21, 300, 0, 10),
                 check: |e| matches!(e, BinError::BodyTooShort { opcode: 0x21, .. }),
                 action: ErrorAction::ReplyAndClose(Status::UnknownCommand),
                 reply: unknown(0x21),
@@ -1438,20 +1484,21 @@ mod tests {
                 action: close_inval,
                 reply: inval(0x40),
             },
+            // Wire: 16,384 bytes sent (header, then `k`s), no reply, reset.
             Case {
                 name: "huge extlen and keylen",
                 buf: raw_header(0x80, 0x01, 0xffff, 0xff, 0xffff_ffff),
                 check: |e| {
                     matches!(
                         e,
-                        BinError::KeyTooLong {
+                        BinError::HeadOverflow {
                             key_len: 0xffff,
-                            ..
+                            extras_len: 0xff,
                         }
                     )
                 },
-                action: close_inval,
-                reply: inval(0x01),
+                action: ErrorAction::Close,
+                reply: vec![],
             },
             // Wire: `Unknown command` on opcode 40, then the NOOP is answered.
             Case {
@@ -1868,7 +1915,18 @@ mod tests {
             },
         ];
         for case in &cases {
-            let err = match parse_request(&case.buf, LIMIT) {
+            // Judged once extras and key are in, not a byte sooner.
+            let buf = with_head(&case.buf);
+            let head = with_head(&case.buf[..HEADER_LEN]).len();
+            if head > HEADER_LEN {
+                assert_eq!(
+                    parse_request(&buf[..head - 1], LIMIT),
+                    Ok(Parsed::Incomplete { need: head }),
+                    "{}",
+                    case.name
+                );
+            }
+            let err = match parse_request(&buf, LIMIT) {
                 Err(e) => e,
                 Ok(p) => panic!("{}: expected an error, got {p:?}", case.name),
             };
@@ -1894,14 +1952,17 @@ mod tests {
         let long_key = raw_header(0x80, 0x00, 251, 0, 251);
         let unknown = raw_header(0x80, 0x40, 0, 0, 0);
         let no_key = raw_header(0x80, 0x00, 0, 0, 0);
+        let overflow = raw_header(0x80, 0x00, 0xffff, 0, 0xffff);
         let expected = [
             (vec![0x00; HEADER_LEN], true),
+            (overflow, true),
             (short, true),
             (long_key, false),
             (unknown, false),
             (no_key, false),
         ];
         for (buf, before) in expected {
+            let buf = with_head(&buf);
             let err = parse_request(&buf, LIMIT).unwrap_err();
             assert_eq!(err.checked_before_auth(), before, "{err:?}");
         }
@@ -1934,19 +1995,34 @@ mod tests {
     }
 
     #[test]
-    fn header_faults_are_reported_once_the_header_has_arrived() {
-        // keylen 251 with nothing after the header: memcached waits for the
-        // key before replying; we answer the same bytes at once.
-        let buf = raw_header(0x80, 0x00, 251, 0, 251);
+    fn faults_wait_for_extras_and_key() {
+        // Measured on memcached 1.6.18: a GET header with keylen 251 gets no
+        // reply until the 251 key bytes are in; then `Invalid arguments`.
+        let buf = [raw_header(0x80, 0x00, 251, 0, 251), vec![b'k'; 251]].concat();
+        for cut in HEADER_LEN..buf.len() {
+            assert_eq!(
+                parse_request(&buf[..cut], LIMIT),
+                Ok(Parsed::Incomplete { need: buf.len() }),
+                "cut {cut}"
+            );
+        }
         assert!(matches!(
             parse_request(&buf, LIMIT),
             Err(BinError::KeyTooLong { .. })
         ));
+        // Lengths that contradict each other wait for extras and key too,
+        // even where those run past the stated body.
+        let short = [raw_header(0x80, 0x01, 2, 8, 6), vec![0; 10]].concat();
+        assert_eq!(
+            parse_request(&short[..33], LIMIT),
+            Ok(Parsed::Incomplete { need: 34 })
+        );
         assert!(matches!(
-            parse_request(&buf[..23], LIMIT),
-            Ok(Parsed::Incomplete { need: 24 })
+            parse_request(&short, LIMIT),
+            Err(BinError::BodyTooShort { .. })
         ));
-        // A bad magic is judged only once a whole header is there.
+        // A bad magic is judged as soon as the header is there, and not
+        // before.
         assert!(matches!(
             parse_request(&[0x00], LIMIT),
             Ok(Parsed::Incomplete { need: HEADER_LEN })
@@ -1959,6 +2035,39 @@ mod tests {
             parse_request(&[], LIMIT),
             Ok(Parsed::Incomplete { need: HEADER_LEN })
         );
+    }
+
+    #[test]
+    fn extras_and_key_beyond_the_read_buffer_close_once_it_is_full() {
+        // Measured on memcached 1.6.18: keylen 16360 (24 + 16360 = 16384
+        // bytes) gets `Invalid arguments`; keylen 16361 gets no reply and a
+        // reset once 16384 bytes are in.
+        let fits = with_head(&raw_header(0x80, 0x00, 16360, 0, 16360));
+        assert_eq!(fits.len(), READ_BUFFER);
+        assert!(matches!(
+            parse_request(&fits, LIMIT),
+            Err(BinError::KeyTooLong { key_len: 16360, .. })
+        ));
+        let over = [raw_header(0x80, 0x00, 16361, 0, 16361), vec![b'k'; 16361]].concat();
+        for cut in [HEADER_LEN, 1000, READ_BUFFER - 1] {
+            assert_eq!(
+                parse_request(&over[..cut], LIMIT),
+                Ok(Parsed::Incomplete { need: READ_BUFFER }),
+                "cut {cut}"
+            );
+        }
+        for cut in [READ_BUFFER, over.len()] {
+            let err = parse_request(&over[..cut], LIMIT).unwrap_err();
+            assert_eq!(
+                err,
+                BinError::HeadOverflow {
+                    key_len: 16361,
+                    extras_len: 0
+                }
+            );
+            assert_eq!(err.action(), ErrorAction::Close);
+            assert!(!err.write_reply(&mut Vec::new()));
+        }
     }
 
     #[test]
