@@ -128,6 +128,35 @@ fn set_get_and_multi_get() {
     });
 }
 
+/// A binary GET whose 16,361-byte key makes a head longer than memcached's
+/// 16 KiB stream read buffer: over TCP memcached closes without a reply
+/// (tests/binary_protocol.rs), but its UDP buffer holds the datagram, so
+/// the key is judged as any other: `Invalid arguments`.
+#[test]
+fn a_binary_head_past_16k_is_judged_in_a_datagram() {
+    both(|u| {
+        for key_len in [251u16, 16361, 30000] {
+            let mut get = vec![0x80, 0x00];
+            get.extend_from_slice(&key_len.to_be_bytes());
+            get.extend_from_slice(&[0, 0, 0, 0]);
+            get.extend_from_slice(&u32::from(key_len).to_be_bytes());
+            get.extend_from_slice(&[0, 0, 0, 9]);
+            get.extend_from_slice(&[0; 8]);
+            get.resize(24 + usize::from(key_len), b'k');
+            let (h, r) = u.request(5, &get);
+            let what = format!("{} key {key_len}", u.server.describe());
+            assert_eq!(h, vec![[5, 0, 1, 0]], "{what}");
+            assert_eq!(r.len(), 24 + 17, "{what}");
+            assert_eq!(
+                (r[0], r[7], &r[12..16]),
+                (0x81, 0x04, &[0, 0, 0, 9][..]),
+                "{what}"
+            );
+            assert_eq!(&r[24..], b"Invalid arguments", "{what}");
+        }
+    });
+}
+
 #[test]
 fn multi_datagram_reply() {
     both(|u| {

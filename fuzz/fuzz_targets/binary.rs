@@ -7,12 +7,13 @@
 //! answer always asks for more than it has, faults are decided exactly when
 //! documented, and error replies are well-formed packets. The first input
 //! byte picks the item size limit so the oversized-value paths are reached
-//! by small inputs.
+//! by small inputs. The datagram parser must agree wherever a request's
+//! head fits the stream read buffer.
 #![no_main]
 
 use gannet::protocol::binary::{
-    parse_request, BinError, ErrorAction, Header, Parsed, HEADER_LEN, KEY_MAX_LEN, READ_BUFFER,
-    RESPONSE_MAGIC,
+    parse_datagram_request, parse_request, BinError, ErrorAction, Header, Parsed, HEADER_LEN,
+    KEY_MAX_LEN, READ_BUFFER, RESPONSE_MAGIC,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -31,7 +32,19 @@ fn check(data: &[u8]) {
     let mut rest = input;
     // Every round that continues drops at least one header, so this ends.
     loop {
-        match parse_request(rest, limit) {
+        let parsed = parse_request(rest, limit);
+        // A datagram differs only where the head is longer than the
+        // stream read buffer.
+        let head_fits = match rest.first_chunk::<HEADER_LEN>().map(Header::decode) {
+            Some(h) => {
+                HEADER_LEN + usize::from(h.extras_len) + usize::from(h.key_len) <= READ_BUFFER
+            }
+            None => true,
+        };
+        if head_fits {
+            assert_eq!(parse_datagram_request(rest, limit), parsed);
+        }
+        match parsed {
             Ok(Parsed::Incomplete { need }) => {
                 assert!(need > rest.len(), "incomplete must ask for more");
                 return;

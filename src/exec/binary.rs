@@ -87,9 +87,10 @@ pub struct Session {
     /// A SET, ADD or REPLACE whose value is being read into its item (see
     /// `exec::fill`); made on a connection's first such request.
     pub(super) fill: Option<Box<Slot>>,
-    /// Whether a large value may be read into its item before it has
-    /// arrived (stream connections).
-    fills: bool,
+    /// A stream connection, not a datagram: a large value may be read into
+    /// its item before it has arrived, and a request's head must fit
+    /// memcached's stream read buffer (`BinError::HeadOverflow`).
+    stream: bool,
 }
 
 impl Session {
@@ -101,7 +102,7 @@ impl Session {
     /// their items (see `exec::fill`).
     pub fn for_stream() -> Self {
         Session {
-            fills: true,
+            stream: true,
             ..Session::default()
         }
     }
@@ -253,10 +254,15 @@ impl Session {
                 self.pins.batch_end();
                 return progress(pos, requests, Action::Continue, 0);
             }
-            match proto::parse_request(buf, limit) {
+            let parsed = if self.stream {
+                proto::parse_request(buf, limit)
+            } else {
+                proto::parse_datagram_request(buf, limit)
+            };
+            match parsed {
                 Ok(Parsed::Incomplete { need }) => {
                     self.pins.batch_end();
-                    if self.fills && need >= buf.len() + FILL_MIN && self.begin_fill(ctx, buf) {
+                    if self.stream && need >= buf.len() + FILL_MIN && self.begin_fill(ctx, buf) {
                         return progress(input.len(), requests, Action::Continue, 0);
                     }
                     return progress(pos, requests, Action::Continue, need);

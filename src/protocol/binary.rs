@@ -452,9 +452,9 @@ pub enum BinError<'a> {
     /// Header, extras and key come to more than [`READ_BUFFER`], and that
     /// much has arrived. memcached's read buffer is then full before it can
     /// judge the request; its next read asks for zero bytes, it takes the
-    /// zero for end of input and closes without a reply. (Over UDP its
-    /// buffer is 64 KiB and such a request gets `Invalid arguments`; gannet
-    /// drops it without a reply there too.)
+    /// zero for end of input and closes without a reply. Not for a
+    /// datagram ([`parse_datagram_request`]): memcached's UDP buffer holds
+    /// any datagram.
     HeadOverflow { key_len: u16, extras_len: u8 },
     /// keylen + extlen > bodylen: the lengths contradict each other (the
     /// CVE-2016-8704/8705/8706 underflow). memcached replies
@@ -705,6 +705,22 @@ struct Shape {
 /// [`BinError::HeadOverflow`] once [`READ_BUFFER`] bytes have, and every
 /// other fault once header, extras and key have.
 pub fn parse_request(buf: &[u8], item_size_max: usize) -> Result<Parsed<'_>, BinError<'_>> {
+    parse(buf, item_size_max, READ_BUFFER)
+}
+
+/// [`parse_request`] for the requests of one UDP datagram, which memcached
+/// reads whole (its UDP read buffer is 64 KiB): no head is too long for
+/// it, so there is no [`BinError::HeadOverflow`].
+pub fn parse_datagram_request(
+    buf: &[u8],
+    item_size_max: usize,
+) -> Result<Parsed<'_>, BinError<'_>> {
+    parse(buf, item_size_max, usize::MAX)
+}
+
+/// The parser; `read_buffer` is how much of a request's head memcached can
+/// hold.
+fn parse(buf: &[u8], item_size_max: usize, read_buffer: usize) -> Result<Parsed<'_>, BinError<'_>> {
     // Like memcached, wait for a whole header before judging even the
     // magic: a client that sent a few bytes of text to a binary-only
     // listener is left waiting, not closed on.
@@ -720,7 +736,7 @@ pub fn parse_request(buf: &[u8], item_size_max: usize) -> Result<Parsed<'_>, Bin
     // Key end is at most 24 + 255 + 65535: no overflow.
     let key_start = HEADER_LEN + extras_len;
     let key_end = key_start + key_len;
-    if key_end > READ_BUFFER && buf.len() >= READ_BUFFER {
+    if key_end > read_buffer && buf.len() >= read_buffer {
         return Err(BinError::HeadOverflow {
             key_len: h.key_len,
             extras_len: h.extras_len,
@@ -728,7 +744,7 @@ pub fn parse_request(buf: &[u8], item_size_max: usize) -> Result<Parsed<'_>, Bin
     }
     if buf.len() < key_end {
         return Ok(Parsed::Incomplete {
-            need: key_end.min(READ_BUFFER),
+            need: key_end.min(read_buffer),
         });
     }
 
@@ -2068,6 +2084,15 @@ mod tests {
             assert_eq!(err.action(), ErrorAction::Close);
             assert!(!err.write_reply(&mut Vec::new()));
         }
+        // A datagram is read whole: its head is judged as any other.
+        assert_eq!(
+            parse_datagram_request(&over[..READ_BUFFER], LIMIT),
+            Ok(Parsed::Incomplete { need: over.len() })
+        );
+        assert!(matches!(
+            parse_datagram_request(&over, LIMIT),
+            Err(BinError::KeyTooLong { key_len: 16361, .. })
+        ));
     }
 
     #[test]
