@@ -455,6 +455,36 @@ fn connection_counts_match_memcached() {
 /// both ways, enabling again keeps the counts, it takes a CAS value (as
 /// `flush_all` and `-o track_sizes` do), and `-C` refuses it. The items
 /// are small enough to fall in the same 32-byte bucket in both servers.
+/// `conn_yields` counts the turns a connection ended with pipelined input
+/// left for later because the `-R` budget ran out: a batch of exactly
+/// `-R` requests makes none. Each batch is one write, answered in full
+/// before the next; the stats connection is separate.
+#[test]
+fn conn_yields_match_memcached() {
+    let mut seen = Vec::new();
+    for kind in [Kind::Memcached, Kind::Gannet] {
+        let s = Server::start(kind, &[]);
+        let mut stats = Conn::new(s.port());
+        let mut c = Conn::new(s.port());
+        let mut rows = Vec::new();
+        // Requests per batch; the last of each is `mn`, so the batch is
+        // answered when `MN` arrives.
+        for n in [19, 20, 21, 40, 41, 61, 5, 100] {
+            let batch = format!("{}mn\r\n", "get missing\r\n".repeat(n - 1));
+            let reply = c.cmd(&batch, &[b"MN\r\n"]);
+            assert!(reply.ends_with("MN\r\n"), "{kind:?} batch of {n}");
+            rows.push((n, num(&stats.stat_map(""), "conn_yields")));
+        }
+        seen.push(rows);
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "(batch, conn_yields): memcached, then gannet"
+    );
+    // The batches really exceeded the budget.
+    assert_ne!(seen[0].last().map(|r| r.1), Some(0));
+}
+
 #[test]
 fn sizes_switch_and_cas_values_match_memcached() {
     let script: &[(&str, &[&[u8]])] = &[
