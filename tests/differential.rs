@@ -40,9 +40,12 @@
 //! distinct value first appeared on that server (`#1`, `#2`, ...; `0` is
 //! kept). A `cas` command (or meta `C` flag) carries a placeholder
 //! resolved per server to the last CAS value that server returned for the
-//! key. `stats` output is not compared, nor is
+//! key. `stats` output is not compared as a reply, nor is
 //! `me` (its fields are timings and memory layout); the meta `l` flag
-//! (seconds since last access) is not generated.
+//! (seconds since last access) is not generated. After the last step of a
+//! session whose replies all agreed, the [`COUNTERS`] of `stats` (those
+//! that follow from the input alone) must agree too; a difference counts
+//! as a mismatch at the last step and is shrunk like one.
 //!
 //! On a mismatch the failing session is shrunk on fresh servers (whole
 //! steps, then single commands inside steps, are removed while a mismatch
@@ -1738,6 +1741,75 @@ fn agree(a: &Outcome, b: &Outcome) -> bool {
     a == b
 }
 
+/// The `stats` counters compared after a session: those that follow from
+/// the replies alone. Left out because they legitimately differ: sizes and
+/// buffers (`bytes`, `bytes_written` with CAS values of other lengths,
+/// `read_buf_*`, `response_obj_*`, `hash_bytes`); what memcached's LRU
+/// maintainer and crawler did by then (`curr_items`, `moves_*`,
+/// `lru_maintainer_juggles`, `reclaimed`, `expired_unfetched`,
+/// `get_expired`, `get_flushed`, `lrutail_reflocked`); `total_items`
+/// (COMPATIBILITY.md item 6); `bytes_read` and the connection gauges
+/// (after a close: how much input each read before it, and when it saw
+/// the close); `conn_yields` (memcached's per-event request budget).
+const COUNTERS: &[&str] = &[
+    "cmd_get",
+    "cmd_set",
+    "cmd_flush",
+    "cmd_touch",
+    "cmd_meta",
+    "get_hits",
+    "get_misses",
+    "delete_misses",
+    "delete_hits",
+    "incr_misses",
+    "incr_hits",
+    "decr_misses",
+    "decr_hits",
+    "cas_misses",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "store_too_large",
+    "store_no_memory",
+    "auth_cmds",
+    "auth_errors",
+    "evictions",
+    "total_connections",
+    "rejected_connections",
+];
+
+/// The [`COUNTERS`] that differ between the two servers, as an outcome
+/// each (`name=value` per counter), or None when all agree.
+fn counters_differ(mc: &Server, gn: &Server) -> Option<(Outcome, Outcome)> {
+    let read = |server: &Server| {
+        let mut c = server.connect();
+        let reply = common::until(&mut c, b"stats\r\n", b"END\r\n");
+        common::stat_pairs(&String::from_utf8_lossy(&reply))
+    };
+    let (m, g) = (read(mc), read(gn));
+    let value = |pairs: &[(String, String)], name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or_else(|| "<missing>".to_string(), |(_, v)| v.clone())
+    };
+    let (mut a, mut b) = (String::from("counters:"), String::from("counters:"));
+    for name in COUNTERS {
+        let (x, y) = (value(&m, name), value(&g, name));
+        if x != y {
+            a.push_str(&format!(" {name}={x}"));
+            b.push_str(&format!(" {name}={y}"));
+        }
+    }
+    let outcome = |s: String| Outcome {
+        bytes: s.into_bytes(),
+        closed: false,
+        stalled: false,
+    };
+    (a != "counters:").then(|| (outcome(a), outcome(b)))
+}
+
 /// Run `steps` on fresh servers; the first differing step, if any.
 fn replay(cfg: &Config, proto: Protocol, steps: &[Step]) -> Option<Mismatch> {
     replay_paced(cfg, proto, steps, Duration::ZERO)
@@ -1774,7 +1846,12 @@ fn replay_paced(
             });
         }
     }
-    None
+    let (memcached, gannet) = counters_differ(&mc.server, &gn.server)?;
+    Some(Mismatch {
+        step: steps.len().checked_sub(1)?,
+        memcached,
+        gannet,
+    })
 }
 
 /// Remove steps while a mismatch remains (bounded in time).
