@@ -43,9 +43,10 @@
 //! key. `stats` output is not compared as a reply, nor is
 //! `me` (its fields are timings and memory layout); the meta `l` flag
 //! (seconds since last access) is not generated. After the last step of a
-//! session whose replies all agreed, the [`COUNTERS`] of `stats` (those
-//! that follow from the input alone) must agree too; a difference counts
-//! as a mismatch at the last step and is shrunk like one.
+//! session whose replies all agreed, the command counters of `stats`
+//! (`common::COMMAND_COUNTERS` and [`COUNTERS`]) must agree too; a
+//! difference counts as a mismatch at the last step and is shrunk like
+//! one.
 //!
 //! On a mismatch the failing session is shrunk on fresh servers (whole
 //! steps, then single commands inside steps, are removed while a mismatch
@@ -1741,45 +1742,20 @@ fn agree(a: &Outcome, b: &Outcome) -> bool {
     a == b
 }
 
-/// The `stats` counters compared after a session: those that follow from
-/// the replies alone. Left out because they legitimately differ: sizes and
-/// buffers (`bytes`, `bytes_written` with CAS values of other lengths,
+/// The `stats` counters compared after a session besides
+/// `common::COMMAND_COUNTERS`: those that follow from the input alone.
+/// Left out because they legitimately differ: sizes and buffers
+/// (`bytes`, `bytes_written` with CAS values of other lengths,
 /// `read_buf_*`, `response_obj_*`, `hash_bytes`); what memcached's LRU
 /// maintainer and crawler did by then (`curr_items`, `moves_*`,
 /// `lru_maintainer_juggles`, `reclaimed`, `expired_unfetched`,
 /// `get_expired`, `get_flushed`, `lrutail_reflocked`); `total_items`
 /// (COMPATIBILITY.md item 6); `bytes_read` and the connection gauges
 /// (after a close: how much input each read before it, and when it saw
-/// the close); `conn_yields` (memcached's per-event request budget).
-const COUNTERS: &[&str] = &[
-    "cmd_get",
-    "cmd_set",
-    "cmd_flush",
-    "cmd_touch",
-    "cmd_meta",
-    "get_hits",
-    "get_misses",
-    "delete_misses",
-    "delete_hits",
-    "incr_misses",
-    "incr_hits",
-    "decr_misses",
-    "decr_hits",
-    "cas_misses",
-    "cas_hits",
-    "cas_badval",
-    "touch_hits",
-    "touch_misses",
-    "store_too_large",
-    "store_no_memory",
-    "auth_cmds",
-    "auth_errors",
-    "evictions",
-    "total_connections",
-    "rejected_connections",
-];
+/// the close); `conn_yields` (how the split writes fell into reads).
+const COUNTERS: &[&str] = &["evictions", "total_connections", "rejected_connections"];
 
-/// The [`COUNTERS`] that differ between the two servers, as an outcome
+/// The compared counters that differ between the two servers, as an outcome
 /// each (`name=value` per counter), or None when all agree.
 fn counters_differ(mc: &Server, gn: &Server) -> Option<(Outcome, Outcome)> {
     let read = |server: &Server| {
@@ -1795,7 +1771,7 @@ fn counters_differ(mc: &Server, gn: &Server) -> Option<(Outcome, Outcome)> {
             .map_or_else(|| "<missing>".to_string(), |(_, v)| v.clone())
     };
     let (mut a, mut b) = (String::from("counters:"), String::from("counters:"));
-    for name in COUNTERS {
+    for name in common::COMMAND_COUNTERS.iter().chain(COUNTERS) {
         let (x, y) = (value(&m, name), value(&g, name));
         if x != y {
             a.push_str(&format!(" {name}={x}"));

@@ -28,28 +28,6 @@ use std::time::{Duration, Instant};
 /// Longest a step may take before the test fails (never hangs).
 const STEP_LIMIT: Duration = Duration::from_secs(10);
 
-/// Counters meta commands move; compared after each table.
-const COUNTERS: &[&str] = &[
-    "cmd_get",
-    "cmd_set",
-    "cmd_touch",
-    "cmd_meta",
-    "get_hits",
-    "get_misses",
-    "delete_misses",
-    "delete_hits",
-    "incr_misses",
-    "incr_hits",
-    "decr_misses",
-    "decr_hits",
-    "cas_misses",
-    "cas_hits",
-    "cas_badval",
-    "touch_hits",
-    "touch_misses",
-    "store_too_large",
-];
-
 /// Read from `client` until the received bytes end with `suffix`.
 fn read_until(client: &mut common::Client, suffix: &[u8], what: &str) -> Vec<u8> {
     let deadline = Instant::now() + STEP_LIMIT;
@@ -239,7 +217,7 @@ fn compare(name: &str, steps: &[Vec<u8>]) -> Vec<Vec<u8>> {
             ));
         }
     }
-    for c in COUNTERS {
+    for c in common::COMMAND_COUNTERS {
         if want_stats.get(*c) != got_stats.get(*c) {
             failures.push(format!(
                 "{name}: stat {c}: memcached {:?}, gannet {:?}",

@@ -517,6 +517,34 @@ pub fn until(c: &mut Client, input: &[u8], end: &[u8]) -> Vec<u8> {
     got
 }
 
+/// The `stats` counters that follow from the commands a server was sent
+/// and its replies to them: two servers given the same input must agree
+/// on them. Each test adds what its traffic also moves.
+pub const COMMAND_COUNTERS: &[&str] = &[
+    "cmd_get",
+    "cmd_set",
+    "cmd_flush",
+    "cmd_touch",
+    "cmd_meta",
+    "get_hits",
+    "get_misses",
+    "delete_misses",
+    "delete_hits",
+    "incr_misses",
+    "incr_hits",
+    "decr_misses",
+    "decr_hits",
+    "cas_misses",
+    "cas_hits",
+    "cas_badval",
+    "touch_hits",
+    "touch_misses",
+    "store_too_large",
+    "store_no_memory",
+    "auth_cmds",
+    "auth_errors",
+];
+
 /// The `(name, value)` pairs of a `stats` reply, in order. Lines that are
 /// not `STAT <name> <value>` (`END`, errors) are skipped; a value may hold
 /// spaces (`stats conns` addresses, `stats settings` strings).
