@@ -1,11 +1,16 @@
-//! Emptied large input buffers a worker keeps for the next large request.
+//! Input buffers a worker keeps for the next connection that needs one.
 //!
-//! Why: a connection lets go of its input buffer once it is empty, so that
-//! idle connections own no memory. Without a pool, every value larger than
-//! one read would allocate and zero a fresh buffer of its size, and the
-//! zeroing costs as much as copying the value once more. The pool keeps a
-//! few such buffers per worker, bounded in bytes, and hands them out again
-//! already initialised.
+//! Why: a connection lets go of a large input buffer once it is empty, so
+//! that idle connections hold little memory. Without a pool, every value
+//! larger than one read would allocate and zero a fresh buffer of its
+//! size, and the zeroing costs as much as copying the value once more.
+//! Small buffers come here too, when a connection's buffer is replaced by
+//! a larger one or the connection closes: a connection whose leftover
+//! input alternates between a few KiB and a large value would otherwise
+//! allocate a small buffer again after every large one, so the request
+//! path would allocate once per such batch. The pool keeps a bounded
+//! number of buffers per worker, bounded in bytes too, and hands them out
+//! again already initialised.
 //!
 //! The pooled buffers are read buffers nobody uses: they are counted in
 //! `read_buf_count`, `read_buf_bytes` and `read_buf_bytes_free`, as
@@ -17,36 +22,33 @@ use std::sync::Arc;
 
 use crate::stats::ThreadStats;
 
-use super::conn::KEEP_CAPACITY;
-
 /// Most bytes of spare buffers one worker keeps: room for a buffer of a
 /// value of the default `-I 1m` (1 MiB and 4 KiB), or for nineteen of a
 /// 100 KB value.
 pub const POOL_BYTES: usize = 2 * 1024 * 1024;
+
+/// Most spare buffers one worker keeps, so that `take`'s scan stays short
+/// however small they are.
+pub const POOL_BUFS: usize = 32;
 
 /// One worker's spare input buffers.
 pub struct BufPool {
     bufs: Vec<Vec<u8>>,
     bytes: usize,
     limit: usize,
-    /// Buffers of at most this many bytes bypass the pool: `take` makes
-    /// them new and `give` drops them (a connection keeps its own small
-    /// buffer, see `InputBuf::consume`).
-    small: usize,
     stats: Arc<ThreadStats>,
 }
 
 impl BufPool {
     pub fn new(stats: Arc<ThreadStats>) -> BufPool {
-        BufPool::with_limits(stats, KEEP_CAPACITY, POOL_BYTES)
+        BufPool::with_limit(stats, POOL_BYTES)
     }
 
-    pub fn with_limits(stats: Arc<ThreadStats>, small: usize, limit: usize) -> BufPool {
+    pub fn with_limit(stats: Arc<ThreadStats>, limit: usize) -> BufPool {
         BufPool {
-            bufs: Vec::new(),
+            bufs: Vec::with_capacity(POOL_BUFS),
             bytes: 0,
             limit,
-            small,
             stats,
         }
     }
@@ -61,9 +63,6 @@ impl BufPool {
     /// hold on to the buffer of a large one), else a new zeroed one of
     /// exactly `min` bytes.
     pub fn take(&mut self, min: usize) -> Vec<u8> {
-        if min <= self.small {
-            return vec![0; min];
-        }
         let best = (self.bufs.iter().enumerate())
             .filter(|(_, b)| b.len() >= min && b.len() / 4 <= min)
             .min_by_key(|(_, b)| b.len())
@@ -79,10 +78,10 @@ impl BufPool {
         }
     }
 
-    /// Keep `buf` for a later `take` if it is not small and the pool has
-    /// room for it; drop it otherwise.
+    /// Keep `buf` for a later `take` if the pool has room for it; drop it
+    /// otherwise.
     pub fn give(&mut self, buf: Vec<u8>) {
-        if buf.len() <= self.small || self.bytes + buf.len() > self.limit {
+        if buf.is_empty() || self.bufs.len() >= POOL_BUFS || self.bytes + buf.len() > self.limit {
             return;
         }
         self.bytes += buf.len();
@@ -111,7 +110,7 @@ mod tests {
 
     fn pool(limit: usize) -> (BufPool, Arc<ThreadStats>) {
         let stats = Arc::new(ThreadStats::default());
-        (BufPool::with_limits(Arc::clone(&stats), 0, limit), stats)
+        (BufPool::with_limit(Arc::clone(&stats), limit), stats)
     }
 
     #[test]
@@ -145,6 +144,18 @@ mod tests {
         assert_eq!(p.bytes(), 100_000);
         p.give(Vec::new());
         assert_eq!(p.bufs.len(), 2);
+    }
+
+    #[test]
+    fn give_keeps_at_most_pool_bufs_buffers() {
+        let (mut p, _) = pool(1 << 20);
+        for _ in 0..POOL_BUFS + 3 {
+            p.give(vec![0; 100]);
+        }
+        assert_eq!((p.bufs.len(), p.bytes()), (POOL_BUFS, POOL_BUFS * 100));
+        // A small request takes a small pooled buffer too.
+        assert_eq!(p.take(30).len(), 100);
+        assert_eq!(p.bufs.len(), POOL_BUFS - 1);
     }
 
     #[test]

@@ -222,8 +222,8 @@ impl InputBuf {
         }
     }
 
-    /// Let go of the buffer (the connection is closing): a large one goes
-    /// back to `pool`.
+    /// Let go of the buffer (the connection is closing): it goes back to
+    /// `pool`.
     pub fn release(&mut self, pool: &mut BufPool) {
         self.start = 0;
         self.end = 0;
@@ -232,8 +232,8 @@ impl InputBuf {
 
     /// Make room for at least `n` more bytes after `end`. Live bytes move
     /// to the front when that makes room; otherwise they move into a new
-    /// buffer (from `pool` when larger than `KEEP_CAPACITY`), and a large
-    /// old one goes back to the pool. The new buffer's size is a power of
+    /// buffer (from `pool` when one fits), and the old one goes back to
+    /// the pool. The new buffer's size is a power of
     /// two when more may follow (`exact` false: growth stays amortised),
     /// else the request's size rounded up to 4 KiB, so a value just over
     /// 1 MiB does not hold 2 MiB.
@@ -494,26 +494,51 @@ mod tests {
         let mut src: &[u8] = &[2; 50_000];
         b.read_from(&mut src, 100_000, &mut p).unwrap();
         assert_eq!(b.buf.len(), 256 * 1024);
-        assert_eq!(p.bytes(), 0);
+        // The 128-byte buffer it replaced waits in the pool.
+        assert_eq!(p.bytes(), 128);
         assert_eq!(&b.data()[98..102], &[1, 1, 2, 2]);
         assert_eq!(b.len(), 50_100);
         // Emptied, it goes back rather than being freed.
         b.consume(50_100, &mut p);
-        assert_eq!((b.buf.len(), p.bytes()), (0, 256 * 1024));
-        assert_eq!(stats.read_bufs.get(), (1, 256 * 1024, 256 * 1024));
-        // A small emptied buffer stays with its connection.
+        assert_eq!((b.buf.len(), p.bytes()), (0, 256 * 1024 + 128));
+        assert_eq!(
+            stats.read_bufs.get(),
+            (2, 256 * 1024 + 128, 256 * 1024 + 128)
+        );
+        // A small emptied buffer stays with its connection, and goes to
+        // the pool when the connection closes.
         b.extend_from_slice(b"x", &mut p);
         b.consume(1, &mut p);
-        assert!(b.buf.len() <= KEEP_CAPACITY && !b.buf.is_empty());
+        let small = b.buf.len();
+        assert!(small <= KEEP_CAPACITY && small > 0);
         b.release(&mut p);
         assert!(b.buf.is_empty());
-        assert_eq!(p.bytes(), 256 * 1024);
+        assert_eq!(p.bytes(), 256 * 1024 + 128 + small);
+        assert_eq!(p.take(1).len(), small);
         // Room for a whole request of known size, in one growth.
         b.reserve_total(100_000, &mut p);
         assert_eq!(b.buf.len(), 256 * 1024);
         b.extend_from_slice(&[3; 60_000], &mut p);
         b.reserve_total(100_000, &mut p);
         assert_eq!((b.buf.len(), b.len()), (256 * 1024, 60_000));
+    }
+
+    #[test]
+    fn a_small_buffer_replaced_by_a_large_one_is_used_again() {
+        // Leftovers alternating between a few KiB and a large value: the
+        // small buffer waits in the pool while the large one is in use, so
+        // the next small leftover allocates nothing.
+        let (mut p, _) = pool();
+        let mut b = InputBuf::default();
+        b.extend_from_slice(&[1; 10_000], &mut p);
+        let small = b.buf.as_ptr();
+        b.extend_from_slice(&[2; 40_000], &mut p);
+        assert!(b.buf.len() > KEEP_CAPACITY);
+        b.consume(50_000, &mut p);
+        assert!(b.buf.is_empty());
+        b.extend_from_slice(&[3; 10_000], &mut p);
+        assert_eq!(b.buf.as_ptr(), small);
+        assert_eq!(b.data(), &[3; 10_000][..]);
     }
 
     #[test]

@@ -103,10 +103,10 @@ pub struct Worker {
     wbuf: Out,
     /// Emptied large input buffers, for the next large request.
     pool: BufPool,
-    ready: Vec<usize>,
+    ready: Requeue,
     /// UDP sockets (indexes into `udp`) that still had datagrams when
     /// their per-turn budget ran out; served again after the next poll.
-    udp_ready: Vec<usize>,
+    udp_ready: Requeue,
     running: Arc<AtomicBool>,
     /// accept() failed for lack of descriptors: retry soon.
     accept_backoff: bool,
@@ -183,8 +183,8 @@ impl Worker {
             stats,
             rbuf: vec![0; READ_CHUNK],
             wbuf: Out::with_capacity(READ_CHUNK),
-            ready: Vec::new(),
-            udp_ready: Vec::new(),
+            ready: Requeue::with_capacity(64),
+            udp_ready: Requeue::with_capacity(8),
             running: Arc::clone(&running),
             accept_backoff: false,
             watchers: Vec::new(),
@@ -229,8 +229,8 @@ impl Worker {
             &mut self.wbuf,
             budget,
         );
-        if more && !self.udp_ready.contains(&i) {
-            self.udp_ready.push(i);
+        if more && !self.udp_ready.next.contains(&i) {
+            self.udp_ready.next.push(i);
         }
     }
 
@@ -238,7 +238,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut last_idle_check = self.shared.clock.now();
         while self.running.load(Ordering::Relaxed) {
-            let timeout = if !self.ready.is_empty() || !self.udp_ready.is_empty() {
+            let timeout = if !self.ready.next.is_empty() || !self.udp_ready.next.is_empty() {
                 Duration::ZERO
             } else if self.accept_backoff {
                 Duration::from_millis(10)
@@ -277,16 +277,17 @@ impl Worker {
                     self.accept(i);
                 }
             }
-            if !self.ready.is_empty() {
-                let ready = std::mem::take(&mut self.ready);
-                for key in ready {
-                    // No event to go by: read until EAGAIN, as before.
-                    self.drive(key, true);
-                }
+            let mut ready = self.ready.take();
+            for &key in &ready {
+                // No event to go by: read until EAGAIN, as before.
+                self.drive(key, true);
             }
-            for i in std::mem::take(&mut self.udp_ready) {
+            self.ready.give_back(&mut ready);
+            let mut udp_ready = self.udp_ready.take();
+            for &i in &udp_ready {
                 self.serve_udp(i);
             }
+            self.udp_ready.give_back(&mut udp_ready);
             if !self.watchers.is_empty() {
                 self.drain_watchers();
             }
@@ -748,7 +749,7 @@ impl Worker {
                     self.stats.ops.conn_yields.incr();
                 }
                 conn.has_more = leftover;
-                self.ready.push(key);
+                self.ready.next.push(key);
                 break;
             }
             if p.more {
@@ -796,6 +797,40 @@ impl Worker {
         if close || conn_closing == Some(true) {
             self.close(key);
         }
+    }
+}
+
+/// Connections (or UDP sockets) to serve again after the next poll,
+/// kept as two vectors that trade places each round so that queueing
+/// one never allocates once both have grown to the worker's working
+/// size (a `mem::take` would leave an empty vector to regrow every
+/// round). They start with room for more than a worker usually has
+/// waiting at once, so under load they do not regrow either.
+struct Requeue {
+    /// Queued for the next round.
+    next: Vec<usize>,
+    /// Emptied storage, swapped in by `take`.
+    spare: Vec<usize>,
+}
+
+impl Requeue {
+    fn with_capacity(n: usize) -> Requeue {
+        Requeue {
+            next: Vec::with_capacity(n),
+            spare: Vec::with_capacity(n),
+        }
+    }
+
+    /// This round's list; `next` starts empty again.
+    fn take(&mut self) -> Vec<usize> {
+        std::mem::swap(&mut self.next, &mut self.spare);
+        std::mem::take(&mut self.spare)
+    }
+
+    /// Return the list `take` gave, as the spare storage.
+    fn give_back(&mut self, list: &mut Vec<usize>) {
+        list.clear();
+        self.spare = std::mem::take(list);
     }
 }
 
