@@ -44,12 +44,28 @@ use crate::store::ItemId;
 /// further hits are not remembered.
 const MAX_HELD: usize = 1024;
 
+/// Most emptied lists a thread keeps for the next `Pins` that needs one.
+const SPARE_LISTS: usize = 8;
+
+thread_local! {
+    /// Lists let go of by dropped `Pins` on this thread (a closed
+    /// connection, or the one-datagram session of a UDP request), so that
+    /// the next first hold on this worker does not allocate. Without it
+    /// every UDP `mg` or binary get hit would allocate a list. The boxes
+    /// are kept whole: a `Pins` holds a box, and re-boxing a spare list
+    /// would allocate again.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<Vec<ItemId>>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One connection's held items and its count of commands since its
 /// batch began.
 ///
 /// Every connection has one, so it is kept small: the list is boxed and
-/// made on the first hold (a connection that never sends `mg` or a
-/// binary get never allocates it), then reused for the connection's life.
+/// made (or taken from the thread's spares) on the first hold, so a
+/// connection that never sends `mg` or a binary get never has one, then
+/// reused for the connection's life and given back to the spares.
 #[derive(Debug, Default)]
 pub struct Pins {
     // Boxed on purpose: 8 bytes in every connection instead of 24, for
@@ -70,7 +86,13 @@ pub struct Pins {
 impl Pins {
     /// A reply that has not been written yet references `id`.
     pub fn hold(&mut self, id: ItemId) {
-        let held = self.held.get_or_insert_with(Box::default);
+        let held = self.held.get_or_insert_with(|| {
+            SPARE
+                .try_with(|s| s.borrow_mut().pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        });
         if held.len() < MAX_HELD {
             held.push(id);
         }
@@ -131,6 +153,21 @@ impl Pins {
     }
 }
 
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if let Some(mut held) = self.held.take() {
+            held.clear();
+            // `try_with`: nothing to keep once the thread is ending.
+            let _ = SPARE.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < SPARE_LISTS {
+                    s.push(held);
+                }
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +177,19 @@ mod tests {
             chunk: n as u32,
             version: n,
         }
+    }
+
+    #[test]
+    fn a_dropped_list_serves_the_next_first_hold() {
+        let mut p = Pins::default();
+        p.hold(id(1));
+        let list = p.held().as_ptr();
+        drop(p);
+        let mut q = Pins::default();
+        assert!(q.held().is_empty());
+        q.hold(id(2));
+        assert_eq!(q.held().as_ptr(), list);
+        assert_eq!(q.held(), &[id(2)]);
     }
 
     #[test]

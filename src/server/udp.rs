@@ -77,17 +77,16 @@ pub fn parse_header(d: &[u8]) -> Option<u16> {
 /// with each.
 pub fn frame(id: u16, reply: &[u8], mut send: impl FnMut(&[u8])) {
     let total = reply.len().div_ceil(PAYLOAD).max(1);
-    let mut dgram = Vec::with_capacity(MAX_DATAGRAM);
+    // On the stack: framing allocates nothing per datagram.
+    let mut dgram = [0u8; MAX_DATAGRAM];
+    dgram[..2].copy_from_slice(&id.to_be_bytes());
+    dgram[4..6].copy_from_slice(&(total as u16).to_be_bytes());
     for seq in 0..total {
         let chunk =
             &reply[(seq * PAYLOAD).min(reply.len())..((seq + 1) * PAYLOAD).min(reply.len())];
-        dgram.clear();
-        dgram.extend_from_slice(&id.to_be_bytes());
-        dgram.extend_from_slice(&(seq as u16).to_be_bytes());
-        dgram.extend_from_slice(&(total as u16).to_be_bytes());
-        dgram.extend_from_slice(&[0, 0]);
-        dgram.extend_from_slice(chunk);
-        send(&dgram);
+        dgram[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+        dgram[HEADER..HEADER + chunk.len()].copy_from_slice(chunk);
+        send(&dgram[..HEADER + chunk.len()]);
     }
 }
 
