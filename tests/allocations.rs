@@ -205,7 +205,9 @@ fn text_batches() -> Vec<(Vec<u8>, &'static [u8])> {
             format!(
                 "gets key:{i:028}\r\nset n{i} 5 0 2\r\n10\r\nincr n{i} 7\r\ndecr n{i} 3\r\n\
                  append n{i} 0 0 1\r\n0\r\ntouch key:{i:028} 0\r\ndelete d{i}\r\n\
-                 add d{i} 0 0 1\r\nx\r\ngat 0 d{i}\r\nbogus\r\nget {}\r\n",
+                 add d{i} 0 0 1\r\nx\r\ngat 0 d{i}\r\nbogus\r\nget {}\r\n\
+                 replace d{i} 3 0 2\r\nyy\r\nprepend d{i} 0 0 1\r\np\r\ngats 0 d{i} n{i}\r\n\
+                 cas d{i} 0 0 1 1\r\nz\r\nversion\r\nverbosity 0\r\n",
                 "x".repeat(251)
             )
             .as_bytes(),
@@ -230,7 +232,9 @@ fn meta_batches() -> Vec<(Vec<u8>, &'static [u8])> {
             format!(
                 "ms m{i} 100 T0 F3\r\n{}\r\nmg m{i} v f t c k s h l O{i}\r\nmg m{i} q\r\n\
                  mg miss{i} v\r\nma c{i} N0 J5 D2 v\r\nma c{i} MD v\r\nmd d{i} q\r\n\
-                 ms d{i} 1 I\r\nx\r\nmd d{i} I T30\r\nmg d{i} v c\r\nme m{i}\r\n",
+                 ms d{i} 1 I\r\nx\r\nmd d{i} I T30\r\nmg d{i} v c\r\nme m{i}\r\n\
+                 ms bTx7 2 b MA N30\r\nab\r\nmg bTx7 b v k O9\r\nms m{i} 1 MP q\r\n<\r\n\
+                 mg m{i} s v E77\r\nma n{i} q\r\n",
                 "w".repeat(100)
             )
             .as_bytes(),
@@ -318,6 +322,12 @@ fn binary_batches() -> Vec<(Vec<u8>, &'static [u8])> {
     const APPEND: u8 = 0x0e;
     const TOUCH: u8 = 0x1c;
     const GAT: u8 = 0x1d;
+    const ADD: u8 = 0x02;
+    const GETQ: u8 = 0x09;
+    const VERSION: u8 = 0x0b;
+    const SETQ: u8 = 0x11;
+    const DELETEQ: u8 = 0x14;
+    const INCRQ: u8 = 0x15;
     let set_extras = [0, 0, 0, 7, 0, 0, 0, 0];
     let mut incr_extras = Vec::new();
     incr_extras.extend_from_slice(&3u64.to_be_bytes());
@@ -338,6 +348,12 @@ fn binary_batches() -> Vec<(Vec<u8>, &'static [u8])> {
         b.extend(bin(GAT, k, &[0, 0, 0, 0], &[], i));
         b.extend(bin(DELETE, format!("d{i}").as_bytes(), &[], &[], i));
         b.extend(bin(GET, b"absent", &[], &[], i));
+        b.extend(bin(SETQ, k, &set_extras, &[b'q'; 50], i));
+        b.extend(bin(GETQ, k, &[], &[], i));
+        b.extend(bin(ADD, k, &set_extras, b"exists", i));
+        b.extend(bin(INCRQ, format!("c{i}").as_bytes(), &incr_extras, &[], i));
+        b.extend(bin(DELETEQ, b"absent", &[], &[], i));
+        b.extend(bin(VERSION, b"", &[], &[], i));
     }
     b.extend(bin(NOOP, b"", &[], &[], 0xfeed_f00d));
     // The NOOP reply: magic, opcode, no key, no extras, status 0, no body,
