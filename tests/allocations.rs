@@ -28,10 +28,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod common;
 
 use gannet::clock::Clock;
 use gannet::config;
@@ -104,25 +106,40 @@ static GLOBAL: Counting = Counting;
 /// One server at a time: the count is process-wide.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
 /// The daemon's start-up, minus signals and privileges: parse, build the
 /// shared state, bind, start the workers and the background threads.
-fn start(extra: &[&str]) -> (Server, u16) {
-    let port = free_port();
-    let p = port.to_string();
-    // UDP on the same port number, as memcached's `-U` usually is.
-    let mut args = vec!["gannet", "-p", &p, "-U", &p, "-l", "127.0.0.1", "-t", "2"];
+/// Returns the server and its TCP and UDP ports, which the kernel picks
+/// (`-p -1 -U -1`) and the port file names, as the other tests do it.
+fn start(extra: &[&str]) -> (Server, u16, u16) {
+    let port_file = common::temp_path("alloc-ports");
+    // Read by `server::bind` below; this test is the only one in the
+    // process, so nothing reads the environment meanwhile.
+    std::env::set_var("MEMCACHED_PORT_FILENAME", &port_file);
+    let mut args = vec![
+        "gannet",
+        "-p",
+        "-1",
+        "-U",
+        "-1",
+        "-l",
+        "127.0.0.1",
+        "-t",
+        "2",
+    ];
     args.extend_from_slice(extra);
     let settings = config::parse(args).unwrap_or_else(|e| panic!("bad flags: {}", e.stderr));
     let clock = Clock::new();
     let shared = Arc::new(Shared::new(settings, Arc::clone(&clock)));
     let bound = server::bind(&shared, None, None).expect("bind");
+    let ports = std::fs::read_to_string(&port_file).expect("the port file");
+    let _ = std::fs::remove_file(&port_file);
+    let port_of = |kind: &str| -> u16 {
+        ports
+            .lines()
+            .find_map(|l| l.strip_prefix(kind)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {kind} line in the port file: {ports:?}"))
+    };
+    let (tcp, udp) = (port_of("TCP INET:"), port_of("UDP INET:"));
     clock
         .spawn_ticker(Duration::from_millis(100))
         .expect("clock thread");
@@ -130,7 +147,7 @@ fn start(extra: &[&str]) -> (Server, u16) {
     gannet::exec::crawler::spawn(Arc::clone(&shared)).expect("crawler");
     gannet::exec::maintainer::spawn(Arc::clone(&shared)).expect("maintainer");
     gannet::exec::rebalance::spawn(Arc::clone(&shared)).expect("rebalancer");
-    (server, port)
+    (server, tcp, udp)
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -295,20 +312,9 @@ fn udp_requests() -> Vec<Vec<u8>> {
     r
 }
 
-/// A binary request packet.
+/// A binary request packet without CAS.
 fn bin(op: u8, key: &[u8], extras: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
-    let body = extras.len() + key.len() + value.len();
-    let mut p = vec![0x80, op];
-    p.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    p.push(extras.len() as u8);
-    p.extend_from_slice(&[0, 0, 0]);
-    p.extend_from_slice(&(body as u32).to_be_bytes());
-    p.extend_from_slice(&opaque.to_be_bytes());
-    p.extend_from_slice(&[0; 8]);
-    p.extend_from_slice(extras);
-    p.extend_from_slice(key);
-    p.extend_from_slice(value);
-    p
+    common::bin_packet(op, key, extras, value, 0, opaque)
 }
 
 fn binary_batches() -> Vec<(Vec<u8>, &'static [u8])> {
@@ -367,12 +373,12 @@ fn binary_batches() -> Vec<(Vec<u8>, &'static [u8])> {
 #[test]
 fn steady_traffic_allocates_nothing() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (server, port) = start(&["-m", "64"]);
+    let (server, port, udp_port) = start(&["-m", "64"]);
     let text = steady_state(port, 4, &text_batches(), 20);
     let meta = steady_state(port, 4, &meta_batches(), 20);
     let binary = steady_state(port, 4, &binary_batches(), 20);
     let large = steady_state(port, 2, &large_batches(), 10);
-    let udp = udp_steady_state(port, &udp_requests(), 10);
+    let udp = udp_steady_state(udp_port, &udp_requests(), 10);
     server.stop();
     assert_eq!(
         (text, meta, binary, large, udp),

@@ -1935,27 +1935,25 @@ fn queued_bump_artefact(cfg: &Config, proto: Protocol, steps: &[Step], m: &Misma
 fn arith_apart(steps: &[Step], proto: Protocol) -> Vec<Step> {
     let mut out = Vec::new();
     for st in steps {
-        let mut cur = Step {
-            units: Vec::new(),
+        let part = |units| Step {
+            conn: st.conn,
+            units,
             cuts: Vec::new(),
-            ..st.clone()
+            no_sentinel: false,
         };
+        let mut units: Vec<Unit> = Vec::new();
         for u in &st.units {
-            let alone = Step {
-                units: vec![u.clone()],
-                ..Step::new(st.conn)
-            };
-            if !cur.units.is_empty() && has_arith(&alone, proto) {
-                let full = std::mem::take(&mut cur.units);
-                out.push(Step {
-                    units: full,
-                    no_sentinel: false,
-                    ..cur.clone()
-                });
+            let alone = part(vec![u.clone()]);
+            if !units.is_empty() && has_arith(&alone, proto) {
+                out.push(part(std::mem::take(&mut units)));
             }
-            cur.units.push(u.clone());
+            units.push(u.clone());
         }
-        out.push(cur);
+        // Only the last part may end the connection.
+        out.push(Step {
+            no_sentinel: st.no_sentinel,
+            ..part(units)
+        });
     }
     out
 }
