@@ -19,6 +19,7 @@ use crate::exec::out::{fill_iovecs, Out};
 use crate::exec::session::Session;
 
 use super::bufpool::BufPool;
+use super::pending::Pending;
 use super::tls::TlsStream;
 
 /// Capacity above which an emptied buffer is freed (or pooled) rather
@@ -298,7 +299,7 @@ pub struct Conn {
     /// requests left over when the `-R` budget ran out).
     pub input: InputBuf,
     /// Output the socket has not accepted yet.
-    pub pending: Vec<u8>,
+    pub pending: Pending,
     pub session: Session,
     /// Last time a request arrived (for idle_timeout).
     pub last_active: RelTime,
@@ -326,7 +327,7 @@ impl Conn {
             fd,
             stream,
             input: InputBuf::default(),
-            pending: Vec::new(),
+            pending: Pending::default(),
             session: Session::for_stream(protocol),
             last_active: now,
             closing: false,
@@ -418,25 +419,20 @@ impl Conn {
         if self.stream.wants_write() {
             self.stream.flush()?;
         }
-        let mut off = 0;
-        while off < self.pending.len() {
-            match self.stream.write(&self.pending[off..]) {
+        let mut written = 0;
+        while !self.pending.is_empty() {
+            match self.stream.write(self.pending.data()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => off += n,
+                Ok(n) => {
+                    self.pending.consume(n);
+                    written += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        if off >= self.pending.len() {
-            self.pending.clear();
-            if self.pending.capacity() > KEEP_CAPACITY {
-                self.pending = Vec::new();
-            }
-        } else {
-            self.pending.drain(..off);
-        }
-        Ok(off)
+        Ok(written)
     }
 }
 
@@ -549,9 +545,11 @@ mod tests {
         // 168 since the session tracks the items its unsent replies hold
         // (`exec::pins`, 16 bytes; its list is allocated only when used),
         // 176 since it can read a large value into its item (`exec::fill`,
-        // a pointer, allocated on the first such value).
+        // a pointer, allocated on the first such value), 184 since
+        // pending output advances a start offset instead of moving what
+        // waits (`pending`).
         assert!(
-            std::mem::size_of::<Conn>() <= 176,
+            std::mem::size_of::<Conn>() <= 184,
             "{}",
             std::mem::size_of::<Conn>()
         );

@@ -7,6 +7,7 @@
 pub mod bufpool;
 pub mod conn;
 pub mod listener;
+pub mod pending;
 pub mod port_file;
 pub mod resolve;
 pub mod tls;
