@@ -47,6 +47,7 @@ both!(
     binary_large_set_answered_alone,
     partial_large_set_holds_item_memory,
     large_values_rewritten_while_being_sent,
+    slow_reader_keeps_a_deleted_value_until_done,
 );
 
 /// Send `input`, expect exactly `expected` and whether the server closed.
@@ -849,4 +850,90 @@ fn large_values_rewritten_while_being_sent(kind: Kind) {
     }
     assert!(rest.is_empty(), "{name}: bytes after the binary NOOP");
     assert!(hits >= keys, "{name}: only {hits} binary values");
+}
+
+/// Wait (at most 5 s) for the chunks in use to fall to `want`.
+fn used_chunks_fall_to(s: &Server, want: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut now = used_chunks(s);
+    while now != want && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        now = used_chunks(s);
+    }
+    assert_eq!(now, want, "{}: chunks in use {what}", s.describe());
+}
+
+/// A client too slow to take an 8 MB value at once keeps that value's
+/// memory while it is being sent, as memcached keeps its reference on
+/// the item: deleting and rewriting the key meanwhile changes nothing in
+/// what the reader gets, and the old value's chunks are freed once the
+/// reader has all of it, or once it closes with part of it unread.
+fn slow_reader_keeps_a_deleted_value_until_done(kind: Kind) {
+    let mut s = Server::start(kind, &["-I", "16m"]);
+    let value: Vec<u8> = (0..8_000_000u32).map(|i| b'a' + (i % 23) as u8).collect();
+    let set = [b"set big 0 0 8000000\r\n".as_slice(), &value, b"\r\n"].concat();
+    let mut w = s.connect();
+    assert_eq!(
+        show(&w.exchange(b"set small 0 0 1\r\nx\r\n", 8).bytes),
+        show(b"STORED\r\n")
+    );
+    let without_big = used_chunks(&s);
+    assert_eq!(show(&w.exchange(&set, 8).bytes), show(b"STORED\r\n"));
+    let with_big = used_chunks(&s);
+    let expected = [
+        b"VALUE big 0 8000000\r\n".as_slice(),
+        &value,
+        b"\r\nEND\r\n",
+    ]
+    .concat();
+    for finish in [true, false] {
+        let what = if finish {
+            "read to the end"
+        } else {
+            "closed early"
+        };
+        let mut r = s.connect();
+        socket2::SockRef::from(r.stream())
+            .set_recv_buffer_size(32 * 1024)
+            .expect("SO_RCVBUF");
+        r.send(b"get big\r\n");
+        thread::sleep(Duration::from_millis(200));
+        // One read: the rest stays with the server.
+        let mut first = vec![0u8; 64 * 1024];
+        let n = std::io::Read::read(&mut r.stream(), &mut first).expect("first read");
+        first.truncate(n);
+        assert!(
+            first.len() < expected.len(),
+            "{what}: the reply went out at once"
+        );
+        let reply = w
+            .exchange(b"delete big\r\nset big 0 0 3\r\nnew\r\n", 17)
+            .bytes;
+        assert_eq!(show(&reply), show(b"DELETED\r\nSTORED\r\n"), "{what}");
+        // The old value is still held, next to the new one.
+        assert_eq!(
+            used_chunks(&s),
+            with_big + 1,
+            "{}: {what}: chunks in use while the value is sent",
+            s.describe()
+        );
+        if finish {
+            let mut got = first;
+            got.extend(
+                r.read_reply(expected.len() - got.len(), Duration::from_secs(5))
+                    .bytes,
+            );
+            assert!(got == expected, "{}: the reply differs", s.describe());
+        } else {
+            drop(r);
+        }
+        used_chunks_fall_to(&s, without_big + 1, what);
+        assert_eq!(
+            show(&w.exchange(b"get big\r\n", 20).bytes),
+            show(b"VALUE big 0 3\r\nnew\r\nEND\r\n")
+        );
+        // Put the large value back for the next round.
+        assert_eq!(show(&w.exchange(&set, 8).bytes), show(b"STORED\r\n"));
+    }
+    s.assert_alive("after slow readers");
 }

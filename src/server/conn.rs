@@ -17,6 +17,7 @@ use mio::{Interest, Registry, Token};
 use crate::clock::RelTime;
 use crate::exec::out::{fill_iovecs, Out};
 use crate::exec::session::Session;
+use crate::store::Store;
 
 use super::bufpool::BufPool;
 use super::pending::Pending;
@@ -338,10 +339,10 @@ impl Conn {
     /// Write `out` (and anything pending before it) to the socket. What
     /// the socket does not take is kept in `pending`. Returns bytes
     /// written, or an error when the peer is gone.
-    pub fn send(&mut self, out: &[u8]) -> io::Result<usize> {
+    pub fn send(&mut self, out: &[u8], store: &Store) -> io::Result<usize> {
         let mut written = 0;
         if !self.pending.is_empty() {
-            written += self.flush_pending()?;
+            written += self.flush_pending(store)?;
             if !self.pending.is_empty() {
                 self.pending.extend_from_slice(out);
                 return Ok(written);
@@ -365,44 +366,38 @@ impl Conn {
     }
 
     /// Write the pieces of `out` (reply bytes and values in item memory)
-    /// with `writev`, after anything pending. What the socket does not
-    /// take is copied into `pending`, so the caller can release `out`'s
-    /// pins as soon as this returns. Returns bytes written.
-    pub fn send_out(&mut self, out: &Out) -> io::Result<usize> {
+    /// with `writev`, after anything pending. When the socket does not
+    /// take it all and nothing else waits, the reply is kept whole with
+    /// its pins (`Pending::hold`; `out` is left empty), so the values are
+    /// never copied; behind other pending output it is copied. Returns
+    /// bytes written.
+    pub fn send_out(&mut self, out: &mut Out, store: &Store) -> io::Result<usize> {
         if !out.has_splices() {
-            return self.send(out);
+            return self.send(out, store);
         }
         let mut written = 0;
         if !self.pending.is_empty() {
-            written += self.flush_pending()?;
+            written += self.flush_pending(store)?;
         }
         let total = out.total();
         let mut off = 0;
         if self.pending.is_empty() {
-            let mut iov = [io::IoSlice::new(&[]); IOV_BATCH];
-            while off < total {
-                let n = fill_iovecs(out.pieces(), off, &mut iov);
-                match self.stream.write_vectored(&iov[..n]) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(k) => off += k,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
+            off = write_pieces(&mut self.stream, out, 0)?;
+            written += off;
+            if off < total {
+                self.pending.hold(out, off);
             }
+            return Ok(written);
         }
-        written += off;
-        if off < total {
-            self.pending.reserve(total - off);
-            let mut skip = off;
-            for p in out.pieces() {
-                if skip >= p.len() {
-                    skip -= p.len();
-                    continue;
-                }
-                self.pending.extend_from_slice(&p[skip..]);
-                skip = 0;
+        self.pending.reserve(total);
+        let mut skip = off;
+        for p in out.pieces() {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
             }
+            self.pending.extend_from_slice(&p[skip..]);
+            skip = 0;
         }
         Ok(written)
     }
@@ -414,12 +409,23 @@ impl Conn {
         !self.pending.is_empty() || self.stream.wants_write()
     }
 
-    /// Try to write what is pending. Returns bytes written.
-    pub fn flush_pending(&mut self) -> io::Result<usize> {
+    /// Try to write what is pending: the held reply first (its pins go
+    /// back once it is all written), then the copied bytes. Returns bytes
+    /// written.
+    pub fn flush_pending(&mut self, store: &Store) -> io::Result<usize> {
         if self.stream.wants_write() {
             self.stream.flush()?;
         }
         let mut written = 0;
+        if let Some(h) = self.pending.held_mut() {
+            let n = write_pieces(&mut self.stream, &h.out, h.off)?;
+            h.off += n;
+            written += n;
+            if h.off < h.out.total() {
+                return Ok(written);
+            }
+            self.pending.release_held(store);
+        }
         while !self.pending.is_empty() {
             match self.stream.write(self.pending.data()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -434,6 +440,25 @@ impl Conn {
         }
         Ok(written)
     }
+}
+
+/// `writev` the pieces of `out` from byte `from` until the socket is full
+/// or all is written; returns the bytes written.
+fn write_pieces(stream: &mut Stream, out: &Out, from: usize) -> io::Result<usize> {
+    let total = out.total();
+    let mut off = from;
+    let mut iov = [io::IoSlice::new(&[]); IOV_BATCH];
+    while off < total {
+        let n = fill_iovecs(out.pieces(), off, &mut iov);
+        match stream.write_vectored(&iov[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => off += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(off - from)
 }
 
 #[cfg(test)]
@@ -545,11 +570,11 @@ mod tests {
         // 168 since the session tracks the items its unsent replies hold
         // (`exec::pins`, 16 bytes; its list is allocated only when used),
         // 176 since it can read a large value into its item (`exec::fill`,
-        // a pointer, allocated on the first such value), 184 since
+        // a pointer, allocated on the first such value), 192 since
         // pending output advances a start offset instead of moving what
-        // waits (`pending`).
+        // waits and can hold a refused reply with its pins (`pending`).
         assert!(
-            std::mem::size_of::<Conn>() <= 184,
+            std::mem::size_of::<Conn>() <= 192,
             "{}",
             std::mem::size_of::<Conn>()
         );

@@ -12,16 +12,34 @@
 //! least as long as what is still waiting, so every byte moved is paid
 //! for by a written byte at least as long as it: moves stay within the
 //! bytes written, linear in the reply.
+//!
+//! A reply whose large values are spliced from item memory (`exec::out`)
+//! is not copied at all when the socket refuses part of it: the whole
+//! `Out`, with the pins that keep those values readable, is held here
+//! until the socket has taken it, as memcached keeps its reference on an
+//! item it is sending. Output produced later is copied behind it, so
+//! the order is kept: first what is left of the held reply, then `buf`.
+
+use crate::exec::out::Out;
+use crate::store::Store;
 
 use super::conn::KEEP_CAPACITY;
 
-/// Pending output. Invariant: `start <= buf.len()`, and when nothing is
-/// waiting both are zero (so `is_empty` is one comparison and an empty
-/// buffer is always reused from its start).
+/// A reply kept with its pins: `out` from byte `off` on is unsent.
+pub struct Held {
+    pub out: Out,
+    pub off: usize,
+}
+
+/// Pending output. Invariants: `start <= buf.len()`, and when no byte
+/// waits in `buf` both are zero (an empty buffer is reused from its
+/// start); `held`, when present, has unsent bytes and goes out before
+/// `buf`.
 #[derive(Default)]
 pub struct Pending {
     buf: Vec<u8>,
     start: usize,
+    held: Option<Box<Held>>,
 }
 
 #[cfg(test)]
@@ -32,20 +50,48 @@ thread_local! {
 }
 
 impl Pending {
-    /// Bytes waiting to be written.
+    /// Copied bytes waiting to be written (after any held reply).
     #[inline]
     pub fn data(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
+    /// Nothing waits: no held reply and no copied bytes.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.start == self.buf.len()
+        self.held.is_none() && self.start == self.buf.len()
     }
 
+    /// Copied bytes waiting.
     #[inline]
     pub fn len(&self) -> usize {
         self.buf.len() - self.start
+    }
+
+    /// Keep the reply in `out`, of which the first `off` bytes were
+    /// written, with its pins; `out` is left empty (and with no capacity)
+    /// for the caller's next reply. Only when nothing else waits, so the
+    /// held reply goes out first.
+    pub fn hold(&mut self, out: &mut Out, off: usize) {
+        debug_assert!(self.is_empty() && off < out.total());
+        self.held = Some(Box::new(Held {
+            out: std::mem::take(out),
+            off,
+        }));
+    }
+
+    /// The held reply, if any.
+    #[inline]
+    pub fn held_mut(&mut self) -> Option<&mut Held> {
+        self.held.as_deref_mut()
+    }
+
+    /// Give back the held reply's pins (it was written, or the
+    /// connection is closing).
+    pub fn release_held(&mut self, store: &Store) {
+        if let Some(mut h) = self.held.take() {
+            h.out.release(store);
+        }
     }
 
     /// Make room for `additional` more bytes, compacting first when the

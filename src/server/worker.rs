@@ -409,6 +409,7 @@ impl Worker {
             self.shared.conn_table.remove(c.fd);
             self.stats.read_bufs.change(c.input.footprint(), (0, true));
             c.input.release(&mut self.pool);
+            c.pending.release_held(&self.shared.store);
             c.session.abandon(&self.shared.store);
             c.stream.shutdown();
             if c.closing {
@@ -449,7 +450,7 @@ impl Worker {
                 continue;
             };
             if conn.has_output() {
-                match conn.flush_pending() {
+                match conn.flush_pending(&self.shared.store) {
                     Ok(n) => self.stats.ops.bytes_written.add(n as u64),
                     Err(_) => {
                         self.close(key);
@@ -469,7 +470,7 @@ impl Worker {
             if self.wbuf.is_empty() {
                 continue;
             }
-            let r = conn.send(&self.wbuf);
+            let r = conn.send(&self.wbuf, &self.shared.store);
             self.wbuf.clear();
             match r {
                 Ok(n) => self.stats.ops.bytes_written.add(n as u64),
@@ -516,7 +517,7 @@ impl Worker {
             return;
         };
         if conn.has_output() {
-            match conn.flush_pending() {
+            match conn.flush_pending(&self.shared.store) {
                 Ok(n) => self.stats.ops.bytes_written.add(n as u64),
                 Err(_) => return self.close(key),
             }
@@ -688,13 +689,14 @@ impl Worker {
                 } else {
                     crate::exec::watch::log_replies(conn.fd, &self.wbuf);
                 }
-                Some(conn.send_out(&self.wbuf))
+                Some(conn.send_out(&mut self.wbuf, &self.shared.store))
             } else {
                 None
             };
-            // The socket took the values or `pending` holds copies: give
-            // the pins back, and leave the buffer empty for the next
-            // connection, on every path out of this turn.
+            // The socket took the values, or `pending` holds copies or
+            // took the whole reply with its pins (leaving `wbuf` empty):
+            // give back any pins left, and leave the buffer empty for the
+            // next connection, on every path out of this turn.
             self.wbuf.release(&self.shared.store);
             match sent {
                 Some(Ok(n)) => self.stats.ops.bytes_written.add(n as u64),

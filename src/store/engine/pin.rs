@@ -3,11 +3,13 @@
 //! item memory (memcached's reference count on an item it is sending).
 //!
 //! Why pins live in a per-shard list and not in the item header: the
-//! header has no spare byte, and pins are rare and short (a worker takes
-//! one for a large value in a reply and gives it back in the same turn,
-//! once the socket has taken the bytes or they have been copied into the
-//! connection's pending output). The list is almost always empty, so the
-//! checks on the free path cost one length test.
+//! header has no spare byte, and pins are rare (a worker takes one for a
+//! large value in a reply and gives it back once the socket has taken
+//! the bytes: in the same turn, or, for a client reading slower than the
+//! server writes, when the connection's held reply drains or it closes).
+//! The list is almost always empty, so the checks on the free path cost
+//! one length test; each slow reader of a large value adds one entry to
+//! scan while it reads.
 //!
 //! What a pin guarantees, for as long as it is held (the invariant every
 //! writer below keeps):
