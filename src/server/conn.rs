@@ -379,25 +379,17 @@ impl Conn {
         if !self.pending.is_empty() {
             written += self.flush_pending(store)?;
         }
-        let total = out.total();
-        let mut off = 0;
         if self.pending.is_empty() {
-            off = write_pieces(&mut self.stream, out, 0)?;
+            let off = write_pieces(&mut self.stream, out, 0)?;
             written += off;
-            if off < total {
+            if off < out.total() {
                 self.pending.hold(out, off);
             }
             return Ok(written);
         }
-        self.pending.reserve(total);
-        let mut skip = off;
+        self.pending.reserve(out.total());
         for p in out.pieces() {
-            if skip >= p.len() {
-                skip -= p.len();
-                continue;
-            }
-            self.pending.extend_from_slice(&p[skip..]);
-            skip = 0;
+            self.pending.extend_from_slice(p);
         }
         Ok(written)
     }
