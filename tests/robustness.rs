@@ -640,25 +640,10 @@ fn partial_large_set_holds_item_memory(kind: Kind) {
         let mut c = s.connect();
         c.send(line);
         c.send(&[b'x'; 5000]);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while used_chunks(&s) != base + 1 {
-            assert!(
-                Instant::now() < deadline,
-                "{}: {line:?}: no item held",
-                s.describe()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        let three = Duration::from_secs(3);
+        used_chunks_reach(&s, base + 1, three, &format!("{line:?}: no item held"));
         drop(c);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while used_chunks(&s) != base {
-            assert!(
-                Instant::now() < deadline,
-                "{}: {line:?}: item kept",
-                s.describe()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        used_chunks_reach(&s, base, three, &format!("{line:?}: item kept"));
     }
     s.assert_alive("partial large set");
 }
@@ -852,15 +837,15 @@ fn large_values_rewritten_while_being_sent(kind: Kind) {
     assert!(hits >= keys, "{name}: only {hits} binary values");
 }
 
-/// Wait (at most 5 s) for the chunks in use to fall to `want`.
-fn used_chunks_fall_to(s: &Server, want: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+/// Wait (at most `limit`) until `want` chunks are in use.
+fn used_chunks_reach(s: &Server, want: u64, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
     let mut now = used_chunks(s);
     while now != want && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(Duration::from_millis(10));
         now = used_chunks(s);
     }
-    assert_eq!(now, want, "{}: chunks in use {what}", s.describe());
+    assert_eq!(now, want, "{}: {what}: chunks in use", s.describe());
 }
 
 /// A client too slow to take an 8 MB value at once keeps that value's
@@ -927,7 +912,7 @@ fn slow_reader_keeps_a_deleted_value_until_done(kind: Kind) {
         } else {
             drop(r);
         }
-        used_chunks_fall_to(&s, without_big + 1, what);
+        used_chunks_reach(&s, without_big + 1, Duration::from_secs(5), what);
         assert_eq!(
             show(&w.exchange(b"get big\r\n", 20).bytes),
             show(b"VALUE big 0 3\r\nnew\r\nEND\r\n")
